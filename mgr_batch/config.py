@@ -1,0 +1,231 @@
+"""Typed configuration: frozen dataclasses, loaded from YAML, overridden by flags, written beside outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from mgr_batch.errors import ConfigError
+
+GTZAN_GENRES = (
+    "blues",
+    "classical",
+    "country",
+    "disco",
+    "hiphop",
+    "jazz",
+    "metal",
+    "pop",
+    "reggae",
+    "rock",
+)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """How bytes become a waveform: every song is decoded to mono float32 at ``sr`` Hz."""
+
+    sr: int = 22050
+    #: Only the first ``max_duration`` seconds of a file are decoded (bounds memory for very long files).
+    max_duration: float = 1800.0
+    #: A file whose peak deviation from its mean stays below this is rejected as silent.
+    silence_threshold: float = 1e-4
+    #: soxr quality for resampling ("HQ", "VHQ", "MQ", "LQ", "QQ").
+    resample_quality: str = "HQ"
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """How a song is cut into clips: fixed windows of ``clip_seconds`` every ``hop_seconds``."""
+
+    clip_seconds: float = 3.0
+    #: Seconds between clip starts; ``None`` means back-to-back clips (hop = clip).
+    hop_seconds: float | None = None
+
+    @property
+    def hop(self) -> float:
+        return self.clip_seconds if self.hop_seconds is None else self.hop_seconds
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel parameters (librosa's names); the model's input is (n_mels, n_frames) per clip."""
+
+    kind: str = "logmel"
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to build and its hyper-parameters."""
+
+    name: str = "cnn"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Training hyper-parameters."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where to run: ``address=None`` starts an embedded local Ray."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """The inference actor pool."""
+
+    batch_size: int = 64  # clips per forward pass
+    num_workers: int = 1  # actors in the pool
+    num_gpus: float = 0.0  # GPUs per actor
+    songs_per_task: int = 8  # songs per decode/featurize task
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    """Everything ``mgr-batch tag`` needs."""
+
+    input: str = ""
+    output: str = ""
+    model: str | None = None  # checkpoint dir or URL; None = the shipped model
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    clips: ClipConfig | None = None  # None = the model's own clip settings
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``mgr-batch train`` needs."""
+
+    data: str = ""
+    output: str = ""
+    train_list: str | None = None
+    valid_list: str | None = None
+    storage_path: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    run_name: str = "mgr-batch-train"
+    num_workers: int = 1
+    cpus_per_worker: int = 1
+    use_gpu: bool = False
+    genres: tuple[str, ...] | None = None  # None = the sorted labels found in DATA
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "") -> T:
+    """Build the dataclass ``cls`` from nested dicts, rejecting unknown keys by name."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(where + k for k in unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, where=f"{where}{name}.")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, *, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where=where)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {where.rstrip('.')} must be a mapping")
+        return from_dict(hint, value, where=where)
+    if origin is tuple and value is not None:
+        return tuple(value)
+    if hint is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass (JSON and YAML safe)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+
+
+def load_yaml(path: str | Path | None) -> dict[str, Any]:
+    """The mapping in a YAML file, or {} for no file."""
+    if path is None:
+        return {}
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping")
+    return data
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` (None values ignored) into a copy of ``base``."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            merged = merge(out.get(key) or {}, value)
+            if merged or key in out:
+                out[key] = merged
+        else:
+            out[key] = value
+    return out
+
+
+def dump_yaml(cfg: Any) -> str:
+    """The config as YAML text (written next to every output)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+SECRET_WORDS = ("secret", "password", "token", "key", "credential")
+
+
+def redacted(cfg: Any) -> Any:
+    """A copy of a config whose storage options hide secret values (safe to write and log)."""
+    options = getattr(cfg, "storage_options", None)
+    if not options:
+        return cfg
+    clean = {k: ("***" if any(w in k.lower() for w in SECRET_WORDS) else v) for k, v in options.items()}
+    return dataclasses.replace(cfg, storage_options=clean)
