@@ -1,0 +1,49 @@
+"""Output table schemas: ``schemas/*.json`` (the single source of truth) as pyarrow schemas."""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+TABLES = ("songs", "clips", "errors")
+
+_TYPES = {
+    "string": pa.string(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "list<string>": pa.list_(pa.string()),
+    "list<float32>": pa.list_(pa.float32()),
+}
+
+
+@functools.cache
+def spec(name: str) -> dict[str, Any]:
+    """The JSON schema document of table ``name``."""
+    if name not in TABLES:
+        raise KeyError(f"unknown table {name!r}")
+    source = Path(__file__).resolve().parent.parent / "schemas" / f"{name}.json"  # a source checkout
+    if not source.is_file():
+        source = resources.files("mgr_batch.schemas_data") / f"{name}.json"  # an installed wheel
+    return json.loads(source.read_text())
+
+
+def arrow_schema(name: str, genres: tuple[str, ...] = ()) -> pa.Schema:
+    """The pyarrow schema of table ``name``; genre probability columns follow the fixed ones."""
+    doc = spec(name)
+    fields = [pa.field(c["name"], _TYPES[c["type"]], nullable=c["nullable"]) for c in doc["columns"]]
+    extra = doc.get("genre_columns")
+    if extra:
+        fields += [pa.field(f"{extra['prefix']}{g}", _TYPES[extra["type"]], nullable=False) for g in genres]
+    return pa.schema(fields)
+
+
+def probability_columns(genres: tuple[str, ...]) -> list[str]:
+    return [f"p_{g}" for g in genres]

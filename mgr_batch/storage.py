@@ -1,0 +1,188 @@
+"""Where audio and outputs live: a path or URL plus fsspec storage options; listing and manifests."""
+
+from __future__ import annotations
+
+import glob as _glob
+import hashlib
+import io
+import os
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pandas as pd
+from fsspec.core import url_to_fs
+
+from mgr_batch.config import AUDIO_EXTENSIONS
+from mgr_batch.errors import ConfigError, InputNotFoundError
+
+MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
+
+#: The columns every listing has; manifests may add more (label, split, artist, ...).
+LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
+
+
+def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for ``uri`` and the path inside it (protocol stripped)."""
+    return url_to_fs(uri, **(storage_options or {}))
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The path as the user would write it: absolute local path, or ``proto://bucket/key``."""
+    if _is_local(fs):
+        return os.path.abspath(path)
+    return fs.unstrip_protocol(path)
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or URL."""
+    if is_remote(uri):
+        return posixpath.join(uri, *parts)
+    return os.path.join(uri, *parts)
+
+
+def song_id_for(path: str) -> str:
+    """Stable song id: the first 16 hex digits of the SHA-1 of the path."""
+    return hashlib.sha1(path.encode("utf-8")).hexdigest()[:16]
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return 0.0
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The files an input names (``files``), and those a folder held that are not audio (``ignored``)."""
+
+    files: pd.DataFrame
+    ignored: tuple[str, ...] = ()
+
+
+def list_inputs(
+    uri: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    extensions: Iterable[str] = AUDIO_EXTENSIONS,
+) -> Listing:
+    """List the audio files named by a folder, glob, single file or manifest (local or any fsspec URL).
+
+    Folders are searched recursively and keep files whose extension is in ``extensions``; a glob or a
+    manifest keeps exactly what it names (a manifest's relative paths resolve against its own folder).
+    Returns a table with ``path, song_id, size, mtime`` plus any other manifest columns, sorted by path.
+    """
+    extensions = tuple(e.lower() for e in extensions)
+    fs, root = filesystem(uri, storage_options)
+    ignored: list[str] = []
+    if uri.lower().endswith(MANIFEST_SUFFIXES) and not _glob.has_magic(uri):
+        files = _read_manifest(fs, root)
+    elif _glob.has_magic(root):
+        found = fs.glob(root, detail=True)
+        files = _from_infos(fs, {p: i for p, i in found.items() if i.get("type") != "directory"})
+        if files.empty:
+            raise InputNotFoundError(f"input {uri!r}: the glob matches no file")
+    elif not fs.exists(root):
+        raise InputNotFoundError(f"input {uri!r} does not exist")
+    elif fs.isdir(root):
+        found = fs.find(root, detail=True, withdirs=False)
+        keep = {p: i for p, i in found.items() if p.lower().endswith(extensions)}
+        ignored = sorted(full_uri(fs, p) for p in found if p not in keep)
+        files = _from_infos(fs, keep)
+        if files.empty:
+            raise InputNotFoundError(f"input {uri!r}: the folder holds no audio file ({', '.join(extensions)})")
+    else:
+        files = _from_infos(fs, {root: fs.info(root)})
+    files = files.sort_values("path", kind="stable").reset_index(drop=True)
+    return Listing(files=files, ignored=tuple(ignored))
+
+
+def _from_infos(fs: fsspec.AbstractFileSystem, infos: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    paths = [full_uri(fs, p) for p in infos]
+    return pd.DataFrame(
+        {
+            "path": pd.Series(paths, dtype="string"),
+            "song_id": pd.Series([song_id_for(p) for p in paths], dtype="string"),
+            "size": pd.Series([int(i.get("size") or 0) for i in infos.values()], dtype="int64"),
+            "mtime": pd.Series([_mtime(i) for i in infos.values()], dtype="float64"),
+        }
+    )
+
+
+def _read_manifest(fs: fsspec.AbstractFileSystem, root: str) -> pd.DataFrame:
+    if not fs.exists(root):
+        raise InputNotFoundError(f"manifest {full_uri(fs, root)!r} does not exist")
+    with fs.open(root, "rb") as f:
+        data = f.read()
+    if root.lower().endswith(".csv"):
+        table = pd.read_csv(io.BytesIO(data), dtype={"path": "string"}, keep_default_na=False)
+    else:
+        table = pd.read_parquet(io.BytesIO(data))
+    if "path" not in table.columns:
+        raise ConfigError(f"manifest {full_uri(fs, root)!r} has no 'path' column")
+    base = posixpath.dirname(root) if not _is_local(fs) else os.path.dirname(os.path.abspath(root))
+    resolved = []
+    for p in table["path"].astype(str):
+        if "://" in p:
+            resolved.append(p)
+        elif _is_local(fs):
+            resolved.append(os.path.abspath(os.path.join(base, os.path.expanduser(p))))
+        else:
+            resolved.append(fs.unstrip_protocol(posixpath.join(base, p)))
+    table = table.drop(columns=[c for c in ("song_id", "size", "mtime") if c in table.columns])
+    table["path"] = pd.Series(resolved, dtype="string")
+    table.insert(1, "song_id", pd.Series([song_id_for(p) for p in resolved], dtype="string"))
+    # Size and mtime are looked up lazily by the reader for manifests (a million HEAD requests is a
+    # job for the workers, not the driver); 0 means "not known at listing time".
+    table.insert(2, "size", pd.Series([0] * len(table), dtype="int64"))
+    table.insert(3, "mtime", pd.Series([0.0] * len(table), dtype="float64"))
+    return table
+
+
+def open_input(path: str, storage_options: dict[str, Any] | None = None):
+    """Open a listed file for reading (a seekable binary file object)."""
+    return fsspec.open(path, "rb", **(storage_options or {})).open()
+
+
+def read_text(uri: str, storage_options: dict[str, Any] | None = None) -> str:
+    fs, path = filesystem(uri, storage_options)
+    if not fs.exists(path):
+        raise InputNotFoundError(f"{uri!r} does not exist")
+    with fs.open(path, "rt") as f:
+        return f.read()
+
+
+def write_bytes_atomic(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    """Write ``data`` so readers see the whole file or nothing (temp name, then rename; S3 puts are atomic)."""
+    fs, path = filesystem(uri, storage_options)
+    parent = posixpath.dirname(path) if not _is_local(fs) else os.path.dirname(path)
+    fs.makedirs(parent, exist_ok=True)
+    if _is_local(fs):
+        tmp = os.path.join(parent, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        with fs.open(path, "wb") as f:
+            f.write(data)
