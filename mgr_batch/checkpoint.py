@@ -1,0 +1,139 @@
+"""Self-describing model checkpoints: ``model.pt`` (a state dict) plus ``config.json`` (everything else)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import torch
+from torch import nn
+
+from mgr_batch import storage
+from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, ModelConfig, from_dict, to_dict
+from mgr_batch.errors import CheckpointError, ConfigError, InputNotFoundError
+from mgr_batch.features import feature_shape
+from mgr_batch.models import build_model
+
+WEIGHTS = "model.pt"
+CONFIG = "config.json"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "default"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything about a trained model except its weights."""
+
+    genres: tuple[str, ...]
+    audio: AudioConfig
+    clips: ClipConfig
+    features: FeatureConfig
+    model: ModelConfig
+    model_id: str = ""
+    train: dict[str, Any] = field(default_factory=dict)  # data manifest hash, command, hyper-parameters
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return feature_shape(sr=self.audio.sr, clip_seconds=self.clips.clip_seconds, cfg=self.features)
+
+    def build(self) -> nn.Module:
+        return build_model(self.model.name, n_classes=len(self.genres), input_shape=self.input_shape, params=self.model.params)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model_id": self.model_id,
+            "genres": list(self.genres),
+            "audio": to_dict(self.audio),
+            "clips": to_dict(self.clips),
+            "features": to_dict(self.features),
+            "model": to_dict(self.model),
+            "train": self.train,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        try:
+            return cls(
+                genres=tuple(data["genres"]),
+                audio=from_dict(AudioConfig, data["audio"]),
+                clips=from_dict(ClipConfig, data["clips"]),
+                features=from_dict(FeatureConfig, data["features"]),
+                model=from_dict(ModelConfig, data["model"]),
+                model_id=data.get("model_id", ""),
+                train=data.get("train", {}),
+                metrics=data.get("metrics", {}),
+            )
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise CheckpointError(f"checkpoint config is not valid: {exc}") from None
+
+
+def weights_bytes(model: nn.Module) -> bytes:
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def model_id_for(name: str, weights: bytes) -> str:
+    """Deterministic model id: the model name plus a hash of its weights."""
+    return f"{name}-{hashlib.sha256(weights).hexdigest()[:12]}"
+
+
+def save(directory: str, model: nn.Module, spec: ModelSpec, storage_options: dict[str, Any] | None = None) -> ModelSpec:
+    """Write ``model.pt`` and ``config.json`` under ``directory`` (local or URL); returns the spec with its id."""
+    weights = weights_bytes(model)
+    spec = dataclasses.replace(spec, model_id=model_id_for(spec.model.name, weights))
+    storage.write_bytes_atomic(storage.join(directory, WEIGHTS), weights, storage_options)
+    text = json.dumps(spec.to_json(), indent=2, sort_keys=False)
+    storage.write_bytes_atomic(storage.join(directory, CONFIG), text.encode(), storage_options)
+    return spec
+
+
+def default_model_dir() -> str:
+    return str(resources.files("mgr_batch") / "assets" / "default_model")
+
+
+def resolve(uri: str | None) -> str:
+    """The checkpoint directory a ``--model`` value names (None or "default": the shipped model)."""
+    return default_model_dir() if uri in (None, "", DEFAULT_MODEL) else uri
+
+
+def load_spec(uri: str | None, storage_options: dict[str, Any] | None = None) -> ModelSpec:
+    """Read only a checkpoint's ``config.json``."""
+    directory = resolve(uri)
+    try:
+        text = storage.read_text(storage.join(directory, CONFIG), storage_options)
+    except InputNotFoundError:
+        raise CheckpointError(f"no model checkpoint at {directory!r} (expected {CONFIG} and {WEIGHTS})") from None
+    try:
+        return ModelSpec.from_json(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"checkpoint config {directory!r} is not JSON: {exc}") from None
+
+
+def load(uri: str | None, storage_options: dict[str, Any] | None = None, *, device: str = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Load a checkpoint (weights with ``weights_only=True``) into an eval-mode model on ``device``."""
+    spec = load_spec(uri, storage_options)
+    directory = resolve(uri)
+    fs, path = storage.filesystem(storage.join(directory, WEIGHTS), storage_options)
+    if not fs.exists(path):
+        raise CheckpointError(f"checkpoint {directory!r} has no {WEIGHTS}")
+    with fs.open(path, "rb") as f:
+        data = f.read()
+    try:
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"cannot read weights in {directory!r}: {exc}") from None
+    model = spec.build()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in {directory!r} do not fit model {spec.model.name!r}: {exc}") from None
+    return model.to(device).eval(), spec

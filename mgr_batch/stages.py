@@ -1,0 +1,176 @@
+"""Batch-in, batch-out stages of the tagging and training graphs: plain Python, no Ray.
+
+A batch is a dict of numpy arrays, one entry per column. Per-song arrays of varying length
+(``clip_start_s``, ``features``, ``clip_probs``) are object arrays holding one ndarray per song.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from mgr_batch import audio as audio_io
+from mgr_batch import checkpoint, clips, features, storage
+from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
+from mgr_batch.errors import AudioError, AudioReadError, error_type
+
+#: Columns a listing gives the first stage.
+LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
+#: Columns :func:`featurize_batch` adds.
+FEATURE_COLUMNS = (
+    "status", "duration_s", "analyzed_s", "sample_rate", "channels", "n_clips",
+    "clip_start_s", "features", "error_stage", "error_type", "error_message",
+)  # fmt: skip
+
+
+def _objects(items: list[np.ndarray]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):  # assign one by one so equal shapes don't fuse into one array
+        out[i] = item
+    return out
+
+
+def featurize_batch(
+    batch: dict[str, np.ndarray],
+    *,
+    audio: AudioConfig,
+    clip_cfg: ClipConfig,
+    feature_cfg: FeatureConfig,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Read, decode, resample, cut and featurize each listed file of the batch.
+
+    Needs ``path`` (other columns pass through). Adds :data:`FEATURE_COLUMNS`; a file that fails gets
+    ``status="error"``, zero clips and the stage, type and message of its expected audio error.
+    ``features[i]`` has shape (n_clips, n_mels, n_frames); ``clip_start_s[i]`` has shape (n_clips,).
+    """
+    n = len(batch["path"])
+    n_mels, n_frames = features.feature_shape(sr=audio.sr, clip_seconds=clip_cfg.clip_seconds, cfg=feature_cfg)
+    cols: dict[str, list] = {c: [] for c in FEATURE_COLUMNS}
+    for path in batch["path"]:
+        try:
+            decoded = _read_and_decode(str(path), audio, storage_options)
+        except AudioError as exc:
+            row = dict(status="error", duration_s=0.0, analyzed_s=0.0, sample_rate=0, channels=0, n_clips=0,
+                       clip_start_s=np.zeros(0), features=np.zeros((0, n_mels, n_frames), np.float32),
+                       error_stage=exc.stage, error_type=error_type(exc), error_message=str(exc))  # fmt: skip
+        else:
+            song_clips, starts = clips.cut(
+                decoded.y, sr=audio.sr, clip_seconds=clip_cfg.clip_seconds, hop_seconds=clip_cfg.hop
+            )
+            feats = features.featurize(song_clips, sr=audio.sr, cfg=feature_cfg)
+            row = dict(status="ok", duration_s=decoded.duration, analyzed_s=decoded.analyzed,
+                       sample_rate=decoded.native_sr, channels=decoded.channels, n_clips=len(starts),
+                       clip_start_s=starts, features=feats, error_stage="", error_type="", error_message="")  # fmt: skip
+        for c in FEATURE_COLUMNS:
+            cols[c].append(row[c])
+    out = dict(batch)
+    for c in ("clip_start_s", "features"):
+        out[c] = _objects(cols[c])
+    for c, dtype in (("duration_s", np.float64), ("analyzed_s", np.float64), ("sample_rate", np.int32),
+                     ("channels", np.int32), ("n_clips", np.int32)):  # fmt: skip
+        out[c] = np.asarray(cols[c], dtype=dtype)
+    for c in ("status", "error_stage", "error_type", "error_message"):
+        out[c] = np.asarray(cols[c], dtype=object).astype(str) if n else np.zeros(0, dtype=str)
+    return out
+
+
+def _read_and_decode(path: str, audio: AudioConfig, storage_options: dict[str, Any] | None) -> audio_io.Decoded:
+    try:
+        f = storage.open_input(path, storage_options)
+    except OSError as exc:  # missing, permission denied, a directory, a symlink loop, network
+        raise AudioReadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with f:
+        return audio_io.load(
+            f,
+            sr=audio.sr,
+            max_duration=audio.max_duration,
+            silence_threshold=audio.silence_threshold,
+            resample_quality=audio.resample_quality,
+        )
+
+
+class Predictor:
+    """Loads a checkpoint once, then turns each batch's ``features`` into ``clip_probs``.
+
+    ``clip_probs[i]`` has shape (n_clips, n_genres). Clips of all songs in the batch are pooled and run
+    through the model ``batch_size`` at a time. ``features`` is dropped from the output.
+    """
+
+    def __init__(
+        self,
+        model_uri: str | None,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        batch_size: int = 64,
+        device: str | None = None,
+    ) -> None:
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.spec = checkpoint.load(model_uri, storage_options, device=self.device)
+        self.batch_size = batch_size
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Genre probabilities (n, n_genres) of features (n, n_mels, n_frames)."""
+        out = np.zeros((len(x), len(self.spec.genres)), np.float32)
+        with torch.inference_mode():
+            for lo in range(0, len(x), self.batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(x[lo : lo + self.batch_size])).to(self.device)
+                out[lo : lo + len(xb)] = torch.softmax(self.model(xb).float(), dim=-1).cpu().numpy()
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feats = list(batch["features"])
+        counts = [len(f) for f in feats]
+        flat = [f for f in feats if len(f)]
+        probs = self.predict_proba(np.concatenate(flat)) if flat else np.zeros((0, len(self.spec.genres)), np.float32)
+        out = {k: v for k, v in batch.items() if k != "features"}
+        out["clip_probs"] = _objects(np.split(probs, np.cumsum(counts)[:-1]) if counts else [])
+        return out
+
+
+def song_probabilities(clip_probs: np.ndarray, *, method: str = "mean") -> np.ndarray:
+    """Aggregate one song's clip probabilities (n_clips, n_genres) into (n_genres,).
+
+    ``mean``: mean probability; ``vote``: share of clips whose top-1 is each genre;
+    ``log``: softmax of the summed log-probabilities (product of clip probabilities).
+    """
+    if method == "mean":
+        return clip_probs.mean(axis=0)
+    if method == "vote":
+        votes = np.bincount(clip_probs.argmax(axis=1), minlength=clip_probs.shape[1]).astype(np.float64)
+        return votes / votes.sum()
+    if method == "log":
+        s = np.log(np.clip(clip_probs, 1e-12, None)).sum(axis=0)
+        e = np.exp(s - s.max())
+        return e / e.sum()
+    raise ValueError(f"unknown aggregation {method!r} (mean, vote, log)")
+
+
+def certainty(probs: np.ndarray) -> np.ndarray:
+    """log10(p1 / p2) of probability rows (..., n_genres): how far the top genre leads the second."""
+    top2 = np.sort(probs, axis=-1)[..., -2:]
+    return np.log10(np.clip(top2[..., 1], 1e-12, None) / np.clip(top2[..., 0], 1e-12, None))
+
+
+def explode_clips(batch: dict[str, np.ndarray], *, genres: tuple[str, ...], split: str) -> dict[str, np.ndarray]:
+    """Per-song featurized rows of ``split`` -> one row per clip for training.
+
+    Keeps songs with ``status == "ok"``; returns ``features`` (n, n_mels, n_frames) float32, ``label``
+    (n,) int64 (index into ``genres``), ``song_id`` and ``clip_index``.
+    """
+    index = {g: i for i, g in enumerate(genres)}
+    keep = [i for i in range(len(batch["path"])) if batch["status"][i] == "ok" and batch["split"][i] == split]
+    feats = [batch["features"][i] for i in keep]
+    counts = [len(f) for f in feats]
+    if not keep:
+        shape = np.asarray(batch["features"][0]).shape[1:] if len(batch["features"]) else (0, 0)
+        return {"features": np.zeros((0, *shape), np.float32), "label": np.zeros(0, np.int64),
+                "song_id": np.zeros(0, dtype=str), "clip_index": np.zeros(0, np.int32)}  # fmt: skip
+    return {
+        "features": np.concatenate(feats).astype(np.float32, copy=False),
+        "label": np.repeat([index[str(batch["label"][i])] for i in keep], counts).astype(np.int64),
+        "song_id": np.repeat([str(batch["song_id"][i]) for i in keep], counts),
+        "clip_index": np.concatenate([np.arange(c, dtype=np.int32) for c in counts]),
+    }

@@ -1,0 +1,138 @@
+"""Predicted batches to the three output tables (songs, clips, errors) as Parquet parts."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
+
+from mgr_batch import schemas, storage
+from mgr_batch.stages import certainty, song_probabilities
+
+
+def build_tables(
+    batch: dict[str, np.ndarray], *, genres: tuple[str, ...], model_id: str, clip_seconds: float, aggregation: str = "mean"
+) -> dict[str, pa.Table]:
+    """Songs, clips and errors tables (in :mod:`mgr_batch.schemas` form) of one predicted batch.
+
+    Needs the listing columns, the featurize columns (less ``features``) and ``clip_probs``.
+    """
+    genres = tuple(genres)
+    ok = np.asarray(batch["status"]) == "ok"
+    idx = np.flatnonzero(ok)
+    g = np.asarray(genres)
+
+    song_probs = np.stack([song_probabilities(batch["clip_probs"][i], method=aggregation) for i in idx]) if len(idx) else np.zeros((0, len(genres)))
+    order = np.argsort(-song_probs, axis=1, kind="stable")
+    songs = {
+        "song_id": batch["song_id"][idx],
+        "path": batch["path"][idx],
+        "size": batch["size"][idx],
+        "mtime": batch["mtime"][idx],
+        "duration_s": batch["duration_s"][idx],
+        "analyzed_s": batch["analyzed_s"][idx],
+        "sample_rate": batch["sample_rate"][idx],
+        "channels": batch["channels"][idx],
+        "n_clips": batch["n_clips"][idx],
+        "genre": g[order[:, 0]] if len(idx) else np.zeros(0, str),
+        "confidence": song_probs[np.arange(len(idx)), order[:, 0]] if len(idx) else np.zeros(0),
+        "certainty": certainty(song_probs) if len(idx) else np.zeros(0),
+        "top3": [list(g[o[:3]]) for o in order],
+        "model_id": [model_id] * len(idx),
+    }
+    for j, genre in enumerate(genres):
+        songs[f"p_{genre}"] = song_probs[:, j]
+
+    clip_rows: dict[str, list] = {k: [] for k in ("song_id", "clip_id", "path", "clip_index", "start_s", "end_s")}
+    clip_probs = []
+    for i in idx:
+        starts = np.asarray(batch["clip_start_s"][i], dtype=np.float64)
+        k = len(starts)
+        sid = str(batch["song_id"][i])
+        clip_rows["song_id"] += [sid] * k
+        clip_rows["clip_id"] += [f"{sid}-{c:05d}" for c in range(k)]
+        clip_rows["path"] += [str(batch["path"][i])] * k
+        clip_rows["clip_index"].append(np.arange(k))
+        clip_rows["start_s"].append(starts)
+        clip_rows["end_s"].append(starts + clip_seconds)
+        clip_probs.append(batch["clip_probs"][i])
+    cp = np.concatenate(clip_probs) if clip_probs else np.zeros((0, len(genres)), np.float32)
+    clips = {k: (np.concatenate(v) if v and isinstance(v[0], np.ndarray) else v) for k, v in clip_rows.items()}
+    clips["genre"] = g[cp.argmax(axis=1)] if len(cp) else np.zeros(0, str)
+    clips["confidence"] = cp.max(axis=1) if len(cp) else np.zeros(0)
+    clips["model_id"] = [model_id] * len(cp)
+    for j, genre in enumerate(genres):
+        clips[f"p_{genre}"] = cp[:, j]
+
+    bad = np.flatnonzero(~ok)
+    errors = {
+        "song_id": batch["song_id"][bad],
+        "path": batch["path"][bad],
+        "size": batch["size"][bad],
+        "mtime": batch["mtime"][bad],
+        "stage": batch["error_stage"][bad],
+        "error_type": batch["error_type"][bad],
+        "message": batch["error_message"][bad],
+        "model_id": [model_id] * len(bad),
+    }
+    return {
+        "songs": _table(songs, schemas.arrow_schema("songs", genres)),
+        "clips": _table(clips, schemas.arrow_schema("clips", genres)),
+        "errors": _table(errors, schemas.arrow_schema("errors")),
+    }
+
+
+def _table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
+    arrays = []
+    for f in schema:
+        values = columns[f.name]
+        if isinstance(values, np.ndarray) and values.dtype == object:
+            values = values.tolist()
+        arrays.append(pa.array(values, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def part_name(song_ids: np.ndarray) -> str:
+    """Deterministic part file name from the songs a batch holds."""
+    digest = hashlib.sha1("\n".join(sorted(map(str, song_ids))).encode()).hexdigest()[:20]
+    return f"part-{digest}.parquet"
+
+
+def write_tables(
+    batch: dict[str, np.ndarray],
+    *,
+    output: str,
+    genres: tuple[str, ...],
+    model_id: str,
+    clip_seconds: float,
+    storage_options: dict[str, Any] | None = None,
+    aggregation: str = "mean",
+) -> dict[str, np.ndarray]:
+    """Write one predicted batch as a Parquet part per table under ``output``; return a summary row.
+
+    A part is written whole or not at all (temp file + rename locally; one PUT on object storage),
+    so a killed run never leaves a half-written file for readers. Part names derive from the batch's
+    song ids, so the same batch always lands in the same file.
+    """
+    tables = build_tables(batch, genres=genres, model_id=model_id, clip_seconds=clip_seconds, aggregation=aggregation)
+    name = part_name(batch["song_id"])
+    for table_name, table in tables.items():
+        if table.num_rows:
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="zstd")
+            storage.write_bytes_atomic(storage.join(output, table_name, name), buf.getvalue(), storage_options)
+    errors = Counter(tables["errors"].column("error_type").to_pylist())
+    return {
+        "n_songs": np.array([tables["songs"].num_rows]),
+        "n_errors": np.array([tables["errors"].num_rows]),
+        "n_clips": np.array([tables["clips"].num_rows]),
+        "audio_s": np.array([float(pa.compute.sum(tables["songs"].column("analyzed_s")).as_py() or 0.0)]),
+        "error_types": np.array([json.dumps(errors)]),
+    }
