@@ -1,0 +1,166 @@
+"""The ``mgr-batch`` command: parse flags, build a config, hand it to the execution layer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+import yaml
+
+from mgr_batch import __version__
+from mgr_batch.config import TagConfig, TrainConfig, from_dict, load_yaml, merge
+from mgr_batch.errors import MgrBatchError
+
+TAG_EXAMPLES = """examples:
+  mgr-batch tag ~/music --output tags/
+  mgr-batch tag 'songs/**/*.mp3' --output tags/ --clip-seconds 3 --hop-seconds 1.5
+  mgr-batch tag manifest.csv --output tags/ --model runs/cnn/ --num-workers 2
+  mgr-batch tag s3://catalog/audio/ --output s3://catalog/tags/ \\
+      --storage-option endpoint_url=http://127.0.0.1:9000 --num-gpus 1 --address auto
+"""
+
+TRAIN_EXAMPLES = """examples:
+  mgr-batch train data/gtzan --output models/cnn \\
+      --train-list data/gtzan/train_filtered.txt --valid-list data/gtzan/valid_filtered.txt
+  mgr-batch train manifest.csv --output models/cnn --epochs 40 --num-workers 2 --use-gpu
+  mgr-batch train data/ --output s3://models/cnn --storage-path s3://models/runs --config train.yaml
+"""
+
+
+def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise MgrBatchError(f"--storage-option wants key=value, got {pair!r}")
+        out[key] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file; flags given here override it")
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help="fsspec storage option (repeatable), e.g. endpoint_url=..., key=..., secret=...")  # fmt: skip
+    p.add_argument("--address", help="join a running Ray cluster (e.g. 'auto' or ray://host:10001) instead of starting one")
+    p.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray (default: all)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgr-batch", description="Tag music catalogs with genres on Ray; train genre models.")
+    parser.add_argument("--version", action="version", version=f"mgr-batch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tag = sub.add_parser("tag", help="tag audio files with genres", epilog=TAG_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Tag every audio file of INPUT; write songs/, clips/, errors/ Parquet tables and run.json to OUTPUT.")  # fmt: skip
+    tag.add_argument("input", help="folder (recursive), glob, manifest (.csv/.parquet with a 'path' column), or a URL of those")
+    tag.add_argument("--output", "-o", required=True, help="output folder or URL")
+    tag.add_argument("--model", help="checkpoint folder or URL (default: the model shipped in the package)")
+    tag.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's, 3)")
+    tag.add_argument("--hop-seconds", type=float, help="seconds between clip starts (default: = clip length)")
+    tag.add_argument("--batch-size", type=int, help="clips per forward pass (default 64)")
+    tag.add_argument("--num-workers", type=int, help="inference actors in the pool (default 1)")
+    tag.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0: CPU)")
+    tag.add_argument("--songs-per-task", type=int, help="songs per decode/featurize task (default 8)")
+    _common(tag)
+
+    train = sub.add_parser("train", help="train a genre model", epilog=TRAIN_EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Train a model on labelled audio (DATA: <genre>/<file> tree or manifest with path,label[,split]).")  # fmt: skip
+    train.add_argument("data", help="labelled folder tree or manifest (local or URL)")
+    train.add_argument("--output", "-o", required=True, help="where the final checkpoint goes (folder or URL)")
+    train.add_argument("--model-type", help="model name (see 'mgr-batch models'; default cnn)")
+    train.add_argument("--train-list", help="file of training songs, one relative path per line (matched on the stem)")
+    train.add_argument("--valid-list", help="file of validation songs")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--clip-seconds", type=float, help="clip length in seconds (default 3)")
+    train.add_argument("--hop-seconds", type=float, help="seconds between training clips (default: = clip length)")
+    train.add_argument("--num-workers", type=int, help="Ray Train workers (default 1)")
+    train.add_argument("--cpus-per-worker", type=int, help="CPUs (torch threads) per Ray Train worker (default 1)")
+    train.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Ray Train worker")
+    train.add_argument("--storage-path", help="Ray Train storage for run checkpoints (local or s3://); reuse to resume")
+    train.add_argument("--run-name", help="Ray Train run name (reuse with the same storage path to resume)")
+    _common(train)
+
+    sub.add_parser("models", help="list the models that --model-type accepts")
+    return parser
+
+
+def tag_config(args: argparse.Namespace) -> TagConfig:
+    base = load_yaml(args.config)
+    clips = {"clip_seconds": args.clip_seconds, "hop_seconds": args.hop_seconds}
+    flags = {
+        "input": args.input,
+        "output": args.output,
+        "model": args.model,
+        "storage_options": _storage_options(args.storage_option) or None,
+        "clips": clips if any(v is not None for v in clips.values()) else None,
+        "inference": {"batch_size": args.batch_size, "num_workers": args.num_workers,
+                      "num_gpus": args.num_gpus, "songs_per_task": args.songs_per_task},  # fmt: skip
+        "ray": {"address": args.address, "num_cpus": args.num_cpus},
+    }
+    merged = merge(base, flags)
+    if merged.get("clips") is not None and merged["clips"].get("clip_seconds") is None:
+        merged["clips"]["clip_seconds"] = 3.0  # hop given alone: the default clip length
+    return from_dict(TagConfig, merged)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    base = load_yaml(args.config)
+    flags = {
+        "data": args.data,
+        "output": args.output,
+        "train_list": args.train_list,
+        "valid_list": args.valid_list,
+        "storage_path": args.storage_path,
+        "run_name": args.run_name,
+        "storage_options": _storage_options(args.storage_option) or None,
+        "num_workers": args.num_workers,
+        "cpus_per_worker": args.cpus_per_worker,
+        "use_gpu": args.use_gpu,
+        "clips": {"clip_seconds": args.clip_seconds, "hop_seconds": args.hop_seconds},
+        "model": {"name": args.model_type},
+        "optim": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
+        "ray": {"address": args.address, "num_cpus": args.num_cpus},
+    }
+    return from_dict(TrainConfig, merge(base, flags))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    try:
+        if args.command == "models":
+            from mgr_batch.models import MODELS
+
+            for info in sorted(MODELS.values(), key=lambda m: (m.family, m.name)):
+                print(f"{info.name:<16} {info.family:<8} {info.features:<10} {info.study:<24} {info.description}")
+            return 0
+        if args.command == "tag":
+            from mgr_batch.execution.tag import run_tag
+
+            summary = run_tag(tag_config(args))
+            print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+            return 0
+        if args.command == "train":
+            from mgr_batch.execution.train import run_train
+
+            summary = run_train(train_config(args))
+            print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+            return 0
+    except MgrBatchError as exc:
+        print(f"mgr-batch: error: {exc}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

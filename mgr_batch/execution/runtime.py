@@ -1,0 +1,55 @@
+"""Connect to Ray: an embedded local instance by default, or a running cluster with ``address``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+import ray
+
+from mgr_batch.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+#: Upper bound on input blocks, so listing a million files does not make a million objects.
+MAX_INPUT_BLOCKS = 20_000
+
+
+@contextmanager
+def ray_session(cfg: RayConfig) -> Iterator[None]:
+    """Use the Ray already initialized in this process, or start/join one for the duration."""
+    if ray.is_initialized():
+        yield
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if cfg.address:
+        kwargs["address"] = cfg.address
+    else:
+        kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count()
+    ray.init(**kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def dataset_from_listing(files: pd.DataFrame, *, rows_per_block: int) -> ray.data.Dataset:
+    """A Ray Dataset over the listing, one block per ``rows_per_block`` files (so one task each)."""
+    rows = max(rows_per_block, math.ceil(len(files) / MAX_INPUT_BLOCKS))
+    chunks = [files.iloc[i : i + rows].reset_index(drop=True) for i in range(0, len(files), rows)]
+    return ray.data.from_pandas(chunks)
+
+
+def no_fusion() -> dict[str, Any]:
+    """``ray_remote_args_fn`` that keeps an operator out of operator fusion.
+
+    Ray Data fuses a task stage into a following actor stage when their resources match; decode and
+    featurize must stay CPU tasks separate from the inference actors (so decoding scales with CPUs and
+    a GPU never waits on it), and an operator with a remote-args function is never fused.
+    """
+    return {}

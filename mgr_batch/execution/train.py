@@ -1,0 +1,195 @@
+"""Training: featurize labelled songs with Ray Data, fit with Ray Train's TorchTrainer, save a checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from mgr_batch import checkpoint, datasets, storage
+from mgr_batch.checkpoint import ModelSpec
+from mgr_batch.config import OptimConfig, TrainConfig, dump_yaml, from_dict, redacted
+from mgr_batch.errors import ConfigError
+from mgr_batch.execution.runtime import ray_session
+from mgr_batch.execution.tag import featurized
+from mgr_batch.metrics import accuracy_summary
+from mgr_batch.models import model_info
+from mgr_batch.stages import explode_clips
+
+log = logging.getLogger(__name__)
+
+
+def run_train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.data``; writes the checkpoint (model.pt, config.json) to ``cfg.output``."""
+    started = time.time()
+    so = cfg.storage_options
+    model_info(cfg.model.name)  # an unknown --model-type fails before any work
+    files = datasets.labelled(cfg.data, so, train_list=cfg.train_list, valid_list=cfg.valid_list)
+    genres = tuple(cfg.genres) if cfg.genres else tuple(sorted(files["label"].unique()))
+    datasets.check_labels(files["label"], genres)
+    n_split = files["split"].value_counts().to_dict()
+    if not n_split.get("train"):
+        raise ConfigError("no training songs: the split gives 0 files to 'train'")
+    spec = ModelSpec(genres=genres, audio=cfg.audio, clips=cfg.clips, features=cfg.features, model=cfg.model)
+    spec.build()  # fail fast on an unknown model type or bad hyper-parameters
+    log.info("training %s on %s songs (%s)", cfg.model.name, len(files), n_split)
+
+    with ray_session(cfg.ray):
+        songs = featurized(
+            files[["path", "song_id", "size", "mtime", "label", "split"]],
+            spec=spec, clip_cfg=cfg.clips, inference=cfg.inference, storage_options=so,
+        ).materialize()  # fmt: skip
+        failed = songs.filter(lambda r: r["status"] != "ok").select_columns(
+            ["path", "error_stage", "error_type", "error_message"]
+        ).take_all()  # fmt: skip
+        for row in failed:
+            log.warning("skipping %s: %s: %s", row["path"], row["error_type"], row["error_message"])
+        # Materialized clip datasets: the Train workers may hold every CPU, so ingest must need no task.
+        keep = {"train": ["features", "label"], "valid": ["features", "label", "song_id"]}
+        parts = {
+            split: songs.map_batches(explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy")
+            .select_columns(keep[split])
+            .materialize()
+            for split in ("train", "valid")
+            if n_split.get(split)
+        }
+        n_clips = {split: ds.count() for split, ds in parts.items()}
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={"spec": spec.to_json(), "optim": _asdict(cfg.optim), "has_valid": "valid" in parts},
+            scaling_config=ScalingConfig(
+                num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+            ),
+            run_config=RunConfig(
+                name=cfg.run_name,
+                storage_path=cfg.storage_path,
+                checkpoint_config=CheckpointConfig(
+                    num_to_keep=2,
+                    checkpoint_score_attribute="valid_song_accuracy" if "valid" in parts else "train_loss",
+                    checkpoint_score_order="max" if "valid" in parts else "min",
+                ),
+            ),
+            datasets=parts,
+            dataset_config=DataConfig(datasets_to_split=["train"]),
+        )
+        result = trainer.fit()
+    best = result.best_checkpoints[0] if result.best_checkpoints else (result.checkpoint, result.metrics)
+    best_ckpt, best_metrics = best
+    with best_ckpt.as_directory() as d:
+        state = torch.load(os.path.join(d, "train_state.pt"), map_location="cpu", weights_only=True)
+    with result.checkpoint.as_directory() as d:  # the latest checkpoint holds the whole history
+        with open(os.path.join(d, "history.json")) as f:
+            history = json.load(f)
+    model = spec.build()
+    model.load_state_dict(state["model"])
+    train_info = {
+        "data_manifest_hash": datasets.manifest_hash(files),
+        "n_songs": {k: int(v) for k, v in n_split.items()},
+        "n_clips": n_clips,
+        "n_failed_songs": len(failed),
+        "optim": _asdict(cfg.optim),
+        "num_workers": cfg.num_workers,
+        "use_gpu": cfg.use_gpu,
+        "best_epoch": int(best_metrics.get("epoch", 0)),
+        "history": history,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    metrics = {k: v for k, v in best_metrics.items() if k.startswith(("valid_", "train_"))}
+    saved = checkpoint.save(cfg.output, model, _with(spec, train=train_info, metrics=metrics), so)
+    storage.write_bytes_atomic(storage.join(cfg.output, "train_config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
+    return {"model_id": saved.model_id, "output": cfg.output, "metrics": metrics, **train_info}
+
+
+def _asdict(optim: OptimConfig) -> dict[str, Any]:
+    return dict(optim.__dict__)
+
+
+def _with(spec: ModelSpec, **changes: Any) -> ModelSpec:
+    return dataclasses.replace(spec, **changes)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker loop: AdamW + cosine schedule; rank 0 scores the valid split and checkpoints."""
+    spec = ModelSpec.from_json(config["spec"])
+    optim = from_dict(OptimConfig, config["optim"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(optim.seed + rank)
+    np.random.seed(optim.seed + rank)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(spec.build())
+    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, optim.epochs))
+    start_epoch, history = 0, []
+    resume = ray.train.get_checkpoint()
+    if resume:  # Ray Train V2 resumes from the run's latest checkpoint (same storage path and name)
+        with resume.as_directory() as d:
+            state = torch.load(os.path.join(d, "train_state.pt"), map_location=device, weights_only=True)
+            with open(os.path.join(d, "history.json")) as f:
+                history = json.load(f)
+        _unwrap(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"])
+    train_shard = ray.train.get_dataset_shard("train")
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for epoch in range(start_epoch, optim.epochs):
+        model.train()
+        total, count = 0.0, 0
+        for batch in train_shard.iter_torch_batches(
+            batch_size=optim.batch_size, local_shuffle_buffer_size=4 * optim.batch_size,
+            local_shuffle_seed=optim.seed + epoch, dtypes={"features": torch.float32, "label": torch.int64},
+            device=device,
+        ):  # fmt: skip
+            loss = loss_fn(model(batch["features"]), batch["label"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(batch["label"])
+            count += len(batch["label"])
+        sched.step()
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
+        if rank == 0 and config["has_valid"]:
+            metrics.update({f"valid_{k}": v for k, v in evaluate(_unwrap(model), ray.train.get_dataset_shard("valid"), device).items()})
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "epoch": epoch + 1}, os.path.join(d, "train_state.pt"))  # fmt: skip
+                with open(os.path.join(d, "history.json"), "w") as f:
+                    json.dump(history, f)
+                ckpt = Checkpoint.from_directory(d)
+                print("epoch " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def evaluate(model: torch.nn.Module, valid, device: torch.device) -> dict[str, float]:
+    """Clip and song accuracy of ``model`` on the whole valid dataset iterator."""
+    model.eval()
+    probs, sids, labels = [], [], []
+    with torch.inference_mode():
+        for batch in valid.iter_batches(batch_size=256, batch_format="numpy"):
+            x = torch.from_numpy(np.ascontiguousarray(batch["features"], dtype=np.float32)).to(device)
+            probs.append(torch.softmax(model(x), dim=-1).cpu().numpy())
+            sids.append(batch["song_id"])
+            labels.append(batch["label"])
+    model.train()
+    if not probs:
+        return {}
+    return accuracy_summary(np.concatenate(probs), np.concatenate(sids), np.concatenate(labels))
