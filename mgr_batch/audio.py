@@ -130,13 +130,13 @@ def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Dec
         stream = container.streams.audio[0]
         native_sr = stream.rate or sr
         channels = stream.channels or 1
-        to_float = av.AudioResampler(format="fltp", layout="mono", rate=native_sr)
+        to_float = av.AudioResampler(format="fltp", rate=native_sr)  # keeps the channels: we average them
         resampler = _MonoResampler(native_sr, sr, quality)
         limit = None if max_duration is None else int(max_duration * native_sr)
         done = 0
         for frame in container.decode(stream):
             for out in to_float.resample(frame):
-                mono = out.to_ndarray()[0]
+                mono = out.to_ndarray().mean(axis=0, dtype=np.float32)
                 if limit is not None:
                     mono = mono[: max(0, limit - done)]
                 resampler.add(mono)

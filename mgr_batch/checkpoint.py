@@ -127,6 +127,8 @@ def load(uri: str | None, storage_options: dict[str, Any] | None = None, *, devi
         raise CheckpointError(f"checkpoint {directory!r} has no {WEIGHTS}")
     with fs.open(path, "rb") as f:
         data = f.read()
+    if not data.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive; anything else is not ours
+        raise CheckpointError(f"{WEIGHTS} in {directory!r} is not a PyTorch weights archive")
     try:
         state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except (RuntimeError, EOFError, ValueError) as exc:

@@ -174,6 +174,10 @@ def _coerce(hint: Any, value: Any, *, where: str) -> Any:
             raise ConfigError(f"config key {where.rstrip('.')} must be a mapping")
         return from_dict(hint, value, where=where)
     if origin is tuple and value is not None:
+        if isinstance(value, str):  # "blues,rock" as a convenience for flags and env vars
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {where.rstrip('.')} must be a list")
         return tuple(value)
     if hint is float and isinstance(value, int):
         return float(value)
@@ -206,7 +210,7 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
-            merged = merge(out.get(key) or {}, value)
+            merged = merge(out[key] if isinstance(out.get(key), dict) else {}, value)
             if merged or key in out:
                 out[key] = merged
         else:
@@ -227,5 +231,11 @@ def redacted(cfg: Any) -> Any:
     options = getattr(cfg, "storage_options", None)
     if not options:
         return cfg
-    clean = {k: ("***" if any(w in k.lower() for w in SECRET_WORDS) else v) for k, v in options.items()}
-    return dataclasses.replace(cfg, storage_options=clean)
+    return dataclasses.replace(cfg, storage_options=_redact(options))
+
+
+def _redact(options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: _redact(v) if isinstance(v, dict) else "***" if any(w in str(k).lower() for w in SECRET_WORDS) else v
+        for k, v in options.items()
+    }

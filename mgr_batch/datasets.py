@@ -39,7 +39,7 @@ def labelled(
     ``data`` is a folder tree ``<genre>/<file>`` (label = parent folder) or a manifest with ``path``
     and ``label`` (optionally ``split``). With split lists, files are matched on their stem (so
     ``blues.00012.ogg`` matches ``blues/blues.00012.wav``) and files in neither list are left out;
-    with neither lists nor a ``split`` column, a deterministic 80/20 split by song id is made.
+    with neither lists nor a ``split`` column, a deterministic 80/20 split by file stem is made.
     """
     files = storage.list_inputs(data, storage_options).files
     if "label" not in files.columns:
@@ -59,7 +59,8 @@ def labelled(
         if files.empty:
             raise ConfigError("no file of DATA is named in the split lists (files are matched on their stem)")
     elif "split" not in files.columns:
-        files["split"] = ["valid" if int(s[:8], 16) % 5 == 0 else "train" for s in files["song_id"]]
+        # By stem, so copies of one song (other folder or format) stay on one side.
+        files["split"] = ["valid" if int(hashlib.sha1(s.encode()).hexdigest()[:8], 16) % 5 == 0 else "train" for s in files["stem"]]
     files["split"] = files["split"].astype(str)
     check_no_leakage(files)
     return files
@@ -85,5 +86,5 @@ def check_no_leakage(files: pd.DataFrame, *, groups: Iterable[str] = ("song_id",
 
 def manifest_hash(files: pd.DataFrame) -> str:
     """Hash of what a model was trained on (stem, label, split), independent of where the data lives."""
-    rows = sorted(f"{s}\t{lab}\t{sp}" for s, lab, sp in zip(files["stem"], files["label"], files["split"]))
+    rows = sorted(f"{s}\t{lab}\t{sp}" for s, lab, sp in zip(files["stem"], files["label"], files["split"], strict=True))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]

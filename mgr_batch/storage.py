@@ -96,7 +96,7 @@ def list_inputs(
     ignored: list[str] = []
     if uri.lower().endswith(MANIFEST_SUFFIXES) and not _glob.has_magic(uri):
         files = _read_manifest(fs, root)
-    elif _glob.has_magic(root):
+    elif _glob.has_magic(root) and not fs.exists(root):
         found = fs.glob(root, detail=True)
         files = _from_infos(fs, {p: i for p, i in found.items() if i.get("type") != "directory"})
         if files.empty:

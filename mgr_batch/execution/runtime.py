@@ -45,11 +45,8 @@ def dataset_from_listing(files: pd.DataFrame, *, rows_per_block: int) -> ray.dat
     return ray.data.from_pandas(chunks)
 
 
-def no_fusion() -> dict[str, Any]:
-    """``ray_remote_args_fn`` that keeps an operator out of operator fusion.
-
-    Ray Data fuses a task stage into a following actor stage when their resources match; decode and
-    featurize must stay CPU tasks separate from the inference actors (so decoding scales with CPUs and
-    a GPU never waits on it), and an operator with a remote-args function is never fused.
-    """
-    return {}
+#: Decode tasks recycle their worker process after this many tasks. This bounds memory growth in the
+#: native decoders over runs of millions of files, and, because the remote arguments then differ from
+#: the inference actors', keeps Ray Data from fusing decode+featurize into the actor pool: decoding must
+#: scale with CPUs, and a GPU must never wait on it.
+DECODE_MAX_CALLS = 1000

@@ -14,7 +14,7 @@ from mgr_batch import checkpoint, storage
 from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
 from mgr_batch.errors import ConfigError
-from mgr_batch.execution.runtime import dataset_from_listing, no_fusion, ray_session
+from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.schemas import TABLES
 from mgr_batch.stages import LISTING_COLUMNS, Predictor, featurize_batch
 from mgr_batch.writer import write_tables
@@ -32,7 +32,7 @@ def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: Infer
         batch_size=inference.songs_per_task,
         batch_format="numpy",
         num_cpus=1,
-        ray_remote_args_fn=no_fusion,
+        max_calls=DECODE_MAX_CALLS,
     )
 
 
@@ -54,11 +54,11 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     """Tag every audio file under ``cfg.input``; writes songs/, clips/, errors/, run.json, config.yaml."""
     started = time.time()
     so = cfg.storage_options
+    listing = storage.list_inputs(cfg.input, so)
     spec = checkpoint.load_spec(cfg.model, so)  # fail fast, on the driver, for a bad --model
     # The model fixes the clip length; the hop is the user's (back-to-back clips unless told otherwise).
     clip_cfg = cfg.clips or ClipConfig(clip_seconds=spec.clips.clip_seconds)
     _check_output_free(cfg.output, so)
-    listing = storage.list_inputs(cfg.input, so)
     files = listing.files[list(LISTING_COLUMNS)]
     if listing.ignored:
         log.warning("ignoring %d non-audio file(s) in %s, e.g. %s", len(listing.ignored), cfg.input, listing.ignored[0])

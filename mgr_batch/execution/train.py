@@ -29,6 +29,9 @@ from mgr_batch.stages import explode_clips
 
 log = logging.getLogger(__name__)
 
+#: Rows each worker shuffles among, every epoch, on top of the one global shuffle.
+LOCAL_SHUFFLE_ROWS = 1024
+
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``; writes the checkpoint (model.pt, config.json) to ``cfg.output``."""
@@ -50,7 +53,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
             files[["path", "song_id", "size", "mtime", "label", "split"]],
             spec=spec, clip_cfg=cfg.clips, inference=cfg.inference, storage_options=so,
         ).materialize()  # fmt: skip
-        failed = songs.filter(lambda r: r["status"] != "ok").select_columns(
+        failed = songs.filter(expr="status != 'ok'").select_columns(
             ["path", "error_stage", "error_type", "error_message"]
         ).take_all()  # fmt: skip
         for row in failed:
@@ -58,9 +61,11 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         # Materialized clip datasets: the Train workers may hold every CPU, so ingest must need no task.
         keep = {"train": ["features", "label"], "valid": ["features", "label", "song_id"]}
         parts = {
-            split: songs.map_batches(explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy")
-            .select_columns(keep[split])
-            .materialize()
+            split: _shuffled(
+                songs.map_batches(explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy")
+                .select_columns(keep[split]),
+                seed=cfg.optim.seed if split == "train" else None,
+            ).materialize()
             for split in ("train", "valid")
             if n_split.get(split)
         }
@@ -111,6 +116,11 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     return {"model_id": saved.model_id, "output": cfg.output, "metrics": metrics, **train_info}
 
 
+def _shuffled(ds: ray.data.Dataset, *, seed: int | None) -> ray.data.Dataset:
+    """Globally shuffled (listings come sorted by genre folder; a local buffer alone cannot mix them)."""
+    return ds if seed is None else ds.random_shuffle(seed=seed)
+
+
 def _asdict(optim: OptimConfig) -> dict[str, Any]:
     return dict(optim.__dict__)
 
@@ -148,7 +158,7 @@ def train_loop(config: dict[str, Any]) -> None:
         model.train()
         total, count = 0.0, 0
         for batch in train_shard.iter_torch_batches(
-            batch_size=optim.batch_size, local_shuffle_buffer_size=4 * optim.batch_size,
+            batch_size=optim.batch_size, local_shuffle_buffer_size=LOCAL_SHUFFLE_ROWS,
             local_shuffle_seed=optim.seed + epoch, dtypes={"features": torch.float32, "label": torch.int64},
             device=device,
         ):  # fmt: skip
