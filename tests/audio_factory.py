@@ -1,0 +1,146 @@
+"""Small, deterministic, real audio files for the tests: tones, noise, chirps, broken files, a mixed catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+#: Extensions soundfile writes here, with the subtype each gets when none is given.
+DEFAULT_SUBTYPES = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS", ".mp3": "MPEG_LAYER_III"}
+
+
+def _write(path: str | Path, y: np.ndarray, sr: int, subtype: str | None = None) -> Path:
+    """Write ``y`` (n,) or (n, channels) to ``path``; the format follows the extension."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in DEFAULT_SUBTYPES:
+        raise ValueError(f"audio_factory writes {', '.join(DEFAULT_SUBTYPES)}, not {ext!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), y, sr, subtype=subtype or DEFAULT_SUBTYPES[ext])
+    return path
+
+
+def _times(seconds: float, sr: int) -> np.ndarray:
+    return np.arange(int(round(seconds * sr)), dtype=np.float64) / sr
+
+
+def _channels(y: np.ndarray, channels: int) -> np.ndarray:
+    return y if channels == 1 else np.repeat(y[:, None], channels, axis=1)
+
+
+def write_tone(
+    path: str | Path,
+    *,
+    seconds: float,
+    sr: int = 22050,
+    channels: int = 1,
+    freq: float = 440.0,
+    amplitude: float = 0.3,
+    subtype: str | None = None,
+) -> Path:
+    """A sine of ``freq`` Hz, the same in every channel."""
+    y = amplitude * np.sin(2 * np.pi * freq * _times(seconds, sr))
+    return _write(path, _channels(y.astype(np.float32), channels), sr, subtype)
+
+
+def write_noise(
+    path: str | Path, *, seconds: float, sr: int = 22050, channels: int = 1, seed: int = 0, amplitude: float = 0.1
+) -> Path:
+    """Gaussian white noise of standard deviation ``amplitude`` (clipped to ±0.99), independent per channel."""
+    rng = np.random.default_rng(seed)
+    y = np.clip(amplitude * rng.standard_normal((int(round(seconds * sr)), channels)), -0.99, 0.99)
+    return _write(path, (y[:, 0] if channels == 1 else y).astype(np.float32), sr)
+
+
+def write_chirp(path: str | Path, *, seconds: float, sr: int = 22050, fmin: float = 100, fmax: float = 4000) -> Path:
+    """A mono exponential sweep from ``fmin`` to ``fmax`` Hz, amplitude 0.3."""
+    t = _times(seconds, sr)
+    k = np.log(fmax / fmin) / seconds
+    y = 0.3 * np.sin(2 * np.pi * fmin * (np.exp(k * t) - 1) / k)
+    return _write(path, y.astype(np.float32), sr)
+
+
+def write_aac(path: str | Path, *, seconds: float, sr: int = 44100, channels: int = 1, freq: float = 1000.0) -> Path:
+    """A sine in AAC inside an MP4 container (.m4a), written with PyAV (libsndfile cannot write it)."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    y = (0.3 * np.sin(2 * np.pi * freq * _times(seconds, sr))).astype(np.float32)
+    planes = np.repeat(y[None, :], channels, axis=0)
+    layout = "mono" if channels == 1 else "stereo"
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=sr)
+        stream.layout = layout
+        for lo in range(0, planes.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(planes[:, lo : lo + 1024]), format="fltp", layout=layout
+            )
+            frame.sample_rate = sr
+            frame.pts = lo
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def _truncate_to_header(path: Path) -> None:
+    """Cut a WAV file right after its ``data`` chunk header: the header promises samples that are not there."""
+    data = path.read_bytes()
+    at = data.index(b"data")
+    path.write_bytes(data[: at + 8])
+
+
+def write_broken_corpus(folder: str | Path) -> dict[str, str]:
+    """Files no genre can be read from; returns {file name: the ``error_type`` the decoder must give}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sr = 22050
+    (folder / "empty.wav").write_bytes(b"")
+    noise = np.random.default_rng(1).integers(0, 255, size=4096, dtype=np.uint8)  # no 0xFF: no MPEG frame sync
+    (folder / "garbage.mp3").write_bytes(noise.tobytes())
+    (folder / "text.wav").write_text("this is a text file, not a RIFF/WAVE file\n" * 20)
+    _write(folder / "silent.wav", np.zeros(sr, np.float32), sr)
+    _write(folder / "dc.wav", np.full(sr, 0.5, np.float32), sr)
+    nan = (0.1 * np.sin(2 * np.pi * 440 * _times(1.0, sr))).astype(np.float32)
+    nan[100:110] = np.nan
+    _write(folder / "nan.wav", nan, sr, subtype="FLOAT")
+    write_tone(folder / "truncated.wav", seconds=1.0, sr=sr)
+    _truncate_to_header(folder / "truncated.wav")
+    return {
+        "empty.wav": "AudioDecodeError",  # libsndfile and FFmpeg both refuse zero bytes
+        "garbage.mp3": "AudioDecodeError",
+        "text.wav": "AudioDecodeError",
+        "silent.wav": "SilentAudioError",
+        "dc.wav": "SilentAudioError",
+        "nan.wav": "InvalidAudioError",
+        "truncated.wav": "EmptyAudioError",  # a valid header with no samples decodes to zero samples
+    }
+
+
+#: name -> (writer, keyword arguments) of the mixed catalog.
+CATALOG = {
+    "tone_22k_mono.wav": ("tone", dict(seconds=1.0, sr=22050, channels=1, freq=440.0)),
+    "noise_44k_stereo.flac": ("noise", dict(seconds=4.0, sr=44100, channels=2, seed=3)),
+    "chirp_48k_mono.ogg": ("chirp", dict(seconds=6.5, sr=48000)),
+    "tone_44k_stereo.mp3": ("tone", dict(seconds=20.0, sr=44100, channels=2, freq=880.0)),
+    "noise_22k_mono.mp3": ("noise", dict(seconds=3.0, sr=22050, channels=1, seed=4)),
+    "Café del Mar – Ünïcode 01.flac": ("tone", dict(seconds=9.0, sr=48000, channels=2, freq=330.0)),
+}
+
+
+def write_catalog(folder: str | Path) -> dict[str, float]:
+    """A small mixed catalog (wav/flac/ogg/mp3; 22.05/44.1/48 kHz; mono and stereo; 1 to 20 s).
+
+    Returns {file name: duration in seconds}. One name holds spaces and non-ASCII letters.
+    """
+    folder = Path(folder)
+    writers = {"tone": write_tone, "noise": write_noise, "chirp": write_chirp}
+    out = {}
+    for name, (kind, kwargs) in CATALOG.items():
+        writers[kind](folder / name, **kwargs)
+        out[name] = float(kwargs["seconds"])
+    return out

@@ -1,0 +1,51 @@
+"""The command line: help with examples, one-line errors with a non-zero exit on bad arguments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mgr_batch.cli import main
+
+
+@pytest.mark.parametrize("command", ["tag", "train"])
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.split()[0] == "cnn"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tag", "/no/such/folder", "-o", "{tmp}/o"], "does not exist"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--model", "/no/such/model"], "no model checkpoint"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--model", "{tmp}/badckpt"], "not JSON"),
+        (["train", "{tmp}", "-o", "{tmp}/o", "--model-type", "nope"], "unknown model type"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--storage-option", "novalue"], "key=value"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/missing.yaml"], "cannot read config"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    from audio_factory import write_tone
+
+    write_tone(tmp_path / "g" / "a.wav", seconds=1.0)
+    (tmp_path / "badckpt").mkdir()
+    (tmp_path / "badckpt" / "config.json").write_text("{not json")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mgr-batch: error:") and message in err and "\n" not in err
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "mgr_batch.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("mgr-batch ")

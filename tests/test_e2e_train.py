@@ -1,0 +1,66 @@
+"""End to end: ``mgr-batch train`` through Ray Train on a real local Ray, then ``tag`` with the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from audio_factory import write_noise, write_tone
+
+from mgr_batch import checkpoint
+from mgr_batch.cli import main
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+TINY = """
+features: {n_mels: 32, hop_length: 1024}
+model: {name: cnn, params: {channels: [4, 8]}}
+optim: {batch_size: 8}
+"""
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("labelled")
+    for i in range(4):
+        write_tone(root / "tones" / f"tones.{i:05d}.wav", seconds=6.0, freq=300.0 + 100 * i)
+        write_noise(root / "noise" / f"noise.{i:05d}.ogg", seconds=6.0, seed=i)
+    (root / "train.txt").write_text("\n".join(f"{g}/{g}.{i:05d}.wav" for g in ("tones", "noise") for i in range(3)))
+    (root / "valid.txt").write_text("tones/tones.00003.wav\nnoise/noise.00003.wav\n")
+    (root / "tiny.yaml").write_text(TINY)
+    return root
+
+
+def test_train_then_tag_with_the_checkpoint(labelled, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    rc = main(["train", str(labelled), "--output", str(ckpt), "--config", str(labelled / "tiny.yaml"),
+               "--train-list", str(labelled / "train.txt"), "--valid-list", str(labelled / "valid.txt"),
+               "--epochs", "1", "--storage-path", str(tmp_path / "runs")])  # fmt: skip
+    assert rc == 0
+    spec = checkpoint.load_spec(str(ckpt))
+    assert spec.genres == ("noise", "tones")
+    assert spec.features.n_mels == 32 and spec.model.params == {"channels": [4, 8]}
+    assert spec.train["n_songs"] == {"train": 6, "valid": 2}
+    assert spec.train["n_clips"] == {"train": 12, "valid": 4}
+    assert len(spec.train["data_manifest_hash"]) == 16
+    assert {"valid_song_accuracy", "valid_clip_accuracy", "train_loss"} <= set(spec.metrics)
+    assert spec.model_id.startswith("cnn-")
+    assert set(torch.load(ckpt / "model.pt", weights_only=True)) == set(spec.build().state_dict())
+
+    out = tmp_path / "tags"
+    assert main(["tag", str(labelled), "--output", str(out), "--model", str(ckpt)]) == 0
+    songs = pq.read_table(out / "songs").to_pandas()
+    assert len(songs) == 8
+    assert set(songs["genre"]) <= {"noise", "tones"}
+    assert (songs["model_id"] == spec.model_id).all()
+    assert json.loads((out / "run.json").read_text())["model_id"] == spec.model_id
+
+
+def test_split_lists_that_overlap_are_refused(labelled, tmp_path, capsys):
+    rc = main(["train", str(labelled), "--output", str(tmp_path / "c"), "--config", str(labelled / "tiny.yaml"),
+               "--train-list", str(labelled / "train.txt"), "--valid-list", str(labelled / "train.txt")])  # fmt: skip
+    assert rc == 2
+    assert "both" in capsys.readouterr().err

@@ -1,0 +1,118 @@
+"""mgr_batch.features: log-mel shape, agreement with librosa, a tone in the right mel bin, batching."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from mgr_batch import features
+from mgr_batch.config import FeatureConfig
+
+
+def white_noise(n: int, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
+
+
+def sine(freq: float, n: int, sr: int, amplitude: float = 0.5) -> np.ndarray:
+    return (amplitude * np.sin(2 * np.pi * freq * np.arange(n) / sr)).astype(np.float32)
+
+
+@pytest.mark.parametrize("n_samples", [1, 511, 512, 513, 22050, 66150])
+@pytest.mark.parametrize("hop_length", [256, 512, 1024])
+@pytest.mark.parametrize("n_mels", [32, 128])
+def test_shape(n_samples, hop_length, n_mels):
+    y = white_noise(n_samples)
+    out = features.log_mel(y, sr=22050, n_fft=1024, hop_length=hop_length, n_mels=n_mels)
+    assert isinstance(out, np.ndarray)
+    assert out.dtype == np.float32
+    assert out.shape == (n_mels, 1 + n_samples // hop_length)
+    assert features.n_frames(n_samples, hop_length=hop_length) == out.shape[1]
+
+
+@pytest.mark.parametrize(
+    "sr, n_fft, hop_length, n_mels, fmin, fmax",
+    [
+        (22050, 2048, 512, 128, 0.0, None),
+        (22050, 1024, 256, 64, 50.0, 8000.0),
+        (16000, 512, 160, 40, 0.0, None),
+        (22050, 2048, 1024, 32, 0.0, None),
+        (44100, 4096, 1024, 96, 20.0, 16000.0),
+    ],
+)
+def test_agrees_with_librosa(sr, n_fft, hop_length, n_mels, fmin, fmax):
+    # White noise keeps every mel band far above float32 round-off, so the comparison is meaningful in dB.
+    y = white_noise(sr)
+    ours = features.log_mel(y, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    mel = librosa.feature.melspectrogram(
+        y=y.astype(np.float64), sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax
+    )
+    reference = librosa.power_to_db(mel, ref=1.0, top_db=None)
+    assert ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-3, rtol=0)
+
+
+def test_silence_is_the_amin_floor():
+    out = features.log_mel(np.zeros(4096, np.float32), sr=22050)
+    np.testing.assert_allclose(out, 10 * np.log10(features.AMIN))
+
+
+@pytest.mark.parametrize("freq", [250.0, 1000.0, 4000.0])
+@pytest.mark.parametrize("n_mels", [32, 64, 128])
+def test_a_tone_peaks_in_the_mel_bin_nearest_its_frequency(freq, n_mels):
+    sr = 22050
+    out = features.log_mel(sine(freq, sr, sr), sr=sr, n_mels=n_mels)
+    centres = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=0.0, fmax=sr / 2)[1:-1]
+    profile = out[:, 2:-2].mean(axis=1)  # leave out the zero-padded edge frames
+    assert int(np.argmax(profile)) == int(np.argmin(np.abs(centres - freq)))
+
+
+def test_louder_by_20_db_is_20_db_higher():
+    y = sine(1000.0, 22050, 22050, amplitude=0.05)
+    quiet = features.log_mel(y, sr=22050, n_mels=64)
+    loud = features.log_mel(10 * y, sr=22050, n_mels=64)
+    peak = int(np.argmax(quiet[:, 5]))
+    assert loud[peak, 5] - quiet[peak, 5] == pytest.approx(20.0, abs=1e-3)
+
+
+def test_batched_equals_per_clip():
+    cfg = FeatureConfig(n_mels=48, hop_length=512, n_fft=1024)
+    batch = np.stack([white_noise(8000, seed=s) for s in range(4)] + [sine(440.0, 8000, 22050)])
+    together = features.featurize(batch, sr=22050, cfg=cfg)
+    assert together.shape == (5, 48, 1 + 8000 // 512)
+    for k, clip in enumerate(batch):
+        np.testing.assert_allclose(together[k], features.featurize(clip[None], sr=22050, cfg=cfg)[0], atol=1e-4)
+        np.testing.assert_allclose(
+            together[k], features.log_mel(clip, sr=22050, n_fft=1024, hop_length=512, n_mels=48), atol=1e-4
+        )
+
+
+def test_leading_dimensions_are_kept():
+    y = white_noise(2 * 3 * 4096).reshape(2, 3, 4096)
+    out = features.log_mel(y, sr=22050, n_mels=16, hop_length=1024)
+    assert out.shape == (2, 3, 16, 5)
+    np.testing.assert_allclose(out[1, 2], features.log_mel(y[1, 2], sr=22050, n_mels=16, hop_length=1024), atol=1e-4)
+
+
+def test_torch_in_torch_out():
+    y = white_noise(4096)
+    out = features.log_mel(torch.from_numpy(y), sr=22050, n_mels=16)
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out.numpy(), features.log_mel(y, sr=22050, n_mels=16), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "clip_seconds, sr, n_mels, hop_length, expected",
+    [(3.0, 22050, 128, 512, (128, 130)), (3.0, 22050, 32, 1024, (32, 65)), (1.0, 16000, 40, 160, (40, 101))],
+)
+def test_feature_shape(clip_seconds, sr, n_mels, hop_length, expected):
+    cfg = FeatureConfig(n_mels=n_mels, hop_length=hop_length)
+    assert features.feature_shape(sr=sr, clip_seconds=clip_seconds, cfg=cfg) == expected
+    clip = white_noise(int(round(clip_seconds * sr)))[None]
+    assert features.featurize(clip, sr=sr, cfg=cfg).shape[1:] == expected
+
+
+def test_unknown_feature_kind_is_rejected():
+    with pytest.raises(ValueError, match="mfcc"):
+        features.featurize(np.zeros((1, 1024), np.float32), sr=22050, cfg=FeatureConfig(kind="mfcc"))

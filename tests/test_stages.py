@@ -1,0 +1,258 @@
+"""mgr_batch.stages without Ray: featurize a mixed batch, predict, aggregate, explode for training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from audio_factory import write_broken_corpus, write_chirp, write_noise, write_tone
+
+from mgr_batch import audio, checkpoint, clips, features, stages, storage
+from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
+
+FEATURES = FeatureConfig(n_mels=32, hop_length=1024)
+
+#: good files: name -> seconds; with 3 s clips back to back they give 1, 2 and 3 clips
+GOOD = {"tone.wav": 1.0, "noise.flac": 7.3, "chirp.ogg": 9.5}
+
+
+def listing_batch(folder) -> dict[str, np.ndarray]:
+    files = storage.list_inputs(str(folder)).files
+    return {c: files[c].to_numpy() for c in files.columns}
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    folder = tmp_path / "in"
+    write_tone(folder / "tone.wav", seconds=GOOD["tone.wav"], sr=22050)
+    write_noise(folder / "noise.flac", seconds=GOOD["noise.flac"], sr=44100, channels=2)
+    write_chirp(folder / "chirp.ogg", seconds=GOOD["chirp.ogg"], sr=48000)
+    broken = write_broken_corpus(folder)
+    return folder, broken
+
+
+@pytest.mark.parametrize("clip_seconds, hop_seconds", [(3.0, None), (2.0, 1.0)])
+def test_featurize_batch_mixing_good_and_broken_files(mixed_folder, clip_seconds, hop_seconds):
+    folder, broken = mixed_folder
+    batch = listing_batch(folder)
+    clip_cfg = ClipConfig(clip_seconds=clip_seconds, hop_seconds=hop_seconds)
+    out = stages.featurize_batch(batch, audio=AudioConfig(), clip_cfg=clip_cfg, feature_cfg=FEATURES)
+
+    n = len(GOOD) + len(broken)
+    assert len(batch["path"]) == n
+    for column in (*stages.LISTING_COLUMNS, *stages.FEATURE_COLUMNS):
+        assert len(out[column]) == n, column
+    np.testing.assert_array_equal(out["path"], batch["path"])  # input columns pass through, in order
+    np.testing.assert_array_equal(out["song_id"], batch["song_id"])
+
+    n_mels, n_frames = features.feature_shape(sr=22050, clip_seconds=clip_seconds, cfg=FEATURES)
+    names = [str(p).rsplit("/", 1)[-1] for p in out["path"]]
+    for i, name in enumerate(names):
+        if name in GOOD:
+            starts = clips.clip_starts(GOOD[name], clip_seconds=clip_seconds, hop_seconds=clip_cfg.hop)
+            assert out["status"][i] == "ok", name
+            assert out["error_stage"][i] == out["error_type"][i] == out["error_message"][i] == ""
+            assert out["n_clips"][i] == len(starts)
+            np.testing.assert_allclose(out["clip_start_s"][i], starts)
+            assert out["features"][i].shape == (len(starts), n_mels, n_frames)
+            assert out["features"][i].dtype == np.float32
+            assert np.isfinite(out["features"][i]).all()
+            assert out["duration_s"][i] == pytest.approx(GOOD[name], rel=0.01)
+            assert out["analyzed_s"][i] == pytest.approx(GOOD[name], rel=0.01)
+        else:
+            assert out["status"][i] == "error", name
+            assert out["error_type"][i] == broken[name], name
+            assert out["error_stage"][i] == "decode"
+            assert len(out["error_message"][i]) > 0
+            assert out["n_clips"][i] == 0
+            assert out["features"][i].shape == (0, n_mels, n_frames)
+            assert out["clip_start_s"][i].shape == (0,)
+            assert out["duration_s"][i] == 0.0 and out["sample_rate"][i] == 0 and out["channels"][i] == 0
+
+    rows = {name: i for i, name in enumerate(names)}
+    assert out["sample_rate"][rows["noise.flac"]] == 44100 and out["channels"][rows["noise.flac"]] == 2
+    assert out["sample_rate"][rows["chirp.ogg"]] == 48000 and out["channels"][rows["chirp.ogg"]] == 1
+    for column, dtype in [
+        ("duration_s", np.float64),
+        ("sample_rate", np.int32),
+        ("channels", np.int32),
+        ("n_clips", np.int32),
+    ]:
+        assert out[column].dtype == dtype, column
+
+
+def test_featurize_batch_features_match_the_pure_functions(tmp_path):
+    path = write_noise(tmp_path / "n.flac", seconds=7.0, sr=44100, channels=2)
+    batch = listing_batch(tmp_path)
+    out = stages.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
+    decoded = audio.load(str(path), sr=22050)
+    song_clips, starts = clips.cut(decoded.y, sr=22050, clip_seconds=3.0, hop_seconds=3.0)
+    np.testing.assert_allclose(out["features"][0], features.featurize(song_clips, sr=22050, cfg=FEATURES), atol=1e-4)
+
+
+def test_featurize_batch_max_duration(tmp_path):
+    write_tone(tmp_path / "long.wav", seconds=10.0)
+    out = stages.featurize_batch(
+        listing_batch(tmp_path), audio=AudioConfig(max_duration=4.0), clip_cfg=ClipConfig(), feature_cfg=FEATURES
+    )
+    assert out["duration_s"][0] == pytest.approx(10.0)
+    assert out["analyzed_s"][0] == pytest.approx(4.0)
+    assert out["n_clips"][0] == 1
+
+
+def test_unreadable_files_are_read_errors(tmp_path):
+    write_tone(tmp_path / "ok.wav", seconds=1.0)
+    (tmp_path / "a_dir.wav").mkdir()
+    batch = {
+        "path": np.array(
+            [str(tmp_path / "missing.wav"), str(tmp_path / "a_dir.wav"), str(tmp_path / "ok.wav")], dtype=object
+        )
+    }
+    out = stages.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
+    assert list(out["status"]) == ["error", "error", "ok"]
+    assert list(out["error_type"][:2]) == ["AudioReadError", "AudioReadError"]
+    assert list(out["error_stage"][:2]) == ["read", "read"]
+    assert "missing.wav" in out["error_message"][0]
+
+
+def test_featurize_empty_batch():
+    out = stages.featurize_batch(
+        {"path": np.zeros(0, dtype=object)}, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES
+    )
+    for column in stages.FEATURE_COLUMNS:
+        assert len(out[column]) == 0, column
+
+
+@pytest.fixture
+def featurized(mixed_folder):
+    folder, _ = mixed_folder
+    return stages.featurize_batch(
+        listing_batch(folder), audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES
+    )
+
+
+def test_predictor_clip_probs_are_distributions(tiny_model, featurized):
+    predictor = stages.Predictor(tiny_model, batch_size=2, device="cpu")
+    assert predictor.spec.features == FEATURES
+    out = predictor(featurized)
+    assert "features" not in out
+    assert set(featurized) - {"features"} <= set(out)
+    n_genres = len(predictor.spec.genres)
+    assert len(out["clip_probs"]) == len(featurized["path"])
+    for i, probs in enumerate(out["clip_probs"]):
+        assert probs.shape == (featurized["n_clips"][i], n_genres)
+        assert probs.dtype == np.float32
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert (probs >= 0).all()
+
+
+def test_predictor_batch_size_does_not_change_results(tiny_model, featurized):
+    one = stages.Predictor(tiny_model, batch_size=1, device="cpu")(dict(featurized))
+    many = stages.Predictor(tiny_model, batch_size=64, device="cpu")(dict(featurized))
+    for a, b in zip(one["clip_probs"], many["clip_probs"], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_predictor_on_a_batch_of_errors_only(tiny_model):
+    empty = np.empty(2, dtype=object)
+    empty[0] = np.zeros((0, 32, 65), np.float32)
+    empty[1] = np.zeros((0, 32, 65), np.float32)
+    out = stages.Predictor(tiny_model, device="cpu")({"path": np.array(["a", "b"], dtype=object), "features": empty})
+    assert [p.shape for p in out["clip_probs"]] == [(0, 10), (0, 10)]
+
+
+def test_predict_proba_matches_the_model(tiny_model):
+    import torch
+
+    predictor = stages.Predictor(tiny_model, device="cpu")
+    model, _ = checkpoint.load(tiny_model)
+    x = np.random.default_rng(0).normal(-30, 10, size=(5, 32, 65)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(x)), dim=-1).numpy()
+    np.testing.assert_allclose(predictor.predict_proba(x), expected, atol=1e-5)
+
+
+# A hand case where the aggregations disagree: the mean favours genre 0, the product genre 1.
+CLIP_PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.3, 0.2]])
+
+
+@pytest.mark.parametrize(
+    "method, expected",
+    [
+        ("mean", [1.3 / 3, 1.1 / 3, 0.6 / 3]),
+        ("vote", [2 / 3, 1 / 3, 0.0]),
+        ("log", np.array([0.035, 0.036, 0.006]) / 0.077),
+    ],
+)
+def test_song_probabilities(method, expected):
+    got = stages.song_probabilities(CLIP_PROBS, method=method)
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert got.sum() == pytest.approx(1.0)
+
+
+def test_log_aggregation_survives_zero_probabilities():
+    got = stages.song_probabilities(np.array([[1.0, 0.0], [0.5, 0.5]]), method="log")
+    assert np.isfinite(got).all() and got[0] == pytest.approx(1.0)
+
+
+def test_one_clip_song_is_its_clip():
+    row = np.array([[0.2, 0.5, 0.3]])
+    for method in ("mean", "log"):
+        np.testing.assert_allclose(stages.song_probabilities(row, method=method), row[0], atol=1e-9)
+
+
+def test_unknown_aggregation():
+    with pytest.raises(ValueError, match="median"):
+        stages.song_probabilities(CLIP_PROBS, method="median")
+
+
+@pytest.mark.parametrize(
+    "probs, expected",
+    [
+        ([0.9, 0.09, 0.01], 1.0),
+        ([0.5, 0.05, 0.45], np.log10(0.5 / 0.45)),
+        ([0.25, 0.25, 0.5], np.log10(2.0)),
+        ([0.4, 0.4, 0.2], 0.0),
+        ([1.0, 0.0, 0.0], 12.0),  # p2 is floored at 1e-12
+    ],
+)
+def test_certainty(probs, expected):
+    assert stages.certainty(np.array(probs)) == pytest.approx(expected)
+
+
+def test_certainty_of_rows():
+    got = stages.certainty(np.array([[0.9, 0.09, 0.01], [0.25, 0.25, 0.5]]))
+    np.testing.assert_allclose(got, [1.0, np.log10(2.0)])
+
+
+def _object_array(items):
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
+    return out
+
+
+def test_explode_clips():
+    feats = [np.full((n, 4, 5), i, np.float32) for i, n in enumerate([2, 0, 3, 1])]
+    batch = {
+        "path": np.array(["a", "b", "c", "d"], dtype=object),
+        "song_id": np.array(["sa", "sb", "sc", "sd"], dtype=object),
+        "status": np.array(["ok", "error", "ok", "ok"]),
+        "split": np.array(["train", "train", "train", "valid"]),
+        "label": np.array(["rock", "jazz", "blues", "rock"]),
+        "features": _object_array(feats),
+    }
+    genres = ("blues", "jazz", "rock")
+    train = stages.explode_clips(batch, genres=genres, split="train")
+    assert train["features"].shape == (5, 4, 5) and train["features"].dtype == np.float32
+    np.testing.assert_array_equal(train["features"][:, 0, 0], [0, 0, 2, 2, 2])
+    np.testing.assert_array_equal(train["label"], [2, 2, 0, 0, 0])
+    assert train["label"].dtype == np.int64
+    assert list(train["song_id"]) == ["sa", "sa", "sc", "sc", "sc"]
+    np.testing.assert_array_equal(train["clip_index"], [0, 1, 0, 1, 2])
+
+    valid = stages.explode_clips(batch, genres=genres, split="valid")
+    assert list(valid["song_id"]) == ["sd"] and list(valid["label"]) == [2]
+
+    test = stages.explode_clips(batch, genres=genres, split="test")
+    assert test["features"].shape == (0, 4, 5)
+    assert all(len(v) == 0 for v in test.values())
