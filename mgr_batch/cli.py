@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from mgr_batch import __version__
-from mgr_batch.config import TagConfig, TrainConfig, from_dict, load_yaml, merge
+from mgr_batch.config import CVConfig, EvaluateConfig, TagConfig, TrainConfig, from_dict, load_yaml, merge
 from mgr_batch.errors import MgrBatchError
 
 TAG_EXAMPLES = """examples:
@@ -27,6 +27,18 @@ TRAIN_EXAMPLES = """examples:
       --train-list data/gtzan/train_filtered.txt --valid-list data/gtzan/valid_filtered.txt
   mgr-batch train manifest.csv --output models/cnn --epochs 40 --num-workers 2 --use-gpu
   mgr-batch train data/ --output s3://models/cnn --storage-path s3://models/runs --config train.yaml
+"""
+
+
+EVALUATE_EXAMPLES = """examples:
+  mgr-batch evaluate data/gtzan --list data/gtzan/valid_filtered.txt --output reports/default
+  mgr-batch evaluate data/gtzan/manifest.csv --split valid --model models/cnn --output reports/cnn
+"""
+
+CV_EXAMPLES = """examples:
+  mgr-batch cv data/gtzan --model-type cnn --folds 5 --output cv/cnn \\
+      --train-list data/gtzan/train_filtered.txt --valid-list data/gtzan/valid_filtered.txt
+  mgr-batch cv songs.csv --model-type cnn --folds 5 --group-by artist --output cv/cnn
 """
 
 
@@ -89,6 +101,42 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-name", help="Ray Train run name (reuse with the same storage path to resume)")
     _common(train)
 
+    ev = sub.add_parser("evaluate", help="score a model on labelled audio and write a report", epilog=EVALUATE_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Tag labelled songs with the same graph as 'tag', then write metrics.json, "
+                        "per_genre.csv, songs.parquet, confusion_matrix.png and report.md to OUTPUT.")  # fmt: skip
+    ev.add_argument("data", help="labelled folder tree or manifest with path,label[,split] (local or URL)")
+    ev.add_argument("--output", "-o", required=True, help="report folder or URL")
+    ev.add_argument("--model", help="checkpoint folder or URL (default: the shipped model)")
+    ev.add_argument("--list", help="only the songs in this list file (one relative path per line, matched on the stem)")
+    ev.add_argument("--split", help="only the manifest rows of this split (e.g. valid)")
+    ev.add_argument("--batch-size", type=int, help="clips per forward pass (default 64)")
+    ev.add_argument("--num-workers", type=int, help="inference actors in the pool (default 1)")
+    ev.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0)")
+    _common(ev)
+
+    cv = sub.add_parser("cv", help="K-fold cross-validation by song", epilog=CV_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Cross-validate a model type: folds are made of songs (never clips), stratified by "
+                        "genre, and a group (--group-by, default artist if DATA has it, else the song) never straddles "
+                        "two folds. Split lists, if given, restrict DATA to the songs they name.")  # fmt: skip
+    cv.add_argument("data", help="labelled folder tree or manifest (local or URL)")
+    cv.add_argument("--output", "-o", required=True, help="folder for per-fold models and reports, cv.json and cv.md")
+    cv.add_argument("--model-type", help="model name (default cnn)")
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--group-by", help="column whose values never straddle folds (e.g. artist)")
+    cv.add_argument("--train-list", help="with --valid-list: only the songs the lists name take part")
+    cv.add_argument("--valid-list")
+    cv.add_argument("--epochs", type=int)
+    cv.add_argument("--batch-size", type=int)
+    cv.add_argument("--lr", type=float)
+    cv.add_argument("--seed", type=int)
+    cv.add_argument("--hop-seconds", type=float, help="seconds between training clips")
+    cv.add_argument("--num-workers", type=int)
+    cv.add_argument("--cpus-per-worker", type=int)
+    cv.add_argument("--storage-path", help="Ray Train storage for run checkpoints")
+    _common(cv)
+
     sub.add_parser("models", help="list the models that --model-type accepts")
     return parser
 
@@ -133,6 +181,43 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return from_dict(TrainConfig, merge(base, flags))
 
 
+def evaluate_config(args: argparse.Namespace) -> EvaluateConfig:
+    flags = {
+        "data": args.data,
+        "output": args.output,
+        "model": args.model,
+        "list": args.list,
+        "split": args.split,
+        "storage_options": _storage_options(args.storage_option) or None,
+        "inference": {"batch_size": args.batch_size, "num_workers": args.num_workers, "num_gpus": args.num_gpus},
+        "ray": {"address": args.address, "num_cpus": args.num_cpus},
+    }
+    return from_dict(EvaluateConfig, merge(load_yaml(args.config), flags))
+
+
+def cv_config(args: argparse.Namespace) -> CVConfig:
+    # The YAML is a train config (the same file `train --config` takes), plus optional folds/group_by.
+    loaded = load_yaml(args.config)
+    base = {k: loaded.pop(k) for k in ("folds", "group_by") if k in loaded}
+    base["train"] = loaded.pop("train", loaded)
+    train = {
+        "data": args.data,
+        "output": args.output,
+        "train_list": args.train_list,
+        "valid_list": args.valid_list,
+        "storage_path": args.storage_path,
+        "storage_options": _storage_options(args.storage_option) or None,
+        "num_workers": args.num_workers,
+        "cpus_per_worker": args.cpus_per_worker,
+        "clips": {"hop_seconds": args.hop_seconds},
+        "model": {"name": args.model_type},
+        "optim": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
+        "ray": {"address": args.address, "num_cpus": args.num_cpus},
+    }
+    flags = {"folds": args.folds, "group_by": args.group_by, "train": train}
+    return from_dict(CVConfig, merge(base, flags))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -149,6 +234,20 @@ def main(argv: list[str] | None = None) -> int:
 
             summary = run_tag(tag_config(args))
             print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+            return 0
+        if args.command == "evaluate":
+            from mgr_batch.execution.evaluate import run_evaluate
+
+            metrics = run_evaluate(evaluate_config(args))
+            keys = ("model_id", "n_songs", "n_clips", "n_errors", "song_accuracy", "song_balanced_accuracy",
+                    "song_top3_accuracy", "clip_accuracy")  # fmt: skip
+            print(json.dumps({k: metrics[k] for k in keys}, indent=2))
+            return 0
+        if args.command == "cv":
+            from mgr_batch.execution.evaluate import run_cv
+
+            summary = run_cv(cv_config(args))
+            print(json.dumps({k: v for k, v in summary.items() if k != "per_fold"}, indent=2))
             return 0
         if args.command == "train":
             from mgr_batch.execution.train import run_train

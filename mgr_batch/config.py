@@ -142,6 +142,30 @@ class TrainConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Everything ``mgr-batch evaluate`` needs."""
+
+    data: str = ""
+    output: str = ""
+    model: str | None = None
+    list: str | None = None  # only songs named in this list file (matched on the stem)
+    split: str | None = None  # only rows of the manifest with this split
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    """Everything ``mgr-batch cv`` needs: the per-fold training config plus the fold layout."""
+
+    folds: int = 5
+    #: Column whose values never straddle folds (e.g. artist); default: the song's file stem.
+    group_by: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
 T = TypeVar("T")
 
 

@@ -7,6 +7,7 @@ import posixpath
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mgr_batch import storage
@@ -33,6 +34,7 @@ def labelled(
     *,
     train_list: str | None = None,
     valid_list: str | None = None,
+    make_split: bool = True,
 ) -> pd.DataFrame:
     """Listing of labelled audio with ``label`` and ``split`` columns.
 
@@ -58,6 +60,8 @@ def labelled(
         files = files[files["split"] != ""].reset_index(drop=True)
         if files.empty:
             raise ConfigError("no file of DATA is named in the split lists (files are matched on their stem)")
+    elif "split" not in files.columns and not make_split:
+        files["split"] = ""
     elif "split" not in files.columns:
         # By stem, so copies of one song (other folder or format) stay on one side.
         files["split"] = ["valid" if int(hashlib.sha1(s.encode()).hexdigest()[:8], 16) % 5 == 0 else "train" for s in files["stem"]]
@@ -88,3 +92,61 @@ def manifest_hash(files: pd.DataFrame) -> str:
     """Hash of what a model was trained on (stem, label, split), independent of where the data lives."""
     rows = sorted(f"{s}\t{lab}\t{sp}" for s, lab, sp in zip(files["stem"], files["label"], files["split"], strict=True))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def restrict(files: pd.DataFrame, *, list_uri: str | None = None, split: str | None = None,
+             storage_options: dict[str, Any] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Only the songs named in a list file (by stem) and/or of one manifest split."""
+    if list_uri:
+        keep = set(read_list(list_uri, storage_options))
+        files = files[files["stem"].isin(keep)]
+    if split:
+        files = files[files["split"] == split]
+    if files.empty:
+        raise ConfigError("no song of DATA is left after --list/--split")
+    return files.reset_index(drop=True)
+
+
+def group_keys(files: pd.DataFrame, group_by: str | None = None) -> pd.Series:
+    """What must stay on one side of a split: ``group_by`` if given, else ``artist`` if known, else the stem."""
+    column = group_by or ("artist" if "artist" in files.columns else "stem")
+    if column not in files.columns:
+        raise ConfigError(f"cannot group folds by {column!r}: DATA has no such column")
+    return files[column].astype(str)
+
+
+def grouped_folds(files: pd.DataFrame, *, folds: int, group_by: str | None = None, seed: int = 0) -> np.ndarray:
+    """Fold index (0..folds-1) per song; stratified by label, and a group never straddles two folds.
+
+    Folds are made of songs (never of clips), grouped by :func:`group_keys`.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if folds < 2:
+        raise ConfigError("--folds must be at least 2")
+    groups = group_keys(files, group_by)
+    if groups.nunique() < folds:
+        raise ConfigError(f"{groups.nunique()} groups cannot make {folds} folds")
+    out = np.full(len(files), -1)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(splitter.split(np.zeros(len(files)), files["label"], groups)):
+        out[test] = k
+    return out
+
+
+TRAIN_SONGS_LIMIT = 100_000
+
+
+def training_songs(files: pd.DataFrame) -> list[str] | None:
+    """The training songs' stems to store in a checkpoint (None when too many to keep)."""
+    stems = sorted(set(files.loc[files["split"] == "train", "stem"]))
+    return stems if len(stems) <= TRAIN_SONGS_LIMIT else None
+
+
+def check_not_trained_on(files: pd.DataFrame, trained: list[str] | None) -> None:
+    """Fail when a song to evaluate was in the model's training data (matched on the file stem)."""
+    if not trained:
+        return
+    seen = sorted(set(files["stem"]) & set(trained))
+    if seen:
+        raise LeakageError(f"{len(seen)} song(s) to evaluate were in the model's training data: {', '.join(seen[:10])}")

@@ -193,3 +193,48 @@ def test_default_split_keeps_equal_stems_together(tmp_path):
             write_tone(root / genre / f"{i:02d}.wav", seconds=0.01)
     files = datasets.labelled(str(root))
     assert (files.groupby("stem")["split"].nunique() == 1).all()
+
+
+def _songs(n_per: int = 6, artists: bool = False) -> pd.DataFrame:
+    rows = []
+    for g in ("rock", "jazz", "pop"):
+        for i in range(n_per):
+            row = {"path": f"/d/{g}/{g}.{i:05d}.wav", "song_id": f"{g}{i}", "stem": f"{g}.{i:05d}", "label": g, "split": "train"}
+            if artists:
+                row["artist"] = f"{g}-artist-{i // 2}"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("folds", [2, 3])
+@pytest.mark.parametrize("artists", [False, True])
+def test_grouped_folds_never_split_a_song_or_an_artist(folds, artists):
+    files = _songs(artists=artists)
+    fold = datasets.grouped_folds(files, folds=folds, seed=0)
+    assert set(fold) == set(range(folds))
+    key = "artist" if artists else "stem"
+    assert (files.assign(fold=fold).groupby(key)["fold"].nunique() == 1).all()
+    assert (pd.Series(fold).value_counts() > 0).all()
+
+
+def test_grouped_folds_refuse_too_few_groups():
+    with pytest.raises(ConfigError):
+        datasets.grouped_folds(_songs(n_per=1), folds=5)
+
+
+def test_restrict_by_list_and_split(tmp_path):
+    files = _songs()
+    files.loc[files["label"] == "pop", "split"] = "valid"
+    (tmp_path / "l.txt").write_text("rock/rock.00001.wav\npop/pop.00002.ogg\n")
+    assert sorted(datasets.restrict(files, list_uri=str(tmp_path / "l.txt"))["stem"]) == ["pop.00002", "rock.00001"]
+    assert set(datasets.restrict(files, split="valid")["label"]) == {"pop"}
+    with pytest.raises(ConfigError):
+        datasets.restrict(files, split="test")
+
+
+def test_evaluating_training_songs_is_refused():
+    files = _songs()
+    datasets.check_not_trained_on(files, ["other.00001"])
+    datasets.check_not_trained_on(files, None)
+    with pytest.raises(LeakageError, match="rock.00002"):
+        datasets.check_not_trained_on(files, ["rock.00002"])

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import pandas as pd
 import ray
 
 from mgr_batch import checkpoint, storage
@@ -50,6 +51,47 @@ def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceCo
     )
 
 
+def tag_files(files: pd.DataFrame, *, spec: ModelSpec, model: str | None, clip_cfg: ClipConfig,
+              inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """Run the tagging graph over listed ``files`` (inside a Ray session); returns the counts.
+
+    Writes songs/, clips/ and errors/ under ``output``; fails if any file is missing from both.
+    """
+    ds = featurized(files, spec=spec, clip_cfg=clip_cfg, inference=inference, storage_options=storage_options)
+    return tag_featurized(ds, len(files), spec=spec, model=model, clip_cfg=clip_cfg, inference=inference,
+                          output=output, storage_options=storage_options)  # fmt: skip
+
+
+def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model: str | None, clip_cfg: ClipConfig,
+                   inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """The rest of the tagging graph (inference, tables) over already featurized songs."""
+    ds = predicted(ds, model=model, inference=inference, storage_options=storage_options)
+    ds = ds.map_batches(
+        write_tables,
+        fn_kwargs=dict(output=output, genres=spec.genres, model_id=spec.model_id,
+                       clip_seconds=clip_cfg.clip_seconds, storage_options=storage_options),  # fmt: skip
+        batch_size=None,
+        batch_format="numpy",
+        num_cpus=0.25,
+    )
+    totals: Counter = Counter()
+    error_types: Counter = Counter()
+    for row in ds.take_all():  # one small summary row per written batch
+        for key in ("n_songs", "n_errors", "n_clips", "audio_s"):
+            totals[key] += row[key]
+        error_types.update(json.loads(row["error_types"]))
+    counts = {
+        "n_songs": int(totals["n_songs"]),
+        "n_errors": int(totals["n_errors"]),
+        "n_clips": int(totals["n_clips"]),
+        "errors_by_type": dict(sorted(error_types.items())),
+        "audio_seconds": round(float(totals["audio_s"]), 3),
+    }
+    if counts["n_songs"] + counts["n_errors"] != n_files:
+        raise RuntimeError(f"lost files: {n_files} listed, {counts['n_songs']} songs + {counts['n_errors']} errors")
+    return counts
+
+
 def run_tag(cfg: TagConfig) -> dict[str, Any]:
     """Tag every audio file under ``cfg.input``; writes songs/, clips/, errors/, run.json, config.yaml."""
     started = time.time()
@@ -58,52 +100,31 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     spec = checkpoint.load_spec(cfg.model, so)  # fail fast, on the driver, for a bad --model
     # The model fixes the clip length; the hop is the user's (back-to-back clips unless told otherwise).
     clip_cfg = cfg.clips or ClipConfig(clip_seconds=spec.clips.clip_seconds)
-    _check_output_free(cfg.output, so)
+    check_output_free(cfg.output, so)
     files = listing.files[list(LISTING_COLUMNS)]
     if listing.ignored:
         log.warning("ignoring %d non-audio file(s) in %s, e.g. %s", len(listing.ignored), cfg.input, listing.ignored[0])
     log.info("tagging %d file(s) with model %s", len(files), spec.model_id)
     with ray_session(cfg.ray):
-        ds = featurized(files, spec=spec, clip_cfg=clip_cfg, inference=cfg.inference, storage_options=so)
-        ds = predicted(ds, model=cfg.model, inference=cfg.inference, storage_options=so)
-        ds = ds.map_batches(
-            write_tables,
-            fn_kwargs=dict(output=cfg.output, genres=spec.genres, model_id=spec.model_id,
-                           clip_seconds=clip_cfg.clip_seconds, storage_options=so),  # fmt: skip
-            batch_size=None,
-            batch_format="numpy",
-            num_cpus=0.25,
-        )
-        summaries = ds.take_all()
-    counts = Counter()
-    error_types: Counter = Counter()
-    for row in summaries:
-        for key in ("n_songs", "n_errors", "n_clips", "audio_s"):
-            counts[key] += row[key]
-        error_types.update(json.loads(row["error_types"]))
+        counts = tag_files(files, spec=spec, model=cfg.model, clip_cfg=clip_cfg, inference=cfg.inference,
+                           output=cfg.output, storage_options=so)  # fmt: skip
     summary = {
         "model_id": spec.model_id,
         "input": cfg.input,
         "output": cfg.output,
         "n_files": len(files),
-        "n_songs": int(counts["n_songs"]),
-        "n_errors": int(counts["n_errors"]),
-        "n_clips": int(counts["n_clips"]),
-        "errors_by_type": dict(sorted(error_types.items())),
+        **counts,
         "ignored_non_audio_files": len(listing.ignored),
-        "audio_seconds": round(float(counts["audio_s"]), 3),
         "wall_seconds": round(time.time() - started, 3),
         "clips": to_dict(clip_cfg),
         "config": to_dict(redacted(cfg)),
     }
-    if summary["n_songs"] + summary["n_errors"] != summary["n_files"]:
-        raise RuntimeError(f"lost files: {summary['n_files']} listed, {summary['n_songs']} songs + {summary['n_errors']} errors")
     storage.write_bytes_atomic(storage.join(cfg.output, "run.json"), json.dumps(summary, indent=2).encode(), so)
     storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
     return summary
 
 
-def _check_output_free(output: str, storage_options: dict[str, Any] | None) -> None:
+def check_output_free(output: str, storage_options: dict[str, Any] | None) -> None:
     fs, path = storage.filesystem(output, storage_options)
     taken = [t for t in TABLES if fs.exists(storage.join(path, t))]
     if taken:

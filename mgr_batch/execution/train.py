@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import ray
 import ray.train
 import torch
@@ -35,62 +36,80 @@ LOCAL_SHUFFLE_ROWS = 1024
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``; writes the checkpoint (model.pt, config.json) to ``cfg.output``."""
-    started = time.time()
-    so = cfg.storage_options
     model_info(cfg.model.name)  # an unknown --model-type fails before any work
-    files = datasets.labelled(cfg.data, so, train_list=cfg.train_list, valid_list=cfg.valid_list)
+    files = datasets.labelled(cfg.data, cfg.storage_options, train_list=cfg.train_list, valid_list=cfg.valid_list)
+    spec = training_spec(files, cfg)
+    with ray_session(cfg.ray):
+        return fit(featurized_songs(files, spec, cfg), files, spec, cfg)
+
+
+def training_spec(files: pd.DataFrame, cfg: TrainConfig) -> ModelSpec:
+    """The model spec for training on ``files``: genres from the config or the labels, checked."""
     genres = tuple(cfg.genres) if cfg.genres else tuple(sorted(files["label"].unique()))
     datasets.check_labels(files["label"], genres)
+    spec = ModelSpec(genres=genres, audio=cfg.audio, clips=cfg.clips, features=cfg.features, model=cfg.model)
+    spec.build()  # fail fast on bad hyper-parameters
+    return spec
+
+
+def featurized_songs(files: pd.DataFrame, spec: ModelSpec, cfg: TrainConfig) -> ray.data.Dataset:
+    """Materialized per-song features (with ``label`` and ``split``) of labelled ``files``."""
+    return featurized(
+        files[["path", "song_id", "size", "mtime", "label", "split"]],
+        spec=spec, clip_cfg=cfg.clips, inference=cfg.inference, storage_options=cfg.storage_options,
+    ).materialize()  # fmt: skip
+
+
+def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: TrainConfig) -> dict[str, Any]:
+    """Train on the ``train`` songs of featurized ``songs`` (scoring ``valid`` ones); save to ``cfg.output``.
+
+    ``files`` is the listing ``songs`` came from, with the same ``split`` column.
+    """
+    started = time.time()
+    so = cfg.storage_options
+    datasets.check_no_leakage(files)
     n_split = files["split"].value_counts().to_dict()
     if not n_split.get("train"):
         raise ConfigError("no training songs: the split gives 0 files to 'train'")
-    spec = ModelSpec(genres=genres, audio=cfg.audio, clips=cfg.clips, features=cfg.features, model=cfg.model)
-    spec.build()  # fail fast on an unknown model type or bad hyper-parameters
     log.info("training %s on %s songs (%s)", cfg.model.name, len(files), n_split)
-
-    with ray_session(cfg.ray):
-        songs = featurized(
-            files[["path", "song_id", "size", "mtime", "label", "split"]],
-            spec=spec, clip_cfg=cfg.clips, inference=cfg.inference, storage_options=so,
-        ).materialize()  # fmt: skip
-        failed = songs.filter(expr="status != 'ok'").select_columns(
-            ["path", "error_stage", "error_type", "error_message"]
-        ).take_all()  # fmt: skip
-        for row in failed:
-            log.warning("skipping %s: %s: %s", row["path"], row["error_type"], row["error_message"])
-        # Materialized clip datasets: the Train workers may hold every CPU, so ingest must need no task.
-        keep = {"train": ["features", "label"], "valid": ["features", "label", "song_id"]}
-        parts = {
-            split: _shuffled(
-                songs.map_batches(explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy")
-                .select_columns(keep[split]),
-                seed=cfg.optim.seed if split == "train" else None,
-            ).materialize()
-            for split in ("train", "valid")
-            if n_split.get(split)
-        }
-        n_clips = {split: ds.count() for split, ds in parts.items()}
-        trainer = TorchTrainer(
-            train_loop,
-            train_loop_config={"spec": spec.to_json(), "optim": _asdict(cfg.optim), "has_valid": "valid" in parts},
-            scaling_config=ScalingConfig(
-                num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+    genres = spec.genres
+    failed = songs.filter(expr="status != 'ok'").select_columns(
+        ["path", "error_stage", "error_type", "error_message"]
+    ).take_all()  # fmt: skip
+    for row in failed:
+        log.warning("skipping %s: %s: %s", row["path"], row["error_type"], row["error_message"])
+    # Materialized clip datasets: the Train workers may hold every CPU, so ingest must need no task.
+    keep = {"train": ["features", "label"], "valid": ["features", "label", "song_id"]}
+    parts = {
+        split: _shuffled(
+            songs.map_batches(explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy")
+            .select_columns(keep[split]),
+            seed=cfg.optim.seed if split == "train" else None,
+        ).materialize()
+        for split in ("train", "valid")
+        if n_split.get(split)
+    }
+    n_clips = {split: ds.count() for split, ds in parts.items()}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": spec.to_json(), "optim": _asdict(cfg.optim), "has_valid": "valid" in parts},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+        ),
+        run_config=RunConfig(
+            name=cfg.run_name,
+            storage_path=cfg.storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2,
+                checkpoint_score_attribute="valid_song_accuracy" if "valid" in parts else "epoch",
+                checkpoint_score_order="max",
             ),
-            run_config=RunConfig(
-                name=cfg.run_name,
-                storage_path=cfg.storage_path,
-                checkpoint_config=CheckpointConfig(
-                    num_to_keep=2,
-                    checkpoint_score_attribute="valid_song_accuracy" if "valid" in parts else "train_loss",
-                    checkpoint_score_order="max" if "valid" in parts else "min",
-                ),
-            ),
-            datasets=parts,
-            dataset_config=DataConfig(datasets_to_split=["train"]),
-        )
-        result = trainer.fit()
-    best = result.best_checkpoints[0] if result.best_checkpoints else (result.checkpoint, result.metrics)
-    best_ckpt, best_metrics = best
+        ),
+        datasets=parts,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    best_ckpt, best_metrics = result.best_checkpoints[0] if result.best_checkpoints else (result.checkpoint, result.metrics)
     with best_ckpt.as_directory() as d:
         state = torch.load(os.path.join(d, "train_state.pt"), map_location="cpu", weights_only=True)
     with result.checkpoint.as_directory() as d:  # the latest checkpoint holds the whole history
@@ -109,11 +128,14 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         "best_epoch": int(best_metrics.get("epoch", 0)),
         "history": history,
         "wall_seconds": round(time.time() - started, 1),
+        # Stems of the training songs, so `evaluate` can refuse to score a model on its own training data.
+        "train_songs": datasets.training_songs(files),
     }
     metrics = {k: v for k, v in best_metrics.items() if k.startswith(("valid_", "train_"))}
     saved = checkpoint.save(cfg.output, model, _with(spec, train=train_info, metrics=metrics), so)
     storage.write_bytes_atomic(storage.join(cfg.output, "train_config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
-    return {"model_id": saved.model_id, "output": cfg.output, "metrics": metrics, **train_info}
+    return {"model_id": saved.model_id, "output": cfg.output, "metrics": metrics,
+            **{k: v for k, v in train_info.items() if k != "train_songs"}}  # fmt: skip
 
 
 def _shuffled(ds: ray.data.Dataset, *, seed: int | None) -> ray.data.Dataset:

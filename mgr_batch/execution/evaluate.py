@@ -1,0 +1,134 @@
+"""Evaluation and cross-validation: the tagging graph over labelled songs, then metrics and reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mgr_batch import checkpoint, datasets, storage
+from mgr_batch.checkpoint import ModelSpec
+from mgr_batch.config import ClipConfig, CVConfig, EvaluateConfig, dump_yaml, redacted
+from mgr_batch.evaluation import evaluate_tables
+from mgr_batch.execution.runtime import ray_session
+from mgr_batch.execution.tag import check_output_free, tag_featurized, tag_files
+from mgr_batch.execution.train import featurized_songs, fit, training_spec
+from mgr_batch.report import write_report
+from mgr_batch.stages import LISTING_COLUMNS
+
+log = logging.getLogger(__name__)
+
+HEADLINE = ("song_accuracy", "song_balanced_accuracy", "song_top3_accuracy", "clip_accuracy")
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Tag labelled songs with a model (the same graph as ``tag``) and write metrics and a report."""
+    so = cfg.storage_options
+    files = datasets.labelled(cfg.data, so, make_split=False)
+    files = datasets.restrict(files, list_uri=cfg.list, split=cfg.split, storage_options=so)
+    spec = checkpoint.load_spec(cfg.model, so)
+    datasets.check_labels(files["label"], spec.genres)
+    datasets.check_not_trained_on(files, spec.train.get("train_songs"))
+    tags = storage.join(cfg.output, "tags")
+    check_output_free(tags, so)
+    clip_cfg = ClipConfig(clip_seconds=spec.clips.clip_seconds)
+    with ray_session(cfg.ray):
+        counts = tag_files(files[list(LISTING_COLUMNS)], spec=spec, model=cfg.model, clip_cfg=clip_cfg,
+                           inference=cfg.inference, output=tags, storage_options=so)  # fmt: skip
+    metrics = score(tags, files, spec, counts, so)
+    write_report(cfg.output, metrics, metrics.pop("_songs"), so, title=f"Evaluation of {spec.model_id}")
+    storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
+    return metrics
+
+
+def score(tags: str, files: pd.DataFrame, spec: ModelSpec, counts: dict[str, Any], so: dict[str, Any] | None) -> dict[str, Any]:
+    """Metrics of the songs/ and clips/ tables under ``tags`` against the labels of ``files``."""
+    songs = _read(storage.join(tags, "songs"), so)
+    clips = _read(storage.join(tags, "clips"), so)
+    metrics, frame = evaluate_tables(songs, clips, files.set_index("path")["label"], spec.genres)
+    metrics = {
+        "model_id": spec.model_id,
+        "data_manifest_hash": datasets.manifest_hash(files),
+        "n_errors": counts["n_errors"],
+        "errors_by_type": counts["errors_by_type"],
+        **metrics,
+    }
+    metrics["_songs"] = frame
+    return metrics
+
+
+def _read(uri: str, so: dict[str, Any] | None) -> pd.DataFrame:
+    fs, path = storage.filesystem(uri, so)
+    if not fs.exists(path):
+        return pd.DataFrame()
+    return pd.read_parquet(path, filesystem=fs)
+
+
+def run_cv(cfg: CVConfig) -> dict[str, Any]:
+    """K-fold cross-validation by song (groups never straddle folds); a report per fold and mean ± std."""
+    started = time.time()
+    tcfg = cfg.train
+    so = tcfg.storage_options
+    files = datasets.labelled(tcfg.data, so, train_list=tcfg.train_list, valid_list=tcfg.valid_list)
+    folds = datasets.grouped_folds(files, folds=cfg.folds, group_by=cfg.group_by, seed=tcfg.optim.seed)
+    groups = datasets.group_keys(files, cfg.group_by)
+    spec = training_spec(files, tcfg)
+    results = []
+    with ray_session(tcfg.ray):
+        songs = featurized_songs(files, spec, tcfg)  # featurized once, reused by every fold
+        for k in range(cfg.folds):
+            fold_dir = storage.join(tcfg.output, f"fold-{k}")
+            split = pd.Series(np.where(folds == k, "test", "train"), index=files.index)
+            fold_files = files.assign(split=split)
+            datasets.check_no_leakage(fold_files.assign(group=groups), groups=("song_id", "stem", "group"))
+            by_song = dict(zip(fold_files["song_id"], fold_files["split"], strict=True))
+            fold_songs = songs.map_batches(_assign_split, fn_kwargs={"splits": by_song}, batch_format="numpy").materialize()
+            fold_cfg = dataclasses.replace(tcfg, output=storage.join(fold_dir, "model"), run_name=f"{tcfg.run_name}-fold{k}")
+            log.info("fold %d/%d: %d train, %d test songs", k + 1, cfg.folds, (split == "train").sum(), (split == "test").sum())
+            trained = fit(fold_songs, fold_files, spec, fold_cfg)  # no valid split: the last epoch, no peeking at test
+            fold_spec = checkpoint.load_spec(fold_cfg.output, so)
+            test = fold_files[fold_files["split"] == "test"]
+            counts = tag_featurized(
+                fold_songs.filter(expr="split == 'test'"), len(test), spec=fold_spec, model=fold_cfg.output,
+                clip_cfg=ClipConfig(clip_seconds=spec.clips.clip_seconds), inference=tcfg.inference,
+                output=storage.join(fold_dir, "tags"), storage_options=so,
+            )  # fmt: skip
+            metrics = score(storage.join(fold_dir, "tags"), test, fold_spec, counts, so)
+            write_report(fold_dir, metrics, metrics.pop("_songs"), so, title=f"Fold {k + 1} of {cfg.folds}")
+            results.append({"fold": k, "model_id": trained["model_id"], **{m: metrics[m] for m in HEADLINE},
+                            "n_songs": metrics["n_songs"]})  # fmt: skip
+    summary = {
+        "model_type": tcfg.model.name,
+        "folds": cfg.folds,
+        "group_by": cfg.group_by or ("artist" if "artist" in files.columns else "stem"),
+        "n_songs": len(files),
+        "data_manifest_hash": datasets.manifest_hash(files),
+        "per_fold": results,
+        **{m: {"mean": float(np.mean([r[m] for r in results])), "std": float(np.std([r[m] for r in results]))} for m in HEADLINE},
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    storage.write_bytes_atomic(storage.join(tcfg.output, "cv.json"), json.dumps(summary, indent=2).encode(), so)
+    storage.write_bytes_atomic(storage.join(tcfg.output, "cv.md"), cv_markdown(summary).encode(), so)
+    return summary
+
+
+def _assign_split(batch: dict[str, np.ndarray], *, splits: dict[str, str]) -> dict[str, np.ndarray]:
+    batch["split"] = np.array([splits[str(s)] for s in batch["song_id"]])
+    return batch
+
+
+def cv_markdown(summary: dict[str, Any]) -> str:
+    lines = [f"# {summary['folds']}-fold cross-validation of `{summary['model_type']}`", "",
+             f"{summary['n_songs']} songs, folds grouped by `{summary['group_by']}` and stratified by genre.", "",
+             "| metric | mean | std |", "|---|---|---|"]  # fmt: skip
+    for m in HEADLINE:
+        lines.append(f"| {m} | {summary[m]['mean']:.3f} | {summary[m]['std']:.3f} |")
+    lines += ["", "| fold | n songs | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 2) + "|"]
+    for r in summary["per_fold"]:
+        lines.append(f"| {r['fold']} | {r['n_songs']} | " + " | ".join(f"{r[m]:.3f}" for m in HEADLINE) + " |")
+    return "\n".join(lines) + "\n"
