@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import socket
 import subprocess
@@ -16,11 +15,9 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from mgr_batch.cli import build_parser
-
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
-JOBS = {"tag": ROOT / "jobs" / "tag_catalog.py", "train": ROOT / "jobs" / "train.py"}
+JOBS = {"tag": ROOT / "jobs" / "tag_catalog.py", "train": ROOT / "jobs" / "train.py", "evaluate": ROOT / "jobs" / "evaluate.py"}
 
 
 @pytest.fixture
@@ -156,25 +153,11 @@ def test_job_script_help(command: str) -> None:
         assert "--address" in proc.stdout
 
 
-def _load_job(command: str):
-    spec = importlib.util.spec_from_file_location(f"job_{command}", JOBS[command])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def test_commands_join_the_job_cluster_inside_a_ray_job() -> None:
+    from mgr_batch.config import RayConfig
+    from mgr_batch.execution.runtime import init_kwargs
 
-
-@pytest.mark.parametrize("command", sorted(JOBS))
-def test_job_joins_the_cluster_inside_a_ray_job(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    job = _load_job(command)
-    args = ["in/", "--output", "out/"]
-
-    def address(argv: list[str]) -> str | None:
-        return build_parser().parse_args([command, *job.cli_args(argv)]).address
-
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert address(args) is None  # outside a job: mgr-batch starts its own local Ray
-    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # what Ray's job supervisor sets
-    assert address(args) == "auto"
-    assert address([*args, "--address", "ray://head:10001"]) == "ray://head:10001"
-    assert address([*args, "--address=10.0.0.2:6379"]) == "10.0.0.2:6379"
-    assert address([*args, "--addr", "10.0.0.3:6379"]) == "10.0.0.3:6379"
+    assert init_kwargs(RayConfig(num_cpus=3), {}) == {"include_dashboard": False, "log_to_driver": True, "num_cpus": 3}
+    inside = init_kwargs(RayConfig(), {"RAY_ADDRESS": "10.0.0.1:6379"})  # what Ray's job supervisor sets
+    assert inside["address"] == "auto" and "num_cpus" not in inside
+    assert init_kwargs(RayConfig(address="ray://head:10001"), {"RAY_ADDRESS": "x"})["address"] == "ray://head:10001"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,16 +26,24 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-    if cfg.address:
-        kwargs["address"] = cfg.address
-    else:
-        kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count()
-    ray.init(**kwargs)
+    ray.init(**init_kwargs(cfg, os.environ))
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def init_kwargs(cfg: RayConfig, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Arguments for ``ray.init``: the configured address; inside ``ray job submit`` (which sets
+    RAY_ADDRESS for the entrypoint) the job's cluster; else an embedded local Ray with ``num_cpus``."""
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if cfg.address:
+        kwargs["address"] = cfg.address
+    elif environ.get("RAY_ADDRESS"):
+        kwargs["address"] = "auto"  # Ray refuses num_cpus when it joins a cluster
+    else:
+        kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count()
+    return kwargs
 
 
 def dataset_from_listing(files: pd.DataFrame, *, rows_per_block: int) -> ray.data.Dataset:

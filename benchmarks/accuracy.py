@@ -1,0 +1,138 @@
+"""Accuracy table on GTZAN (artist-filtered train -> valid, and grouped 5-fold CV): song level, with n.
+
+Run from the repository root (../shared/data beside it):
+
+    python benchmarks/accuracy.py                       # classic baselines + the shipped model
+    python benchmarks/accuracy.py --cv cnn --cv-epochs 12   # also 5-fold CV of the CNN (slow on CPU)
+
+Writes benchmarks/results/accuracy.json and accuracy.md (the table quoted in the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "gtzan"
+
+CLASSIC = {
+    "svm-rbf": (make_pipeline(StandardScaler(), SVC(kernel="rbf", decision_function_shape="ovr")), {"svc__C": [0.1, 1, 10, 100]}),
+    "logreg": (make_pipeline(StandardScaler(), LogisticRegression(solver="newton-cg", max_iter=2000)), {"logisticregression__C": [0.01, 0.1, 1, 10]}),
+    "knn-pca15": (make_pipeline(StandardScaler(), PCA(n_components=15), KNeighborsClassifier(n_neighbors=10, weights="distance")), {}),
+}
+
+
+def stem(path: str) -> str:
+    return Path(path).name.rsplit(".", 1)[0]
+
+
+def balanced(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean per-genre recall over the genres that have support."""
+    return float(np.mean([(y_pred[y_true == g] == g).mean() for g in np.unique(y_true)]))
+
+
+def classic_rows(seed: int = 0) -> list[dict]:
+    """SVM / logistic regression / kNN on the published 58-value features (one row per 30 s song)."""
+    table = pd.read_csv(DATA / "features_30_sec.train_valid.csv")
+    table["stem"] = table["filename"].map(stem)
+    train = set(map(stem, (DATA / "train_filtered.txt").read_text().split()))
+    valid = set(map(stem, (DATA / "valid_filtered.txt").read_text().split()))
+    x = table.drop(columns=["filename", "label", "stem", "length"]).to_numpy(float)
+    y = table["label"].to_numpy()
+    is_train, is_valid = table["stem"].isin(train).to_numpy(), table["stem"].isin(valid).to_numpy()
+    rows = []
+    inner = StratifiedKFold(5, shuffle=True, random_state=seed)
+    for name, (model, grid) in CLASSIC.items():
+        search = GridSearchCV(model, grid, cv=inner) if grid else model
+        search.fit(x[is_train], y[is_train])
+        pred = search.predict(x[is_valid])
+        rows.append({"configuration": f"{name} on published 58-value features (30 s)", "protocol": "train -> valid",
+                     "song_accuracy": float((pred == y[is_valid]).mean()), "song_balanced_accuracy": balanced(y[is_valid], pred),
+                     "n_songs": int(is_valid.sum())})  # fmt: skip
+        # 5-fold CV over train+valid; rows are whole songs, so folds never split a song.
+        both = is_train | is_valid
+        accs, bals = [], []
+        for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(x[both], y[both]):
+            fitted = (GridSearchCV(model, grid, cv=inner) if grid else model).fit(x[both][tr], y[both][tr])
+            p = fitted.predict(x[both][te])
+            accs.append((p == y[both][te]).mean())
+            bals.append(balanced(y[both][te], p))
+        rows.append({"configuration": f"{name} on published 58-value features (30 s)", "protocol": "5-fold CV, train+valid",
+                     "song_accuracy": float(np.mean(accs)), "song_accuracy_std": float(np.std(accs)),
+                     "song_balanced_accuracy": float(np.mean(bals)), "n_songs": int(both.sum())})  # fmt: skip
+    return rows
+
+
+def mgr(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "mgr_batch.cli", *args], check=True, cwd=ROOT)
+
+
+def shipped_model_row(work: Path) -> dict:
+    out = work / "eval-default"
+    mgr("evaluate", str(DATA), "--list", str(DATA / "valid_filtered.txt"), "--output", str(out))
+    m = json.loads((out / "metrics.json").read_text())
+    return {"configuration": f"shipped model ({m['model_id']}), log-mel CNN", "protocol": "train -> valid",
+            "song_accuracy": m["song_accuracy"], "song_balanced_accuracy": m["song_balanced_accuracy"],
+            "n_songs": m["n_songs"], "clip_accuracy": m["clip_accuracy"], "report": str(out / "report.md")}  # fmt: skip
+
+
+def cv_row(model_type: str, epochs: int, work: Path) -> dict:
+    out = work / f"cv-{model_type}"
+    mgr("cv", str(DATA), "--model-type", model_type, "--folds", "5", "--output", str(out), "--epochs", str(epochs),
+        "--train-list", str(DATA / "train_filtered.txt"), "--valid-list", str(DATA / "valid_filtered.txt"),
+        "--hop-seconds", "1.5", "--cpus-per-worker", "2", "--storage-path", str(work / "runs"))  # fmt: skip
+    s = json.loads((out / "cv.json").read_text())
+    return {"configuration": f"{model_type} on log-mel (3 s clips, {epochs} epochs)", "protocol": f"5-fold CV by {s['group_by']}, train+valid",
+            "song_accuracy": s["song_accuracy"]["mean"], "song_accuracy_std": s["song_accuracy"]["std"],
+            "song_balanced_accuracy": s["song_balanced_accuracy"]["mean"], "n_songs": s["n_songs"]}  # fmt: skip
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| configuration | protocol | song accuracy | balanced accuracy | n songs |", "|---|---|---|---|---|"]
+    for r in rows:
+        acc = f"{r['song_accuracy']:.3f}" + (f" ± {r['song_accuracy_std']:.3f}" if "song_accuracy_std" in r else "")
+        lines.append(f"| {r['configuration']} | {r['protocol']} | {acc} | {r['song_balanced_accuracy']:.3f} | {r['n_songs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--cv", nargs="*", default=[], help="model types to cross-validate through mgr-batch cv")
+    parser.add_argument("--cv-epochs", type=int, default=12)
+    parser.add_argument("--skip-shipped", action="store_true")
+    args = parser.parse_args()
+    started = time.time()
+    rows = classic_rows()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if not args.skip_shipped:
+            rows.append(shipped_model_row(work))
+        for model_type in args.cv:
+            rows.append(cv_row(model_type, args.cv_epochs, work))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "accuracy.json").write_text(json.dumps({"rows": rows, "wall_seconds": round(time.time() - started, 1)}, indent=2))
+    table = markdown(rows)
+    (out / "accuracy.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
