@@ -1,6 +1,10 @@
-"""Shared fixtures: one real local Ray for the whole session, and a tiny untrained checkpoint."""
+"""Shared fixtures: one real local Ray, a real S3 server on 127.0.0.1, and a tiny untrained checkpoint."""
 
 from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -42,3 +46,44 @@ def tiny_model(tmp_path_factory) -> str:
     directory = tmp_path_factory.mktemp("tiny_model")
     checkpoint.save(str(directory), spec.build(), spec)
     return str(directory)
+
+
+@dataclass(frozen=True)
+class S3:
+    """A real S3-compatible server (moto's) on 127.0.0.1, and how to reach it."""
+
+    endpoint: str
+    options: dict
+    fs: object
+
+    def cli_options(self) -> list[str]:
+        return [a for k, v in self.options.items() for a in ("--storage-option", f"{k}={v}")]
+
+
+#: A secret the tests can look for in every output, to prove it is never written or logged.
+S3_SECRET = "testing-secret-never-logged"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's threaded S3 server on 127.0.0.1 (a free port), for the whole session."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    for var, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(var, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    options = {"endpoint_url": endpoint, "key": "testing-key", "secret": S3_SECRET}
+    yield S3(endpoint=endpoint, options=options, fs=s3fs.S3FileSystem(**options, skip_instance_cache=True))
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A fresh empty bucket; returns ``s3://name``."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_server.fs.mkdir(name)
+    return f"s3://{name}"
