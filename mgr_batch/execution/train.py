@@ -90,6 +90,7 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
         if n_split.get(split)
     }
     n_clips = {split: ds.count() for split, ds in parts.items()}
+    score_attribute = "valid_song_accuracy" if "valid" in parts else "epoch"
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"spec": spec.to_json(), "optim": _asdict(cfg.optim), "has_valid": "valid" in parts},
@@ -101,7 +102,7 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
             storage_path=cfg.storage_path,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2,
-                checkpoint_score_attribute="valid_song_accuracy" if "valid" in parts else "epoch",
+                checkpoint_score_attribute=score_attribute,
                 checkpoint_score_order="max",
             ),
         ),
@@ -109,7 +110,9 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     result = trainer.fit()
-    best_ckpt, best_metrics = result.best_checkpoints[0] if result.best_checkpoints else (result.checkpoint, result.metrics)
+    # Ray keeps the best `num_to_keep` checkpoints, in no order we should rely on: pick the best ourselves.
+    kept = result.best_checkpoints or [(result.checkpoint, result.metrics)]
+    best_ckpt, best_metrics = max(kept, key=lambda cm: (cm[1].get(score_attribute, float("-inf")), cm[1].get("epoch", 0)))
     with best_ckpt.as_directory() as d:
         state = torch.load(os.path.join(d, "train_state.pt"), map_location="cpu", weights_only=True)
     with result.checkpoint.as_directory() as d:  # the latest checkpoint holds the whole history
