@@ -55,13 +55,20 @@ def load(
     (m4a/aac and anything else FFmpeg reads). Raises an ``AudioError`` leaf for files that are not
     usable audio: undecodable, empty, NaN/inf samples, or silent.
     """
+    if not isinstance(source, str):
+        if not source.read(1):
+            raise AudioDecodeError("the file is empty (0 bytes)")
+        source.seek(0)
     try:
         decoded = _load_soundfile(source, sr, max_duration, resample_quality)
     except sf.LibsndfileError as sf_exc:
         try:
             decoded = _load_pyav(_fresh(source), sr, max_duration, resample_quality)
         except (av.FFmpegError, AudioDecodeError) as av_exc:
-            raise AudioDecodeError(f"not decodable audio: libsndfile: {sf_exc}; ffmpeg: {av_exc}") from None
+            reason = getattr(av_exc, "strerror", None) or str(av_exc)
+            raise AudioDecodeError(
+                f"not decodable as audio (libsndfile: {sf_exc.error_string}; ffmpeg: {reason})"
+            ) from None
     validate(decoded.y, silence_threshold=silence_threshold)
     return decoded
 
