@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -218,6 +219,18 @@ def cv_config(args: argparse.Namespace) -> CVConfig:
     return from_dict(CVConfig, merge(base, flags))
 
 
+EVALUATE_SHOWN = ("model_id", "n_songs", "n_clips", "n_errors", "song_accuracy", "song_balanced_accuracy",
+                  "song_top3_accuracy", "clip_accuracy")  # fmt: skip
+
+#: command -> (module, function, config builder, what of its result to print); modules load lazily.
+COMMANDS = {
+    "tag": ("mgr_batch.execution.tag", "run_tag", tag_config, lambda r: {k: v for k, v in r.items() if k != "config"}),
+    "train": ("mgr_batch.execution.train", "run_train", train_config, lambda r: {k: v for k, v in r.items() if k != "history"}),
+    "evaluate": ("mgr_batch.execution.evaluate", "run_evaluate", evaluate_config, lambda r: {k: r[k] for k in EVALUATE_SHOWN}),
+    "cv": ("mgr_batch.execution.evaluate", "run_cv", cv_config, lambda r: {k: v for k, v in r.items() if k != "per_fold"}),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -229,32 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             for info in sorted(MODELS.values(), key=lambda m: (m.family, m.name)):
                 print(f"{info.name:<16} {info.family:<8} {info.features:<10} {info.study:<24} {info.description}")
             return 0
-        if args.command == "tag":
-            from mgr_batch.execution.tag import run_tag
-
-            summary = run_tag(tag_config(args))
-            print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
-            return 0
-        if args.command == "evaluate":
-            from mgr_batch.execution.evaluate import run_evaluate
-
-            metrics = run_evaluate(evaluate_config(args))
-            keys = ("model_id", "n_songs", "n_clips", "n_errors", "song_accuracy", "song_balanced_accuracy",
-                    "song_top3_accuracy", "clip_accuracy")  # fmt: skip
-            print(json.dumps({k: metrics[k] for k in keys}, indent=2))
-            return 0
-        if args.command == "cv":
-            from mgr_batch.execution.evaluate import run_cv
-
-            summary = run_cv(cv_config(args))
-            print(json.dumps({k: v for k, v in summary.items() if k != "per_fold"}, indent=2))
-            return 0
-        if args.command == "train":
-            from mgr_batch.execution.train import run_train
-
-            summary = run_train(train_config(args))
-            print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
-            return 0
+        module, runner, build, shown = COMMANDS[args.command]
+        result = getattr(importlib.import_module(module), runner)(build(args))
+        print(json.dumps(shown(result), indent=2, default=str))
+        return 0
     except MgrBatchError as exc:
         print(f"mgr-batch: error: {exc}", file=sys.stderr)
         return 2

@@ -31,22 +31,14 @@ def build_tables(
 
     song_probs = np.stack([song_probabilities(batch["clip_probs"][i], method=aggregation) for i in idx]) if len(idx) else np.zeros((0, len(genres)))
     order = np.argsort(-song_probs, axis=1, kind="stable")
-    songs = {
-        "song_id": batch["song_id"][idx],
-        "path": batch["path"][idx],
-        "size": batch["size"][idx],
-        "mtime": batch["mtime"][idx],
-        "duration_s": batch["duration_s"][idx],
-        "analyzed_s": batch["analyzed_s"][idx],
-        "sample_rate": batch["sample_rate"][idx],
-        "channels": batch["channels"][idx],
-        "n_clips": batch["n_clips"][idx],
+    songs = {c: batch[c][idx] for c in _copied("songs", batch)}
+    songs.update({
         "genre": g[order[:, 0]] if len(idx) else np.zeros(0, str),
         "confidence": song_probs[np.arange(len(idx)), order[:, 0]] if len(idx) else np.zeros(0),
         "certainty": certainty(song_probs) if len(idx) else np.zeros(0),
         "top3": [list(g[o[:3]]) for o in order],
         "model_id": [model_id] * len(idx),
-    }
+    })  # fmt: skip
     for j, genre in enumerate(genres):
         songs[f"p_{genre}"] = song_probs[:, j]
 
@@ -72,21 +64,23 @@ def build_tables(
         clips[f"p_{genre}"] = cp[:, j]
 
     bad = np.flatnonzero(~ok)
-    errors = {
-        "song_id": batch["song_id"][bad],
-        "path": batch["path"][bad],
-        "size": batch["size"][bad],
-        "mtime": batch["mtime"][bad],
-        "stage": batch["error_stage"][bad],
-        "error_type": batch["error_type"][bad],
-        "message": batch["error_message"][bad],
-        "model_id": [model_id] * len(bad),
-    }
+    errors = {c: batch[ERROR_COLUMNS.get(c, c)][bad] for c in _copied("errors", batch)}
+    errors["model_id"] = [model_id] * len(bad)
     return {
         "songs": _table(songs, schemas.arrow_schema("songs", genres)),
         "clips": _table(clips, schemas.arrow_schema("clips", genres)),
         "errors": _table(errors, schemas.arrow_schema("errors")),
     }
+
+
+#: errors-table column -> the featurize column it comes from
+ERROR_COLUMNS = {"stage": "error_stage", "message": "error_message"}
+
+
+def _copied(table: str, batch: dict[str, np.ndarray]) -> list[str]:
+    """The columns of ``table``'s schema that come straight from the batch."""
+    return [c["name"] for c in schemas.spec(table)["columns"] if ERROR_COLUMNS.get(c["name"], c["name"]) in batch
+            and not (table == "songs" and c["name"] in ("genre", "model_id"))]  # fmt: skip
 
 
 def _table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
