@@ -8,7 +8,7 @@ The seed study's unsupervised segmentation, as plain numpy functions:
    ``SEM(i, j) = (sigma_i^2 / r[0] - 1)^2 + 2 * sum_{k=1..M} (r[k] / r[0])^2``;
 3. symmetrize and turn distances into an adjacency ``A = exp(-(S / scale)^2)``, zero diagonal;
 4. normalized spectral clustering (Ng, Jordan and Weiss 2001) of the windows;
-5. contiguous runs of one cluster are the segments;
+5. contiguous runs of one cluster are the segments (runs shorter than ``min_segment_seconds`` are merged);
 6. the largest cluster (or its longest run) is the song's representative part.
 
 Fast path: no pair is filtered in the time domain. Filtering window j with ``A_i(z)`` gives a residual whose
@@ -16,6 +16,14 @@ autocorrelation is ``r[k] = sum_d c_i[d] R_j[k + d]`` (d = -p..p), where ``c_i``
 the coefficients ``a_i`` and ``R_j`` that of window j up to lag ``M + p``. So one FFT autocorrelation per
 window, one AR fit per window, and one matrix product for all ``N_w^2`` pairs. This is exact for the full
 (length n + p) residual; the study's truncated ``lfilter`` output differs only by its last ``p`` samples.
+
+Where this departs from the study, and why (``scale=1.0, min_segment_seconds=0`` restores it):
+
+- the signal is analyzed at 11025 Hz (soxr): the AR envelope of 16 poles is spent on 0 to 5.5 kHz;
+- the adjacency scale adapts to the song (median distance to the 7th nearest window): a fixed scale of 1
+  leaves A all ~0 on songs whose windows are all far apart and all ~1 on very homogeneous songs, and the
+  median of all distances is dominated by cross-part pairs on songs with several parts;
+- short runs are merged, because raw window labels flicker and every flicker is a boundary.
 """
 
 from __future__ import annotations
@@ -28,61 +36,16 @@ import scipy.linalg
 import soxr
 from sklearn.cluster import KMeans
 
+from mgr_batch.config import DEFAULT_SCALE_NEIGHBOURS, SegmentationConfig
 from mgr_batch.errors import ConfigError, EmptyAudioError, InvalidAudioError
 
-#: White-noise power (squared full scale, -100 dBFS) added to every window's zero-lag autocorrelation, as if
-#: the song were dithered: silent windows and pure tones still get a well-posed AR fit and a non-zero residual.
+#: White noise, relative to the mean power of the windows (-100 dB), added to every window's zero-lag
+#: autocorrelation, as if the song were dithered: silent windows and pure tones still get a well-posed AR fit
+#: and a non-zero residual. Relative, so that the SEM stays independent of the song's gain; absolute (in squared
+#: full scale) for a song of digital silence.
 NOISE_FLOOR = 1e-10
 #: Float64 values held at once by the pairwise step (bounds its memory to ~32 MB whatever the song length).
 _BLOCK_VALUES = 4_000_000
-REPRESENTATIVES = ("cluster", "longest_run")
-
-
-@dataclass(frozen=True)
-class SegmentationConfig:
-    """Parameters of the AR/spectral-clustering segmentation (seconds unless a name says otherwise)."""
-
-    window_seconds: float = 1.0
-    #: Seconds between window starts; ``None`` means back-to-back windows (hop = window).
-    hop_seconds: float | None = None
-    #: AR model order p.
-    order: int = 16
-    #: Highest residual autocorrelation lag M in the SEM.
-    max_lag: int = 32
-    #: Analysis sample rate (Hz); songs at a higher rate are resampled (soxr) to it, never upsampled.
-    #: ``None`` analyzes at the song's own rate.
-    sr: int | None = 11025
-    #: Number of clusters; ``None`` picks it from the largest eigen-gap among 1..``k_max``.
-    n_clusters: int | None = None
-    k_max: int = 8
-    #: Distance scale of the adjacency ``exp(-(S / scale)^2)``; ``None`` = median off-diagonal S of the song.
-    #: ``1.0`` reproduces the study.
-    scale: float | None = None
-    #: ``"cluster"``: every window of the largest cluster; ``"longest_run"``: its longest contiguous run.
-    representative: str = "cluster"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.window_seconds > 0:
-            raise ConfigError(f"segmentation window_seconds must be positive, not {self.window_seconds}")
-        if self.hop_seconds is not None and not self.hop_seconds > 0:
-            raise ConfigError(f"segmentation hop_seconds must be positive, not {self.hop_seconds}")
-        if self.order < 1 or self.max_lag < 1:
-            raise ConfigError(f"segmentation order and max_lag must be >= 1, not {self.order} and {self.max_lag}")
-        if self.sr is not None and self.sr <= 0:
-            raise ConfigError(f"segmentation sr must be positive, not {self.sr}")
-        if self.n_clusters is not None and self.n_clusters < 1:
-            raise ConfigError(f"segmentation n_clusters must be >= 1, not {self.n_clusters}")
-        if self.k_max < 1:
-            raise ConfigError(f"segmentation k_max must be >= 1, not {self.k_max}")
-        if self.scale is not None and not self.scale > 0:
-            raise ConfigError(f"segmentation scale must be positive, not {self.scale}")
-        if self.representative not in REPRESENTATIVES:
-            raise ConfigError(f"segmentation representative must be one of {REPRESENTATIVES}, not {self.representative!r}")
-
-    @property
-    def hop(self) -> float:
-        return self.window_seconds if self.hop_seconds is None else self.hop_seconds
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,7 +53,7 @@ class Segmentation:
     """One song's segmentation; ``n`` below is the number of analysis windows.
 
     ``S`` (n, n): SEM of ordered pairs (row = reference model, column = filtered window); ``A`` (n, n): the
-    adjacency; ``labels`` (n,): cluster of each window, numbered in order of first appearance; ``starts_s``
+    adjacency at distance scale ``scale``; ``labels`` (n,): cluster of each window, numbered in order of first appearance; ``starts_s``
     (n,): window starts. ``segments``: contiguous runs ``(start_s, end_s, cluster)`` tiling the whole song.
     ``cluster``: the representative cluster; ``spans``: its kept ``(start_s, end_s)`` runs; ``keep_mask`` (n,):
     the windows inside ``spans``.
@@ -127,7 +90,7 @@ class Segmentation:
 def _autocorr(frames: np.ndarray, max_lag: int) -> np.ndarray:
     """Biased autocorrelation (lags 0..max_lag, divided by the frame length) of frames (n, n_samples).
 
-    Adds :data:`NOISE_FLOOR` at lag 0. Returns float64 (n, max_lag + 1).
+    Adds :data:`NOISE_FLOOR` times the frames' mean power at lag 0. Returns float64 (n, max_lag + 1).
     """
     n, length = frames.shape
     n_fft = scipy.fft.next_fast_len(length + max_lag + 1, real=True)
@@ -137,7 +100,8 @@ def _autocorr(frames: np.ndarray, max_lag: int) -> np.ndarray:
         spec = scipy.fft.rfft(frames[lo : lo + block], n=n_fft, axis=-1)
         out[lo : lo + block] = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=n_fft, axis=-1)[:, : max_lag + 1]
     out /= max(length, 1)
-    out[:, 0] += NOISE_FLOOR
+    power = float(out[:, 0].mean()) if n else 0.0
+    out[:, 0] += NOISE_FLOOR * (power if power > 0 else 1.0)
     return out
 
 
@@ -170,19 +134,21 @@ def _sem_from_autocorr(R: np.ndarray, a: np.ndarray, sigma2: np.ndarray, max_lag
     # c[i, d] = sum_m a_i[m] a_i[m + d], d = 0..p; halved at d = 0 so that both signs of d fold into one sum
     c = np.stack([np.einsum("nm,nm->n", a[:, : p + 1 - d], a[:, d:]) for d in range(p + 1)], axis=1)
     c[:, 0] *= 0.5
-    # H[j, k, d] = R_j[k + d] + R_j[|k - d|]: r_e[i, j, k] = sum_d c[i, d] H[j, k, d]
-    k = np.arange(max_lag + 1)[:, None]
-    d = np.arange(p + 1)[None, :]
-    H = R[:, k + d] + R[:, np.abs(k - d)]  # (n, M + 1, p + 1)
-    H = H.reshape(n * (max_lag + 1), p + 1)
+    # H[k, j, d] = R_j[k + d] + R_j[|k - d|], so that r_e[i, k, j] = sum_d c[i, d] H[k, j, d]; lag-major
+    # so each lag's block of the product is contiguous
+    k = np.arange(max_lag + 1)[:, None, None]
+    d = np.arange(p + 1)[None, None, :]
+    j = np.arange(n)[None, :, None]
+    Ht = np.ascontiguousarray((R[j, k + d] + R[j, np.abs(k - d)]).reshape(-1, p + 1).T)  # (p + 1, (M + 1) n)
     S = np.empty((n, n))
     block = max(1, _BLOCK_VALUES // (n * (max_lag + 1)))
     for lo in range(0, n, block):
-        r = (c[lo : lo + block] @ H.T).reshape(-1, n, max_lag + 1)
-        r0 = r[..., 0]
-        S[lo : lo + block] = (sigma2[lo : lo + block, None] / r0 - 1.0) ** 2 + 2.0 * np.einsum(
-            "ijk,ijk->ij", r[..., 1:], r[..., 1:]
-        ) / r0**2
+        r = (c[lo : lo + block] @ Ht).reshape(-1, max_lag + 1, n)
+        ssq = np.zeros((len(r), n))
+        for lag in range(1, max_lag + 1):
+            ssq += r[:, lag] ** 2
+        r0 = r[:, 0]
+        S[lo : lo + block] = (sigma2[lo : lo + block, None] / r0 - 1.0) ** 2 + 2.0 * ssq / r0**2
     return S
 
 
@@ -231,27 +197,33 @@ def sem_matrix(y: np.ndarray, sr: int, cfg: SegmentationConfig) -> tuple[np.ndar
     return _sem_from_autocorr(R, a, sigma2, cfg.max_lag), starts
 
 
-def default_scale(S: np.ndarray) -> float:
-    """The median off-diagonal distance of ``S`` (n, n): half the pairs get an adjacency above exp(-1)."""
+def default_scale(S: np.ndarray, neighbours: int = DEFAULT_SCALE_NEIGHBOURS) -> float:
+    """A song's own distance scale: the median, over windows, of the distance to their ``neighbours``-th
+    nearest other window (Zelnik-Manor and Perona's local scale, made global). ``S`` (n, n), symmetric.
+    """
     n = len(S)
     if n < 2:
         return 1.0
-    scale = float(np.median(S[~np.eye(n, dtype=bool)]))
-    if not scale > 0:  # (nearly) all windows identical: any positive scale gives the same clustering
-        scale = float(S.max()) if S.max() > 0 else 1.0
+    off = S[~np.eye(n, dtype=bool)].reshape(n, n - 1)
+    kth = np.partition(off, min(neighbours, n - 1) - 1, axis=1)[:, min(neighbours, n - 1) - 1]
+    scale = float(np.median(kth))
+    if not scale > 0:  # most windows have that many identical twins: fall back on the typical distance
+        scale = float(np.median(off))
+    if not scale > 0:
+        scale = float(off.max()) if off.max() > 0 else 1.0
     return scale
 
 
-def adjacency(S: np.ndarray, scale: float | None = None) -> np.ndarray:
+def adjacency(S: np.ndarray, scale: float | None = None, *, neighbours: int = DEFAULT_SCALE_NEIGHBOURS) -> np.ndarray:
     """Adjacency (n, n) of a distance matrix ``S`` (n, n): ``exp(-(((S + S^T) / 2) / scale)^2)``, zero diagonal.
 
-    ``scale=None`` uses :func:`default_scale` of the symmetrized S; ``scale=1`` is the study's adjacency.
+    ``scale=None`` uses :func:`default_scale` (``neighbours``) of the symmetrized S; ``scale=1`` is the study's.
     """
     S = np.asarray(S, dtype=np.float64)
     if S.ndim != 2 or S.shape[0] != S.shape[1]:
         raise ConfigError(f"adjacency needs a square distance matrix, not shape {S.shape}")
     sym = 0.5 * (S + S.T)
-    scale = default_scale(sym) if scale is None else float(scale)
+    scale = default_scale(sym, neighbours) if scale is None else float(scale)
     if not scale > 0:
         raise ConfigError(f"adjacency scale must be positive, not {scale}")
     A = np.exp(-((sym / scale) ** 2))
@@ -268,9 +240,7 @@ def _first_appearance(labels: np.ndarray) -> np.ndarray:
     return remap[labels]
 
 
-def spectral_clusters(
-    A: np.ndarray, n_clusters: int | None = None, *, k_max: int = 8, seed: int = 0
-) -> np.ndarray:
+def spectral_clusters(A: np.ndarray, n_clusters: int | None = None, *, k_max: int = 8, seed: int = 0) -> np.ndarray:
     """Normalized spectral clustering (Ng, Jordan, Weiss) of an adjacency ``A`` (n, n).
 
     ``L = D^-1/2 A D^-1/2``; the rows of its ``k`` leading eigenvectors, scaled to unit length, go to k-means
@@ -288,7 +258,9 @@ def spectral_clusters(
     deg = A.sum(axis=1)
     inv = np.divide(1.0, np.sqrt(deg), out=np.zeros(n), where=deg > 0)
     L = inv[:, None] * A * inv[None, :]
-    values, vectors = scipy.linalg.eigh(L, subset_by_index=[n - k_top, n - 1])
+    # LAPACK's subset driver, not Lanczos: a song whose parts share no adjacency at all (exp underflows to 0)
+    # gives eigenvalue 1 several times over, which a Krylov method started from one vector does not resolve
+    values, vectors = scipy.linalg.eigh(L, subset_by_index=[n - k_top, n - 1], driver="evx")
     values, vectors = values[::-1], vectors[:, ::-1]  # descending
     if n_clusters is None:
         gaps = values[:-1] - values[1:] if k_top > 1 else np.zeros(1)
@@ -302,6 +274,35 @@ def spectral_clusters(
     U = np.divide(U, norms, out=np.zeros_like(U), where=norms > 0)
     labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(U)
     return _first_appearance(labels.astype(np.int64))
+
+
+def _runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First window (n_runs,) and length (n_runs,) of each run of equal labels (n,)."""
+    firsts = np.concatenate([[0], np.flatnonzero(labels[1:] != labels[:-1]) + 1])
+    return firsts, np.diff(np.append(firsts, len(labels)))
+
+
+def merge_short_runs(labels: np.ndarray, A: np.ndarray, min_windows: int) -> np.ndarray:
+    """Relabel runs shorter than ``min_windows`` windows until none is left (unless one run is the whole song).
+
+    The shortest run goes first; it joins the neighbouring run whose windows it is most adjacent to (mean of
+    ``A`` (n, n) over the pairs). Returns labels (n,) numbered in order of first appearance.
+    """
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    while len(labels):
+        firsts, lengths = _runs(labels)
+        if len(firsts) < 2 or lengths.min() >= min_windows:
+            break
+        r = int(np.argmin(lengths))  # the first of the shortest
+        run = slice(firsts[r], firsts[r] + lengths[r])
+        best, best_score = -1, -np.inf
+        for nb in (r - 1, r + 1):
+            if 0 <= nb < len(firsts):
+                score = A[run, firsts[nb] : firsts[nb] + lengths[nb]].mean()
+                if score > best_score:
+                    best, best_score = nb, score
+        labels[run] = labels[firsts[best]]
+    return _first_appearance(labels) if len(labels) else labels
 
 
 def segments_from_labels(
@@ -319,12 +320,11 @@ def segments_from_labels(
         raise ConfigError(f"{len(labels)} labels for {len(starts)} window starts")
     if len(labels) == 0:
         return []
-    change = np.flatnonzero(labels[1:] != labels[:-1])  # run ends at window change, next begins at change + 1
+    firsts, _ = _runs(labels)
     cuts = [float(starts[0])]
-    cuts += [float((starts[i] + starts[i + 1]) / 2 + window_seconds / 2) for i in change]
+    cuts += [float((starts[i - 1] + starts[i]) / 2 + window_seconds / 2) for i in firsts[1:]]
     end = float(starts[-1] + window_seconds)
     cuts.append(end if duration is None else max(end, float(duration)))
-    firsts = np.concatenate([[0], change + 1])
     return [(cuts[r], cuts[r + 1], int(labels[i])) for r, i in enumerate(firsts)]
 
 
@@ -346,9 +346,11 @@ def representative(y: np.ndarray, sr: int, cfg: SegmentationConfig | None = None
             window_seconds=cfg.window_seconds, duration=duration, scale=1.0, segments=[(0.0, duration, 0)],
             cluster=0, spans=[(0.0, duration)], keep_mask=np.ones(n, dtype=bool),
         )  # fmt: skip
-    scale = default_scale(0.5 * (S + S.T)) if cfg.scale is None else cfg.scale
+    scale = default_scale(0.5 * (S + S.T), cfg.scale_neighbours) if cfg.scale is None else cfg.scale
     A = adjacency(S, scale)
     labels = spectral_clusters(A, cfg.n_clusters, k_max=cfg.k_max, seed=cfg.seed)
+    if cfg.min_segment_seconds > 0:
+        labels = merge_short_runs(labels, A, int(np.ceil(cfg.min_segment_seconds / cfg.hop - 1e-9)))
     segments = segments_from_labels(labels, starts, cfg.window_seconds, duration=duration)
     cluster = int(np.argmax(np.bincount(labels)))  # argmax takes the first (earliest) of equal counts
     runs = [(lo, hi) for lo, hi, c in segments if c == cluster]
