@@ -12,7 +12,18 @@ from typing import Any
 import yaml
 
 from mgr_batch import __version__
-from mgr_batch.config import CVConfig, EvaluateConfig, TagConfig, TrainConfig, from_dict, load_yaml, merge
+from mgr_batch.config import (
+    CLIP_SELECTIONS,
+    REPRESENTATIVES,
+    CVConfig,
+    EvaluateConfig,
+    SegmentConfig,
+    TagConfig,
+    TrainConfig,
+    from_dict,
+    load_yaml,
+    merge,
+)
 from mgr_batch.errors import MgrBatchError
 
 TAG_EXAMPLES = """examples:
@@ -41,6 +52,14 @@ CV_EXAMPLES = """examples:
       --train-list data/gtzan/train_filtered.txt --valid-list data/gtzan/valid_filtered.txt
   mgr-batch cv songs.csv --model-type cnn --folds 5 --group-by artist --output cv/cnn
 """
+
+
+SEGMENT_EXAMPLES = """examples:
+  mgr-batch segment ~/music/long --output segments/ --plot
+  mgr-batch segment manifest.csv --output s3://bucket/segments --n-clusters 3 --representative longest_run
+"""
+
+SEGMENTATION_HELP = "fixed: every clip of the song (default); representative: only clips of its representative segment"
 
 
 def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -79,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--num-workers", type=int, help="inference actors in the pool (default 1)")
     tag.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0: CPU)")
     tag.add_argument("--songs-per-task", type=int, help="songs per decode/featurize task (default 8)")
+    tag.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
     _common(tag)
 
     train = sub.add_parser("train", help="train a genre model", epilog=TRAIN_EXAMPLES,
@@ -95,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--clip-seconds", type=float, help="clip length in seconds (default 3)")
     train.add_argument("--hop-seconds", type=float, help="seconds between training clips (default: = clip length)")
+    train.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
     train.add_argument("--num-workers", type=int, help="Ray Train workers (default 1)")
     train.add_argument("--cpus-per-worker", type=int, help="CPUs (torch threads) per Ray Train worker (default 1)")
     train.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Ray Train worker")
@@ -111,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", help="checkpoint folder or URL (default: the shipped model)")
     ev.add_argument("--list", help="only the songs in this list file (one relative path per line, matched on the stem)")
     ev.add_argument("--split", help="only the manifest rows of this split (e.g. valid)")
+    ev.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
     ev.add_argument("--batch-size", type=int, help="clips per forward pass (default 64)")
     ev.add_argument("--num-workers", type=int, help="inference actors in the pool (default 1)")
     ev.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0)")
@@ -133,10 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--lr", type=float)
     cv.add_argument("--seed", type=int)
     cv.add_argument("--hop-seconds", type=float, help="seconds between training clips")
+    cv.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
     cv.add_argument("--num-workers", type=int)
     cv.add_argument("--cpus-per-worker", type=int)
     cv.add_argument("--storage-path", help="Ray Train storage for run checkpoints")
     _common(cv)
+
+    seg = sub.add_parser("segment", help="find each song's representative segment", epilog=SEGMENT_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Segment songs by AR-model spectral distances between windows and normalized spectral "
+                         "clustering; write a segments table (song_id, start_s, end_s, cluster, is_representative), "
+                         "errors, and with --plot a PNG per song.")  # fmt: skip
+    seg.add_argument("input", help="folder (recursive), glob, manifest, or a URL of those")
+    seg.add_argument("--output", "-o", required=True, help="output folder or URL")
+    seg.add_argument("--plot", action="store_true", default=None, help="also write plots/<song_id>.png per song")
+    seg.add_argument("--window-seconds", type=float, help="analysis window (default 2)")
+    seg.add_argument("--n-clusters", type=int, help="clusters per song (default: from the eigen-gap)")
+    seg.add_argument("--representative", choices=REPRESENTATIVES, help="largest cluster (default) or its longest run")
+    seg.add_argument("--songs-per-task", type=int, help="songs per task (default 8)")
+    _common(seg)
 
     sub.add_parser("models", help="list the models that --model-type accepts")
     return parser
@@ -144,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def tag_config(args: argparse.Namespace) -> TagConfig:
     base = load_yaml(args.config)
-    clips = {"clip_seconds": args.clip_seconds, "hop_seconds": args.hop_seconds}
+    clips = {"clip_seconds": args.clip_seconds, "hop_seconds": args.hop_seconds, "select": args.segmentation}
     flags = {
         "input": args.input,
         "output": args.output,
@@ -174,12 +211,26 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         "num_workers": args.num_workers,
         "cpus_per_worker": args.cpus_per_worker,
         "use_gpu": args.use_gpu,
-        "clips": {"clip_seconds": args.clip_seconds, "hop_seconds": args.hop_seconds},
+        "clips": {"clip_seconds": args.clip_seconds, "hop_seconds": args.hop_seconds, "select": args.segmentation},
         "model": {"name": args.model_type},
         "optim": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
         "ray": {"address": args.address, "num_cpus": args.num_cpus},
     }
     return from_dict(TrainConfig, merge(base, flags))
+
+
+def segment_config(args: argparse.Namespace) -> SegmentConfig:
+    flags = {
+        "input": args.input,
+        "output": args.output,
+        "plot": args.plot,
+        "storage_options": _storage_options(args.storage_option) or None,
+        "segmentation": {"window_seconds": args.window_seconds, "n_clusters": args.n_clusters,
+                         "representative": args.representative},  # fmt: skip
+        "inference": {"songs_per_task": args.songs_per_task},
+        "ray": {"address": args.address, "num_cpus": args.num_cpus},
+    }
+    return from_dict(SegmentConfig, merge(load_yaml(args.config), flags))
 
 
 def evaluate_config(args: argparse.Namespace) -> EvaluateConfig:
@@ -189,6 +240,7 @@ def evaluate_config(args: argparse.Namespace) -> EvaluateConfig:
         "model": args.model,
         "list": args.list,
         "split": args.split,
+        "clips": {"select": args.segmentation},
         "storage_options": _storage_options(args.storage_option) or None,
         "inference": {"batch_size": args.batch_size, "num_workers": args.num_workers, "num_gpus": args.num_gpus},
         "ray": {"address": args.address, "num_cpus": args.num_cpus},
@@ -210,7 +262,7 @@ def cv_config(args: argparse.Namespace) -> CVConfig:
         "storage_options": _storage_options(args.storage_option) or None,
         "num_workers": args.num_workers,
         "cpus_per_worker": args.cpus_per_worker,
-        "clips": {"hop_seconds": args.hop_seconds},
+        "clips": {"hop_seconds": args.hop_seconds, "select": args.segmentation},
         "model": {"name": args.model_type},
         "optim": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
         "ray": {"address": args.address, "num_cpus": args.num_cpus},
@@ -228,6 +280,7 @@ COMMANDS = {
     "train": ("mgr_batch.execution.train", "run_train", train_config, lambda r: {k: v for k, v in r.items() if k != "history"}),
     "evaluate": ("mgr_batch.execution.evaluate", "run_evaluate", evaluate_config, lambda r: {k: r[k] for k in EVALUATE_SHOWN}),
     "cv": ("mgr_batch.execution.evaluate", "run_cv", cv_config, lambda r: {k: v for k, v in r.items() if k != "per_fold"}),
+    "segment": ("mgr_batch.execution.segment", "run_segment", segment_config, lambda r: {k: v for k, v in r.items() if k != "config"}),
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-TABLES = ("songs", "clips", "errors")
+TABLES = ("songs", "clips", "errors", "segments")
 
 _TYPES = {
     "string": pa.string(),
@@ -21,6 +21,7 @@ _TYPES = {
     "bool": pa.bool_(),
     "list<string>": pa.list_(pa.string()),
     "list<float32>": pa.list_(pa.float32()),
+    "list<float64>": pa.list_(pa.float64()),
 }
 
 

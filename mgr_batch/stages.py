@@ -12,16 +12,17 @@ import numpy as np
 import torch
 
 from mgr_batch import audio as audio_io
-from mgr_batch import checkpoint, clips, features, storage
-from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
+from mgr_batch import checkpoint, clips, features, segmentation, storage
+from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, SegmentationConfig
 from mgr_batch.errors import AudioError, AudioReadError, error_type
+from mgr_batch.segmentation_plot import segmentation_png
 
 #: Columns a listing gives the first stage.
 LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
 #: Columns :func:`featurize_batch` adds.
 FEATURE_COLUMNS = (
     "status", "duration_s", "analyzed_s", "sample_rate", "channels", "n_clips",
-    "clip_start_s", "features", "error_stage", "error_type", "error_message",
+    "clip_start_s", "features", "used_start_s", "used_end_s", "error_stage", "error_type", "error_message",
 )  # fmt: skip
 
 
@@ -55,19 +56,18 @@ def featurize_batch(
         except AudioError as exc:
             row = dict(status="error", duration_s=0.0, analyzed_s=0.0, sample_rate=0, channels=0, n_clips=0,
                        clip_start_s=np.zeros(0), features=np.zeros((0, n_mels, n_frames), np.float32),
-                       error_stage=exc.stage, error_type=error_type(exc), error_message=str(exc))  # fmt: skip
+                       used_start_s=np.zeros(0), used_end_s=np.zeros(0), error_stage=exc.stage, error_type=error_type(exc), error_message=str(exc))  # fmt: skip
         else:
-            song_clips, starts = clips.cut(
-                decoded.y, sr=audio.sr, clip_seconds=clip_cfg.clip_seconds, hop_seconds=clip_cfg.hop
-            )
+            song_clips, starts, spans = select_clips(decoded.y, sr=audio.sr, cfg=clip_cfg)
             feats = features.featurize(song_clips, sr=audio.sr, cfg=feature_cfg)
             row = dict(status="ok", duration_s=decoded.duration, analyzed_s=decoded.analyzed,
                        sample_rate=decoded.native_sr, channels=decoded.channels, n_clips=len(starts),
-                       clip_start_s=starts, features=feats, error_stage="", error_type="", error_message="")  # fmt: skip
+                       clip_start_s=starts, features=feats, used_start_s=spans[:, 0], used_end_s=spans[:, 1],
+                       error_stage="", error_type="", error_message="")  # fmt: skip
         for c in FEATURE_COLUMNS:
             cols[c].append(row[c])
     out = dict(batch)
-    for c in ("clip_start_s", "features"):
+    for c in ("clip_start_s", "features", "used_start_s", "used_end_s"):
         out[c] = _objects(cols[c])
     for c, dtype in (("duration_s", np.float64), ("analyzed_s", np.float64), ("sample_rate", np.int32),
                      ("channels", np.int32), ("n_clips", np.int32)):  # fmt: skip
@@ -75,6 +75,24 @@ def featurize_batch(
     for c in ("status", "error_stage", "error_type", "error_message"):
         out[c] = np.asarray(cols[c], dtype=object).astype(str) if n else np.zeros(0, dtype=str)
     return out
+
+
+def select_clips(y: np.ndarray, *, sr: int, cfg: ClipConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut a song into clips, keeping all windows or only those in its representative segment.
+
+    Returns ``(clips (n_clips, clip_samples), starts (n_clips,) s, spans (n_spans, 2) s)``, where
+    ``spans`` are the parts of the song the clips were taken from. A representative segment shorter
+    than half a clip still yields one clip: the one nearest its middle.
+    """
+    song_clips, starts = clips.cut(y, sr=sr, clip_seconds=cfg.clip_seconds, hop_seconds=cfg.hop)
+    if cfg.select == "fixed":
+        return song_clips, starts, np.array([[0.0, len(y) / sr]])
+    seg = segmentation.representative(y, sr, cfg.segmentation)
+    keep = seg.clip_mask(starts, cfg.clip_seconds)
+    if not keep.any():
+        middle = 0.5 * (seg.spans[0][0] + seg.spans[0][1])
+        keep[np.argmin(np.abs(starts + cfg.clip_seconds / 2 - middle))] = True
+    return song_clips[keep], starts[keep], np.array(seg.spans, dtype=np.float64).reshape(-1, 2)
 
 
 def _read_and_decode(path: str, audio: AudioConfig, storage_options: dict[str, Any] | None) -> audio_io.Decoded:
@@ -174,3 +192,53 @@ def explode_clips(batch: dict[str, np.ndarray], *, genres: tuple[str, ...], spli
         "song_id": np.repeat([str(batch["song_id"][i]) for i in keep], counts),
         "clip_index": np.concatenate([np.arange(c, dtype=np.int32) for c in counts]),
     }
+
+
+#: Columns :func:`segment_batch` adds.
+SEGMENT_COLUMNS = (
+    "status", "duration_s", "seg_start_s", "seg_end_s", "seg_cluster", "seg_representative", "plot_png",
+    "error_stage", "error_type", "error_message",
+)  # fmt: skip
+
+
+def segment_batch(
+    batch: dict[str, np.ndarray],
+    *,
+    audio: AudioConfig,
+    seg_cfg: SegmentationConfig,
+    plot: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Decode each listed file and segment it (:func:`mgr_batch.segmentation.representative`).
+
+    Adds :data:`SEGMENT_COLUMNS`: per song, its segments' starts, ends (s), clusters and whether each is
+    representative (ragged, one entry per segment), and with ``plot`` the figure as PNG bytes.
+    """
+    cols: dict[str, list] = {c: [] for c in SEGMENT_COLUMNS}
+    for path in batch["path"]:
+        try:
+            decoded = _read_and_decode(str(path), audio, storage_options)
+        except AudioError as exc:
+            row = dict(status="error", duration_s=0.0, seg_start_s=np.zeros(0), seg_end_s=np.zeros(0),
+                       seg_cluster=np.zeros(0, np.int32), seg_representative=np.zeros(0, bool), plot_png=b"",
+                       error_stage=exc.stage, error_type=error_type(exc), error_message=str(exc))  # fmt: skip
+        else:
+            seg = segmentation.representative(decoded.y, audio.sr, seg_cfg)
+            spans = np.array(seg.spans).reshape(-1, 2)
+            bounds = np.array([(lo, hi) for lo, hi, _ in seg.segments]).reshape(-1, 2)
+            inside = [bool(((spans[:, 0] < hi) & (spans[:, 1] > lo)).any()) for lo, hi in bounds]
+            row = dict(status="ok", duration_s=decoded.duration, seg_start_s=bounds[:, 0], seg_end_s=bounds[:, 1],
+                       seg_cluster=np.array([c for _, _, c in seg.segments], np.int32),
+                       seg_representative=np.array(inside, bool),
+                       plot_png=segmentation_png(seg, decoded.y, audio.sr) if plot else b"",
+                       error_stage="", error_type="", error_message="")  # fmt: skip
+        for c in SEGMENT_COLUMNS:
+            cols[c].append(row[c])
+    out = dict(batch)
+    for c in ("seg_start_s", "seg_end_s", "seg_cluster", "seg_representative"):
+        out[c] = _objects(cols[c])
+    out["duration_s"] = np.asarray(cols["duration_s"], dtype=np.float64)
+    out["plot_png"] = np.array(cols["plot_png"], dtype=object)
+    for c in ("status", "error_stage", "error_type", "error_message"):
+        out[c] = np.asarray(cols[c], dtype=object).astype(str) if len(cols[c]) else np.zeros(0, dtype=str)
+    return out

@@ -87,8 +87,9 @@ def _table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
     arrays = []
     for f in schema:
         values = columns[f.name]
-        if isinstance(values, np.ndarray) and values.dtype == object:
-            values = values.tolist()
+        if isinstance(values, np.ndarray) and (values.dtype == object or values.ndim > 1):
+            # ragged per-row arrays come as an object array, or as one 2-D array when all rows agree
+            values = [np.asarray(v).tolist() for v in values]
         arrays.append(pa.array(values, type=f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -116,12 +117,7 @@ def write_tables(
     song ids, so the same batch always lands in the same file.
     """
     tables = build_tables(batch, genres=genres, model_id=model_id, clip_seconds=clip_seconds, aggregation=aggregation)
-    name = part_name(batch["song_id"])
-    for table_name, table in tables.items():
-        if table.num_rows:
-            buf = io.BytesIO()
-            pq.write_table(table, buf, compression="zstd")
-            storage.write_bytes_atomic(storage.join(output, table_name, name), buf.getvalue(), storage_options)
+    _write_parts(tables, output, part_name(batch["song_id"]), storage_options)
     errors = Counter(tables["errors"].column("error_type").to_pylist())
     return {
         "n_songs": np.array([tables["songs"].num_rows]),
@@ -130,3 +126,36 @@ def write_tables(
         "audio_s": np.array([float(pa.compute.sum(tables["songs"].column("analyzed_s")).as_py() or 0.0)]),
         "error_types": np.array([json.dumps(errors)]),
     }
+
+
+def write_segments(batch: dict[str, np.ndarray], *, output: str, storage_options: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Write a segmented batch: a ``segments`` part, an ``errors`` part, and ``plots/<song_id>.png``."""
+    ok = np.flatnonzero(np.asarray(batch["status"]) == "ok")
+    rows: dict[str, list] = {c["name"]: [] for c in schemas.spec("segments")["columns"]}
+    for i in ok:
+        n = len(batch["seg_start_s"][i])
+        rows["song_id"] += [str(batch["song_id"][i])] * n
+        rows["path"] += [str(batch["path"][i])] * n
+        rows["segment_index"] += list(range(n))
+        rows["start_s"] += np.asarray(batch["seg_start_s"][i], float).tolist()
+        rows["end_s"] += np.asarray(batch["seg_end_s"][i], float).tolist()
+        rows["cluster"] += np.asarray(batch["seg_cluster"][i], int).tolist()
+        rows["is_representative"] += np.asarray(batch["seg_representative"][i], bool).tolist()
+        png = batch["plot_png"][i]
+        if png:
+            storage.write_bytes_atomic(storage.join(output, "plots", f"{batch['song_id'][i]}.png"), bytes(png), storage_options)
+    bad = np.flatnonzero(np.asarray(batch["status"]) != "ok")
+    errors = {c: batch[ERROR_COLUMNS.get(c, c)][bad] for c in _copied("errors", batch)}
+    errors["model_id"] = ["segmentation"] * len(bad)
+    tables = {"segments": _table(rows, schemas.arrow_schema("segments")), "errors": _table(errors, schemas.arrow_schema("errors"))}
+    _write_parts(tables, output, part_name(batch["song_id"]), storage_options)
+    return {"n_songs": np.array([len(ok)]), "n_errors": np.array([len(bad)]), "n_segments": np.array([tables["segments"].num_rows]),
+            "error_types": np.array([json.dumps(Counter(tables["errors"].column("error_type").to_pylist()))])}  # fmt: skip
+
+
+def _write_parts(tables: dict[str, pa.Table], output: str, name: str, storage_options: dict[str, Any] | None) -> None:
+    for table_name, table in tables.items():
+        if table.num_rows:
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="zstd")
+            storage.write_bytes_atomic(storage.join(output, table_name, name), buf.getvalue(), storage_options)

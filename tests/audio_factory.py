@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from scipy.signal import lfilter
 
 #: Extensions soundfile writes here, with the subtype each gets when none is given.
 DEFAULT_SUBTYPES = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS", ".mp3": "MPEG_LAYER_III"}
@@ -144,3 +145,44 @@ def write_catalog(folder: str | Path) -> dict[str, float]:
         writers[kind](folder / name, **kwargs)
         out[name] = float(kwargs["seconds"])
     return out
+
+
+# Synthetic parts for segmentation tests (arrays, not files): 11025 Hz unless told otherwise.
+
+
+def noise(seconds: float, *, seed: int = 0, amplitude: float = 0.1, sr: int = 11025) -> np.ndarray:
+    return amplitude * np.random.default_rng(seed).standard_normal(int(round(seconds * sr)))
+
+
+def ar1(seconds: float, rho: float, *, seed: int = 0) -> np.ndarray:
+    """White noise through 1 / (1 - rho z^-1): a spectral tilt that grows with rho."""
+    return lfilter([1.0], [1.0, -rho], noise(seconds, seed=seed))
+
+
+def chord(seconds: float, *, sr: int = 11025, seed: int = 1) -> np.ndarray:
+    """A just-intonation A major triad (220, 275, 330 Hz) 40 dB above a noise floor.
+
+    Whole numbers of cycles per second keep every window alike: the AR fit of nearly pure tones is sensitive
+    to their relative phases within the window.
+    """
+    t = np.arange(int(round(seconds * sr))) / sr
+    tones = sum(0.1 * np.sin(2 * np.pi * f * t + i) for i, f in enumerate((220.0, 275.0, 330.0)))
+    return tones + noise(seconds, seed=seed, amplitude=1e-3, sr=sr)
+
+
+def drums(seconds: float, *, sr: int = 11025, seed: int = 2, bpm: float = 120.0) -> np.ndarray:
+    """A kick (decaying 60 Hz sine) on every beat, a hi-hat (decaying high-passed noise) on every off-beat."""
+    n, beat = int(round(seconds * sr)), int(round(60.0 / bpm * sr))
+    t = np.arange(beat) / sr
+    kick = 0.5 * np.sin(2 * np.pi * 60.0 * t) * np.exp(-t / 0.08)
+    hat = lfilter([1.0, -1.0], [1.0], noise(beat / sr, seed=seed, amplitude=0.3, sr=sr)) * np.exp(-t / 0.02)
+    y = np.zeros(n + 2 * beat)
+    for start in range(0, n, beat):
+        y[start : start + beat] += kick
+        y[start + beat // 2 : start + beat // 2 + beat] += hat
+    return y[:n] + noise(seconds, seed=seed + 1, amplitude=1e-3, sr=sr)
+
+
+def three_part_song(sr: int = 11025) -> np.ndarray:
+    """20 s white noise, 20 s chord, 20 s kick/hi-hat pattern: boundaries at 20 s and 40 s."""
+    return np.concatenate([noise(20.0, sr=sr), chord(20.0, sr=sr), drums(20.0, sr=sr)])

@@ -118,7 +118,8 @@ def test_yaml_round_trip(cfg, tmp_path):
 def test_to_dict_is_plain():
     data = config.to_dict(TrainConfig(genres=("a", "b")))
     assert data["genres"] == ["a", "b"]
-    assert data["clips"] == {"clip_seconds": 3.0, "hop_seconds": None}
+    assert data["clips"]["clip_seconds"] == 3.0 and data["clips"]["hop_seconds"] is None
+    assert data["clips"]["segmentation"]["window_seconds"] == 2.0
     yaml.safe_dump(data)  # no Python-only types
 
 

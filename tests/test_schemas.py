@@ -21,6 +21,7 @@ ARROW_TYPES = {
     "bool": pa.bool_(),
     "list<string>": pa.list_(pa.string()),
     "list<float32>": pa.list_(pa.float32()),
+    "list<float64>": pa.list_(pa.float64()),
 }
 
 

@@ -256,3 +256,22 @@ def test_explode_clips():
     test = stages.explode_clips(batch, genres=genres, split="test")
     assert test["features"].shape == (0, 4, 5)
     assert all(len(v) == 0 for v in test.values())
+
+
+def test_select_clips_fixed_keeps_every_window_and_the_whole_song():
+    y = np.ones(22050 * 10, np.float32)
+    clips_, starts, spans = stages.select_clips(y, sr=22050, cfg=ClipConfig())
+    assert len(clips_) == 3 and starts.tolist() == [0.0, 3.0, 6.0]
+    assert spans.tolist() == [[0.0, 10.0]]
+
+
+def test_select_clips_representative_keeps_one_part_of_a_three_part_song():
+    from audio_factory import three_part_song
+
+    sr = 22050
+    y = three_part_song(sr=sr).astype(np.float32)
+    clips_, starts, spans = stages.select_clips(y, sr=sr, cfg=ClipConfig(select="representative"))
+    assert 1 <= len(clips_) < 20 and clips_.shape[1] == 3 * sr
+    part = int((starts[0] + 1.5) // 20)  # each part is 20 s long
+    assert all(int((s + 1.5) // 20) == part for s in starts), starts  # every clip in one part
+    assert all(part * 20 - 2 <= lo and hi <= part * 20 + 22 for lo, hi in spans), spans

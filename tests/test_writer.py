@@ -17,7 +17,7 @@ from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
 GENRES = ("blues", "jazz", "rock")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 JSON_TYPES = {"string": "string", "int32": "int32", "int64": "int64", "float32": "float", "float64": "double",
-              "list<string>": "list<item: string>", "bool": "bool"}  # fmt: skip
+              "list<string>": "list<item: string>", "list<float64>": "list<item: double>", "bool": "bool"}  # fmt: skip
 
 
 def _objects(items):
@@ -46,6 +46,8 @@ def hand_batch() -> dict[str, np.ndarray]:
         "channels": np.array([2, 0, 1], np.int32),
         "n_clips": np.array([2, 0, 1], np.int32),
         "clip_start_s": _objects([np.array([0.0, 3.0]), np.zeros(0), np.array([0.0])]),
+        "used_start_s": _objects([np.array([0.0]), np.zeros(0), np.array([0.0])]),
+        "used_end_s": _objects([np.array([6.2]), np.zeros(0), np.array([2.0])]),
         "error_stage": np.array(["", "decode", ""]),
         "error_type": np.array(["", "AudioDecodeError", ""]),
         "error_message": np.array(["", "not decodable audio", ""]),
@@ -217,3 +219,12 @@ def test_real_files_end_to_end_without_ray(tmp_path, tiny_model):
             songs.loc[row.Index, p_cols].to_numpy(float), clip_means.loc[row.song_id].to_numpy(float), atol=1e-6
         )
         assert row.genre == p_cols[int(np.argmax(songs.loc[row.Index, p_cols].to_numpy(float)))][2:]
+
+
+def test_list_columns_accept_a_fixed_shape_tensor():
+    """Ray hands ragged columns back as one 2-D array when every row has the same length."""
+    batch = hand_batch()
+    batch["used_start_s"] = np.zeros((3, 1))
+    batch["used_end_s"] = np.array([[6.2], [0.0], [2.0]])
+    songs = writer.build_tables(batch, genres=GENRES, model_id="m", clip_seconds=3.0)["songs"]
+    assert songs.column("used_end_s").to_pylist() == [[6.2], [2.0]]

@@ -36,7 +36,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     datasets.check_not_trained_on(files, spec.train.get("train_songs"))
     tags = storage.join(cfg.output, "tags")
     check_output_free(tags, so)
-    clip_cfg = ClipConfig(clip_seconds=spec.clips.clip_seconds)
+    clip_cfg = cfg.clips or ClipConfig(clip_seconds=spec.clips.clip_seconds)
     with ray_session(cfg.ray):
         counts = tag_files(files[list(LISTING_COLUMNS)], spec=spec, model=cfg.model, clip_cfg=clip_cfg,
                            inference=cfg.inference, output=tags, storage_options=so)  # fmt: skip

@@ -1,0 +1,57 @@
+"""The segmentation graph: listing -> decode + segment (CPU tasks) -> segments/ and errors/ tables."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+from mgr_batch import storage
+from mgr_batch.config import SegmentConfig, dump_yaml, redacted, to_dict
+from mgr_batch.errors import ConfigError
+from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
+from mgr_batch.stages import LISTING_COLUMNS, segment_batch
+from mgr_batch.writer import write_segments
+
+
+def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
+    """Segment every audio file of ``cfg.input``; writes segments/, errors/, plots/ (with ``plot``), run.json."""
+    started = time.time()
+    so = cfg.storage_options
+    files = storage.list_inputs(cfg.input, so).files[list(LISTING_COLUMNS)]
+    fs, root = storage.filesystem(cfg.output, so)
+    if any(fs.exists(storage.join(root, t)) for t in ("segments", "errors")):
+        raise ConfigError(f"output {cfg.output!r} already holds segments/ or errors/ from an earlier run")
+    with ray_session(cfg.ray):
+        ds = dataset_from_listing(files, rows_per_block=cfg.inference.songs_per_task)
+        ds = ds.map_batches(
+            segment_batch,
+            fn_kwargs=dict(audio=cfg.audio, seg_cfg=cfg.segmentation, plot=cfg.plot, storage_options=so),
+            batch_size=cfg.inference.songs_per_task,
+            batch_format="numpy",
+            num_cpus=1,
+            max_calls=DECODE_MAX_CALLS,
+        )
+        ds = ds.map_batches(write_segments, fn_kwargs=dict(output=cfg.output, storage_options=so),
+                            batch_size=None, batch_format="numpy", num_cpus=0.25)  # fmt: skip
+        rows = ds.take_all()
+    errors: Counter = Counter()
+    for row in rows:
+        errors.update(json.loads(row["error_types"]))
+    summary = {
+        "input": cfg.input,
+        "output": cfg.output,
+        "n_files": len(files),
+        "n_songs": int(sum(r["n_songs"] for r in rows)),
+        "n_errors": int(sum(r["n_errors"] for r in rows)),
+        "n_segments": int(sum(r["n_segments"] for r in rows)),
+        "errors_by_type": dict(sorted(errors.items())),
+        "wall_seconds": round(time.time() - started, 3),
+        "config": to_dict(redacted(cfg)),
+    }
+    if summary["n_songs"] + summary["n_errors"] != len(files):
+        raise RuntimeError(f"lost files: {len(files)} listed, {summary['n_songs']} songs + {summary['n_errors']} errors")
+    storage.write_bytes_atomic(storage.join(cfg.output, "run.json"), json.dumps(summary, indent=2).encode(), so)
+    storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
+    return summary
