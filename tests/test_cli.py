@@ -49,3 +49,14 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, tmp_path, capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "mgr_batch.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("mgr-batch ")
+
+
+@pytest.mark.parametrize("command", ["tag", "train", "evaluate"])
+def test_segmentation_flag_reaches_the_clip_config(command):
+    from mgr_batch.cli import build_parser, evaluate_config, tag_config, train_config
+
+    build = {"tag": tag_config, "train": train_config, "evaluate": evaluate_config}[command]
+    args = build_parser().parse_args([command, "x", "-o", "y", "--segmentation", "representative"])
+    assert build(args).clips.select == "representative"
+    plain = build(build_parser().parse_args([command, "x", "-o", "y"]))
+    assert plain.clips is None or plain.clips.select == "fixed"
