@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0: CPU)")
     tag.add_argument("--songs-per-task", type=int, help="songs per decode/featurize task (default 8)")
     tag.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
+    tag.add_argument("--force", action="store_true", default=None,
+                     help="redo every file (default: a rerun skips files OUTPUT already holds, unchanged, for the same model)")  # fmt: skip
     _common(tag)
 
     train = sub.add_parser("train", help="train a genre model", epilog=TRAIN_EXAMPLES,
@@ -186,6 +188,7 @@ def tag_config(args: argparse.Namespace) -> TagConfig:
         "input": args.input,
         "output": args.output,
         "model": args.model,
+        "force": args.force,
         "storage_options": _storage_options(args.storage_option) or None,
         "clips": clips if any(v is not None for v in clips.values()) else None,
         "inference": {"batch_size": args.batch_size, "num_workers": args.num_workers,

@@ -10,7 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 
-TABLES = ("songs", "clips", "errors", "segments")
+#: The tables of a tagging run, and every table mgr-batch writes.
+TAG_TABLES = ("songs", "clips", "errors")
+TABLES = (*TAG_TABLES, "segments")
 
 _TYPES = {
     "string": pa.string(),

@@ -66,10 +66,11 @@ def build_tables(
     bad = np.flatnonzero(~ok)
     errors = {c: batch[ERROR_COLUMNS.get(c, c)][bad] for c in _copied("errors", batch)}
     errors["model_id"] = [model_id] * len(bad)
+    # Order matters: parts are written in this order, and a songs row must imply its clips (see output.py).
     return {
-        "songs": _table(songs, schemas.arrow_schema("songs", genres)),
         "clips": _table(clips, schemas.arrow_schema("clips", genres)),
         "errors": _table(errors, schemas.arrow_schema("errors")),
+        "songs": _table(songs, schemas.arrow_schema("songs", genres)),
     }
 
 

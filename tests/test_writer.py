@@ -68,7 +68,7 @@ def tables():
     return writer.build_tables(hand_batch(), genres=GENRES, model_id="cnn-123", clip_seconds=3.0)
 
 
-@pytest.mark.parametrize("name", schemas.TABLES)
+@pytest.mark.parametrize("name", schemas.TAG_TABLES)
 def test_tables_equal_the_json_schemas(tables, name):
     table = tables[name]
     assert [(f.name, str(f.type)) for f in table.schema] == json_columns(name, GENRES)
@@ -152,7 +152,7 @@ def test_write_tables_round_trips_through_parquet(tmp_path):
     summary = writer.write_tables(batch, output=str(out), genres=GENRES, model_id="cnn-123", clip_seconds=3.0)
     expected = writer.build_tables(batch, genres=GENRES, model_id="cnn-123", clip_seconds=3.0)
     name = writer.part_name(batch["song_id"])
-    for table in schemas.TABLES:
+    for table in schemas.TAG_TABLES:
         assert os.listdir(out / table) == [name]  # one part, no temp file left
         back = pq.read_table(out / table / name)
         assert back.schema.equals(schemas.arrow_schema(table, GENRES))
@@ -166,7 +166,7 @@ def test_write_tables_round_trips_through_parquet(tmp_path):
     assert json.loads(summary["error_types"][0]) == {"AudioDecodeError": 1}
     # the same batch again lands in the same files
     writer.write_tables(batch, output=str(out), genres=GENRES, model_id="cnn-123", clip_seconds=3.0)
-    assert all(os.listdir(out / t) == [name] for t in schemas.TABLES)
+    assert all(os.listdir(out / t) == [name] for t in schemas.TAG_TABLES)
 
 
 def test_write_tables_skips_empty_tables(tmp_path):

@@ -11,12 +11,12 @@ from typing import Any
 import pandas as pd
 import ray
 
-from mgr_batch import checkpoint, storage
+from mgr_batch import checkpoint, output, storage
 from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
 from mgr_batch.errors import ConfigError
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
-from mgr_batch.schemas import TABLES
+from mgr_batch.schemas import TAG_TABLES
 from mgr_batch.stages import LISTING_COLUMNS, Predictor, featurize_batch
 from mgr_batch.writer import write_tables
 
@@ -93,27 +93,49 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
 
 
 def run_tag(cfg: TagConfig) -> dict[str, Any]:
-    """Tag every audio file under ``cfg.input``; writes songs/, clips/, errors/, run.json, config.yaml."""
+    """Tag every audio file under ``cfg.input``; writes songs/, clips/, errors/, run.json, config.yaml.
+
+    Rerunning on the same output does only what is missing: files already tagged (or failed) unchanged
+    by the same model are skipped, changed ones are redone with their old rows pruned (``force`` redoes
+    everything).
+    """
     started = time.time()
     so = cfg.storage_options
     listing = storage.list_inputs(cfg.input, so)
     spec = checkpoint.load_spec(cfg.model, so)  # fail fast, on the driver, for a bad --model
     # The model fixes the clip length; the hop is the user's (back-to-back clips unless told otherwise).
     clip_cfg = cfg.clips or ClipConfig(clip_seconds=spec.clips.clip_seconds)
-    check_output_free(cfg.output, so)
     files = listing.files[list(LISTING_COLUMNS)]
     if listing.ignored:
         log.warning("ignoring %d non-audio file(s) in %s, e.g. %s", len(listing.ignored), cfg.input, listing.ignored[0])
-    log.info("tagging %d file(s) with model %s", len(files), spec.model_id)
-    with ray_session(cfg.ray):
-        counts = tag_files(files, spec=spec, model=cfg.model, clip_cfg=clip_cfg, inference=cfg.inference,
-                           output=cfg.output, storage_options=so)  # fmt: skip
+    if cfg.force:
+        output.clear(cfg.output, so)
+    else:
+        _check_same_clips(cfg.output, clip_cfg, so)
+    output.remove_temp_files(cfg.output, so)
+    todo = output.plan(files, cfg.output, spec.model_id, so)
+    pruned = output.prune(cfg.output, todo.prune, so)
+    log.info("tagging %d file(s) with model %s (%d already done, %d stale rows pruned)",
+             len(todo.todo), spec.model_id, todo.skipped, pruned)  # fmt: skip
+    counts = {"n_songs": 0, "n_errors": 0, "n_clips": 0, "errors_by_type": {}, "audio_seconds": 0.0}
+    if len(todo.todo):
+        with ray_session(cfg.ray):
+            counts = tag_files(todo.todo, spec=spec, model=cfg.model, clip_cfg=clip_cfg, inference=cfg.inference,
+                               output=cfg.output, storage_options=so)  # fmt: skip
+    totals = output.table_counts(cfg.output, so)
     summary = {
         "model_id": spec.model_id,
         "input": cfg.input,
         "output": cfg.output,
         "n_files": len(files),
-        **counts,
+        "n_skipped": todo.skipped,
+        "n_processed": len(todo.todo),
+        "this_run": counts,
+        "n_songs": totals["songs"],
+        "n_errors": totals["errors"],
+        "n_clips": totals["clips"],
+        "errors_by_type": _errors_by_type(cfg.output, so),
+        "audio_seconds": counts["audio_seconds"],
         "ignored_non_audio_files": len(listing.ignored),
         "wall_seconds": round(time.time() - started, 3),
         "clips": to_dict(clip_cfg),
@@ -124,8 +146,22 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     return summary
 
 
+def _errors_by_type(out: str, so: dict[str, Any] | None) -> dict[str, int]:
+    types = output.read_column_set(out, "errors", ["error_type"], so)["error_type"]
+    return {str(k): int(v) for k, v in sorted(types.value_counts().items())}
+
+
+def _check_same_clips(out: str, clip_cfg: ClipConfig, so: dict[str, Any] | None) -> None:
+    """A rerun must cut clips as the earlier run did, or its rows would not be comparable."""
+    fs, path = storage.filesystem(storage.join(out, "run.json"), so)
+    if fs.exists(path):
+        earlier = json.loads(fs.cat_file(path)).get("clips")
+        if earlier is not None and earlier != to_dict(clip_cfg):
+            raise ConfigError(f"output {out!r} was made with other clip settings ({earlier}); use --force or another --output")
+
+
 def check_output_free(output: str, storage_options: dict[str, Any] | None) -> None:
     fs, path = storage.filesystem(output, storage_options)
-    taken = [t for t in TABLES if fs.exists(storage.join(path, t))]
+    taken = [t for t in TAG_TABLES if fs.exists(storage.join(path, t))]
     if taken:
         raise ConfigError(f"output {output!r} already holds {', '.join(taken)}/ from an earlier run; choose another --output")

@@ -1,0 +1,115 @@
+"""The output folder across runs: what earlier runs wrote, which files are done, pruning rows to redo.
+
+A file is done when the songs or errors table holds its ``path`` with the same ``size``, ``mtime`` and
+``model_id``; anything else is (re)done, and its old rows are pruned first so no song appears twice.
+Songs rows are written last in every batch (after its clips and errors), so a songs row implies its clips;
+clips of songs without a songs row are leftovers of a killed run and are pruned on the next run.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from mgr_batch import storage
+from mgr_batch.schemas import TAG_TABLES as TABLES
+
+KEY = ["path", "size", "mtime", "model_id"]
+
+
+def _parts(output: str, table: str, so: dict[str, Any] | None) -> tuple[Any, list[str]]:
+    fs, root = storage.filesystem(storage.join(output, table), so)
+    if not fs.exists(root):
+        return fs, []
+    return fs, sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet") and not _hidden(p))
+
+
+def _hidden(path: str) -> bool:
+    return os.path.basename(path).startswith((".", "_"))
+
+
+def read_column_set(output: str, table: str, columns: list[str], so: dict[str, Any] | None) -> pd.DataFrame:
+    """Selected columns of every part of ``table`` (empty frame when there is none)."""
+    fs, parts = _parts(output, table, so)
+    frames = []
+    for p in parts:
+        with fs.open(p, "rb") as f:
+            frames.append(pq.read_table(f, columns=columns).to_pandas())
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run must do: ``todo`` files, how many were ``skipped``, and song ids whose rows to ``prune``."""
+
+    todo: pd.DataFrame
+    skipped: int
+    prune: frozenset[str]
+
+
+def plan(files: pd.DataFrame, output: str, model_id: str, so: dict[str, Any] | None) -> Plan:
+    """Compare the listing with what ``output`` already holds for ``model_id``."""
+    cols = ["song_id", *KEY]
+    done = pd.concat([read_column_set(output, t, cols, so) for t in ("songs", "errors")], ignore_index=True)
+    clip_ids = set(read_column_set(output, "clips", ["song_id"], so)["song_id"])
+    if done.empty:
+        return Plan(todo=files, skipped=0, prune=frozenset(clip_ids))
+    current = files[["path", "size", "mtime"]].assign(model_id=model_id)
+    key = current.merge(done[KEY].drop_duplicates(), on=KEY, how="left", indicator=True)["_merge"] == "both"
+    is_done = key.to_numpy()
+    todo = files[~is_done].reset_index(drop=True)
+    redo = set(todo["song_id"])
+    stale = set(done.loc[done["song_id"].isin(redo) | (done["model_id"] != model_id), "song_id"])
+    orphans = clip_ids - set(read_column_set(output, "songs", ["song_id"], so)["song_id"])
+    return Plan(todo=todo, skipped=int(is_done.sum()), prune=frozenset(stale | orphans | (clip_ids & redo)))
+
+
+def prune(output: str, song_ids: frozenset[str], so: dict[str, Any] | None) -> int:
+    """Remove the rows of ``song_ids`` from every table, rewriting (or deleting) the parts that hold them."""
+    removed = 0
+    if not song_ids:
+        return 0
+    for table in TABLES:
+        fs, parts = _parts(output, table, so)
+        for p in parts:
+            with fs.open(p, "rb") as f:
+                data = pq.read_table(f)
+            keep = ~data.column("song_id").to_pandas().isin(song_ids).to_numpy()
+            if keep.all():
+                continue
+            removed += int((~keep).sum())
+            if not keep.any():
+                fs.rm(p)
+                continue
+            buf = io.BytesIO()
+            pq.write_table(data.filter(keep), buf, compression="zstd")
+            storage.write_bytes_atomic(fs.unstrip_protocol(p) if storage.is_remote(output) else p, buf.getvalue(), so)
+    return removed
+
+
+def clear(output: str, so: dict[str, Any] | None) -> None:
+    """Delete the tables of earlier runs (``--force``)."""
+    for table in TABLES:
+        fs, root = storage.filesystem(storage.join(output, table), so)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+
+def remove_temp_files(output: str, so: dict[str, Any] | None) -> None:
+    """Delete half-written temp files a killed run left (readers never saw them: they start with a dot)."""
+    for table in TABLES:
+        fs, root = storage.filesystem(storage.join(output, table), so)
+        if fs.exists(root):
+            for p in fs.ls(root, detail=False):
+                if os.path.basename(p).startswith(".tmp-"):
+                    fs.rm(p)
+
+
+def table_counts(output: str, so: dict[str, Any] | None) -> dict[str, int]:
+    """Rows in each table of ``output`` now."""
+    return {t: len(read_column_set(output, t, ["song_id"], so)) for t in TABLES}
