@@ -1,0 +1,439 @@
+"""musicnn (Pons and Serra, 2019) in PyTorch: its pre-trained taggers, their input features and tag lists.
+
+A faithful port of the models shipped in the ``musicnn`` 0.1.0 wheel (ISC licence, see
+``mgr_batch/assets/musicnn/``): ``MSD_musicnn`` and ``MTT_musicnn`` (the musically motivated CNN) and
+``MSD_vgg`` and ``MTT_vgg`` (its VGG-like baselines), with weights converted from the original
+TensorFlow checkpoints by ``tools/convert_musicnn.py``. Given :func:`musicnn_features` inputs, the
+pre-trained models reproduce the original's tag probabilities (see ``tests/models/test_musicnn.py``).
+
+Layout differs from the original on purpose: features are (n_mels, n_frames) like every other feature
+of mgr-batch (:func:`mgr_batch.features.log_mel`), where musicnn used (n_frames, n_mels).
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+import librosa
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mgr_batch.errors import CheckpointError, ConfigError, EmptyAudioError
+from mgr_batch.models.registry import register
+
+SR = 16000
+N_FFT = 512
+HOP_LENGTH = 256
+N_MELS = 96
+#: Frames in musicnn's 3 s input patch: ``librosa.time_to_frames(3, sr=SR, n_fft=N_FFT, hop_length=HOP_LENGTH) + 1``.
+N_FRAMES = 187
+#: The original's batch norm epsilon (``tf.compat.v1.layers.batch_normalization``'s default).
+BN_EPS = 1e-3
+#: Its momentum 0.99 (weight of the old running value) is PyTorch's 0.01 (weight of the new one).
+BN_MOMENTUM = 0.01
+
+#: The 50 Million Song Dataset (last.fm) tags of ``MSD_musicnn`` and ``MSD_vgg``, in output order.
+MSD_TAGS = (
+    "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s", "alternative rock",
+    "jazz", "beautiful", "metal", "chillout", "male vocalists", "classic rock", "soul", "indie rock", "Mellow",
+    "electronica", "80s", "folk", "90s", "chill", "instrumental", "punk", "oldies", "blues", "hard rock", "ambient",
+    "acoustic", "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country", "easy listening",
+    "sexy", "catchy", "funk", "electro", "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad", "House",
+    "happy",
+)  # fmt: skip
+#: The 50 MagnaTagATune tags of ``MTT_musicnn`` and ``MTT_vgg``, in output order.
+MTT_TAGS = (
+    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano", "ambient",
+    "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing", "vocals", "no vocals",
+    "harpsichord", "loud", "quiet", "flute", "woman", "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man",
+    "classic", "choir", "voice", "new age", "dance", "male voice", "female vocal", "beats", "harp", "cello",
+    "no voice", "weird", "country", "metal", "female voice", "choral",
+)  # fmt: skip
+#: Shipped pre-trained models and their tags.
+PRETRAINED_TAGS: dict[str, tuple[str, ...]] = {
+    "MSD_musicnn": MSD_TAGS,
+    "MTT_musicnn": MTT_TAGS,
+    "MSD_vgg": MSD_TAGS,
+    "MTT_vgg": MTT_TAGS,
+}
+
+
+# --- features --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _kaiser_best_window() -> np.ndarray:
+    # resampy 0.2's precomputed "kaiser_best" (its data/kaiser_best.npz, to within 2e-16): the right
+    # half of a sinc with 64 zero crossings, 512 taps per crossing, Kaiser window, roll-off 0.9476
+    import scipy.signal  # here, like numba below: importing this module stays cheap
+
+    num_zeros, num_table, beta, rolloff = 64, 512, 14.769656459379492, 0.9475937167399596
+    n = num_zeros * num_table
+    sinc = rolloff * np.sinc(rolloff * np.linspace(0, num_zeros, num=n + 1, endpoint=True))
+    return scipy.signal.windows.kaiser(2 * n + 1, beta)[n:] * sinc
+
+
+def _resample_loop_py(x, time_register, win, delta, num_table, scale, out):  # pragma: no cover (compiled)
+    # resampy 0.2.1's resample_f, one channel; the float32 accumulator is rounded after every tap
+    # exactly as resampy's ``y[t] += weight * x[...]`` into a float32 array is
+    index_step = int(scale * num_table)
+    n_win = win.shape[0]
+    n_orig = x.shape[0]
+    for t in range(out.shape[0]):
+        n = int(time_register[t])
+        frac = scale * (time_register[t] - n)
+        index_frac = frac * num_table
+        offset = int(index_frac)
+        eta = index_frac - offset
+        acc = out[t]
+        for i in range(min(n + 1, (n_win - offset) // index_step)):  # left wing
+            acc = np.float32(acc + (win[offset + i * index_step] + eta * delta[offset + i * index_step]) * x[n - i])
+        index_frac = (scale - frac) * num_table
+        offset = int(index_frac)
+        eta = index_frac - offset
+        for k in range(min(n_orig - n - 1, (n_win - offset) // index_step)):  # right wing
+            acc = np.float32(acc + (win[offset + k * index_step] + eta * delta[offset + k * index_step]) * x[n + k + 1])
+        out[t] = acc
+
+
+@functools.lru_cache(maxsize=1)
+def _resample_loop():
+    import numba
+
+    return numba.njit(nogil=True)(_resample_loop_py)
+
+
+def resample_kaiser_best(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample mono ``y`` as librosa < 0.10 did by default: resampy 0.2's ``kaiser_best`` filter.
+
+    A port of ``resampy.resample`` 0.2.1 (band-limited sinc interpolation; resampy is ISC-licensed,
+    by Brian McFee) followed by librosa's length fix to ``ceil(n_samples * target_sr / orig_sr)``;
+    bit-identical to ``librosa.resample`` 0.7 with resampy 0.2.1, which musicnn's training and
+    extractor used. Later resamplers roll off differently near Nyquist, which shifts musicnn's top
+    mel bands and its tag probabilities noticeably. Float32 in and out; a few tenths of a second for
+    30 s of 22.05 kHz audio, plus a one-off numba compilation of about a second.
+    """
+    x = np.ascontiguousarray(y, dtype=np.float32)
+    ratio = float(target_sr) / orig_sr
+    n_out = int(x.shape[0] * ratio)
+    win = _kaiser_best_window()
+    if ratio < 1:
+        win = ratio * win
+    delta = np.append(np.diff(win), 0.0)
+    # resampy steps a float64 time register by 1 / ratio; cumsum adds in the same order, so every
+    # output lands on the same sample and filter phase
+    time = np.concatenate([[0.0], np.cumsum(np.full(max(n_out - 1, 0), 1.0 / ratio))])
+    out = np.zeros(n_out, dtype=np.float32)
+    _resample_loop()(x, time, win, delta, 512, min(1.0, ratio), out)
+    n_fixed = int(np.ceil(x.shape[0] * ratio))
+    return np.pad(out, (0, max(0, n_fixed - n_out)))[:n_fixed]
+
+
+def musicnn_logmel(y: np.ndarray, *, sr: int, res_type: str = "kaiser_best") -> np.ndarray:
+    """musicnn's compressed mel spectrogram of a whole mono signal: (N_MELS, n_frames) float32.
+
+    As ``musicnn.extractor.batch_data``: resample to 16 kHz, 96-band Slaney mel power spectrogram
+    (n_fft 512, hop 256, periodic Hann, centred frames with reflect padding), rounded to float16, then
+    ``log10(10000 * x + 1)`` in float32. n_frames = 1 + n_samples_16k // 256.
+
+    ``res_type`` picks the resampler when ``sr != 16000``: ``"kaiser_best"`` (default) is
+    :func:`resample_kaiser_best`, what the original used; anything else is passed to
+    ``librosa.resample`` (e.g. ``"soxr_hq"``, librosa's default today: faster, but its different
+    roll-off above 7 kHz moved the tag probabilities of the test songs by up to 0.09 per patch).
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ConfigError(f"musicnn features need mono audio of shape (n_samples,), got {y.shape}")
+    if y.size == 0:
+        raise EmptyAudioError("no samples to compute musicnn features from")
+    if sr != SR:
+        if res_type == "kaiser_best":
+            y = resample_kaiser_best(y, orig_sr=sr, target_sr=SR)
+        else:
+            y = librosa.resample(y, orig_sr=sr, target_sr=SR, res_type=res_type)
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=SR, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS, center=True, pad_mode="reflect"
+    )
+    # musicnn stored spectrograms as float16 (the models were trained on them) and, under numpy 1's
+    # value-based casting, took the log in float32; both roundings matter to match it.
+    mel = mel.astype(np.float16).astype(np.float32)
+    return np.log10(np.float32(10000) * mel + np.float32(1))
+
+
+def musicnn_patches(logmel: np.ndarray, *, n_frames: int = N_FRAMES, hop_frames: int | None = None) -> np.ndarray:
+    """Cut a (n_mels, total_frames) spectrogram into (n_patches, n_mels, n_frames) patches.
+
+    Patches start every ``hop_frames`` (default ``n_frames``: no overlap, musicnn's default) and a last
+    partial patch is dropped, as in the original. A spectrogram shorter than one patch is repeated
+    along time to fill it, so every input gives at least one patch (the original extractor fails on
+    such input; repeating follows the ``"pad_short": "repeat-pad"`` of musicnn's training config).
+    """
+    hop_frames = hop_frames or n_frames
+    total = logmel.shape[-1]
+    if total < n_frames:
+        logmel = np.tile(logmel, (1, -(-n_frames // total)))[:, :n_frames]
+        total = n_frames
+    starts = range(0, total - n_frames + 1, hop_frames)
+    return np.stack([logmel[:, s : s + n_frames] for s in starts]).astype(np.float32, copy=False)
+
+
+def musicnn_features(
+    y: np.ndarray, *, sr: int, n_frames: int = N_FRAMES, hop_frames: int | None = None, res_type: str = "kaiser_best"
+) -> np.ndarray:
+    """A song's musicnn model inputs: (n_patches, N_MELS, n_frames) float32, 3 s patches by default.
+
+    :func:`musicnn_logmel` then :func:`musicnn_patches`; the patches of ``musicnn.extractor`` with
+    ``input_overlap=False``, transposed to (mel, time).
+    """
+    return musicnn_patches(musicnn_logmel(y, sr=sr, res_type=res_type), n_frames=n_frames, hop_frames=hop_frames)
+
+
+# --- pre-trained weights ---------------------------------------------------------------------------
+
+
+def pretrained_path(name: str) -> Path:
+    """Path of the shipped weights of pre-trained model ``name`` (one of :data:`PRETRAINED_TAGS`)."""
+    if name not in PRETRAINED_TAGS:
+        raise ConfigError(f"unknown musicnn model {name!r} (known: {', '.join(PRETRAINED_TAGS)})")
+    return Path(str(resources.files("mgr_batch") / "assets" / "musicnn" / f"{name}.safetensors"))
+
+
+def load_pretrained_state(name: str) -> dict[str, torch.Tensor]:
+    """The converted state dict of pre-trained model ``name`` (batch norm counters left out)."""
+    from safetensors.torch import load_file  # only needed when pre-trained weights are asked for
+
+    path = pretrained_path(name)
+    if not path.is_file():
+        raise CheckpointError(f"musicnn weights {path} are missing (run tools/convert_musicnn.py weights)")
+    return load_file(str(path))
+
+
+def _init_pretrained(model: nn.Module, name: str, family: str) -> tuple[str, ...] | None:
+    """Load ``name``'s weights into ``model``; the head only where its shape fits. Returns the tags, or None."""
+    if not name.endswith(family):
+        raise ConfigError(f"pre-trained {name!r} is not a {family!r} model")
+    state = load_pretrained_state(name)
+    own = model.state_dict()
+    head = {k for k in state if k.startswith("head.")}
+    fits = all(state[k].shape == own[k].shape for k in head)
+    if not fits:  # a new task: keep the pre-trained body, start the head afresh
+        state = {k: v for k, v in state.items() if k not in head}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # size mismatches: a non-default architecture
+        raise ConfigError(f"pre-trained {name!r} needs the default architecture: {exc}") from None
+    missing = [k for k in missing if not k.endswith("num_batches_tracked") and not (not fits and k.startswith("head."))]
+    if missing or unexpected:
+        raise CheckpointError(f"musicnn weights {name!r} do not fit: missing {missing}, unexpected {unexpected}")
+    return PRETRAINED_TAGS[name] if fits else None
+
+
+# --- musicnn ---------------------------------------------------------------------------------------
+
+
+class _ConvBlock(nn.Module):
+    """Convolution, ReLU, then batch norm: musicnn's order (the norm comes after the non-linearity)."""
+
+    def __init__(self, conv: nn.Module, norm: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.relu(self.conv(x)))
+
+
+@register(
+    "musicnn",
+    family="neural",
+    features="musicnn",
+    study="Pons and Serra 2019, musicnn (pre-trained on MSD or MagnaTagATune)",
+    description="timbral (7x38, 7x67) and temporal (128, 64, 32) filters, residual 1-D conv mid-end, "
+    "max+mean pooled dense back end; params.pretrained='MSD_musicnn' or 'MTT_musicnn' loads the shipped weights",
+)
+class Musicnn(nn.Module):
+    """musicnn: musicnn patches (batch, n_mels, n_frames) -> tag logits (batch, n_classes).
+
+    Inputs are :func:`musicnn_features` patches; the network is fully convolutional in time, so any
+    number of frames works (the pre-trained models saw 187). ``pretrained`` names shipped weights
+    (``"MSD_musicnn"``, ``"MTT_musicnn"``); their 50-tag head is loaded only when ``n_classes`` is 50,
+    otherwise the pre-trained body gets a fresh ``head`` (for fine-tuning). ``self.tags`` names the
+    outputs when the pre-trained head was loaded, else it is None.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_classes: int,
+        input_shape: tuple[int, int] = (N_MELS, N_FRAMES),
+        pretrained: str | None = None,
+        frontend_filters: float = 1.6,
+        midend_filters: int = 64,
+        backend_units: int = 200,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        n_mels = input_shape[0]
+        if pretrained and n_mels != N_MELS:
+            raise ConfigError(f"pre-trained musicnn needs {N_MELS} mel bands, got input_shape {input_shape}")
+        self.input_norm = nn.BatchNorm2d(1, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+        def block(conv: nn.Module, channels: int, norm=nn.BatchNorm2d) -> _ConvBlock:
+            return _ConvBlock(conv, norm(channels, eps=BN_EPS, momentum=BN_MOMENTUM))
+
+        # front end: vertical (timbral) filters spanning 40% and 70% of the mel bands and 7 frames,
+        # horizontal (temporal) filters of 128, 64 and 32 frames on each band; each max-pooled over frequency
+        n_timbral, n_temporal = int(frontend_filters * 128), int(frontend_filters * 32)
+        self.timbral = nn.ModuleList(
+            block(nn.Conv2d(1, n_timbral, (int(share * n_mels), 7), padding=(0, 3)), n_timbral) for share in (0.4, 0.7)
+        )
+        self.temporal_lengths = (128, 64, 32)
+        self.temporal = nn.ModuleList(
+            block(nn.Conv2d(1, n_temporal, (1, k)), n_temporal) for k in self.temporal_lengths
+        )
+        n_front = 2 * n_timbral + 3 * n_temporal
+        # mid end: three 1-D convolutions over time, the last two residual
+        self.midend = nn.ModuleList(
+            block(nn.Conv1d(c_in, midend_filters, 7, padding=3), midend_filters, nn.BatchNorm1d)
+            for c_in in (n_front, midend_filters, midend_filters)
+        )
+        n_pooled = 2 * (n_front + 3 * midend_filters)
+        # back end: max and mean over time of all front- and mid-end maps, dense, output
+        self.pool_norm = nn.BatchNorm1d(n_pooled, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.dense = nn.Linear(n_pooled, backend_units)
+        self.dense_norm = nn.BatchNorm1d(backend_units, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backend_units, n_classes)
+        self.tags = _init_pretrained(self, pretrained, "_musicnn") if pretrained else None
+
+    @property
+    def embedding_dims(self) -> dict[str, int]:
+        """Sizes of the per-patch embeddings :meth:`extract` returns."""
+        n = self.pool_norm.num_features // 2
+        return {"max_pool": n, "mean_pool": n, "penultimate": self.dense.out_features}
+
+    def extract(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every output musicnn's extractor gives, for patches ``x`` (batch, n_mels, n_frames).
+
+        Keys and shapes: ``timbral`` (batch, 2 * 204, n_frames), ``temporal`` (batch, 3 * 51, n_frames),
+        ``cnn1``, ``cnn2``, ``cnn3`` (batch, 64, n_frames), the embeddings ``max_pool`` and ``mean_pool``
+        (batch, 753) and ``penultimate`` (batch, 200), and ``logits`` (batch, n_classes).
+        """
+        h = self.input_norm(x.unsqueeze(1))  # (batch, 1, mel, time)
+        timbral = [blk(h).amax(dim=2) for blk in self.timbral]  # (batch, c, time) each
+        # TF's "same" padding: for an even length k, (k - 1) // 2 frames before and k // 2 after
+        temporal = [
+            blk(F.pad(h, ((k - 1) // 2, k // 2))).amax(dim=2)
+            for k, blk in zip(self.temporal_lengths, self.temporal, strict=True)
+        ]
+        front = torch.cat(timbral + temporal, dim=1)
+        cnn1 = self.midend[0](front)
+        cnn2 = self.midend[1](cnn1) + cnn1
+        cnn3 = self.midend[2](cnn2) + cnn2
+        maps = torch.cat([front, cnn1, cnn2, cnn3], dim=1)  # (batch, 753, time)
+        max_pool, mean_pool = maps.amax(dim=2), maps.mean(dim=2)
+        # musicnn flattens a (channels, 2) array: max and mean interleaved, channel by channel
+        pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)
+        penultimate = self.dense_norm(F.relu(self.dense(self.dropout(self.pool_norm(pooled)))))
+        logits = self.head(self.dropout(penultimate))
+        return {
+            "timbral": torch.cat(timbral, dim=1),
+            "temporal": torch.cat(temporal, dim=1),
+            "cnn1": cnn1,
+            "cnn2": cnn2,
+            "cnn3": cnn3,
+            "max_pool": max_pool,
+            "mean_pool": mean_pool,
+            "penultimate": penultimate,
+            "logits": logits,
+        }
+
+    def embed(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The pooled embeddings of patches ``x``: ``max_pool``, ``mean_pool`` (batch, 753), ``penultimate`` (batch, 200)."""
+        out = self.extract(x)
+        return {k: out[k] for k in ("max_pool", "mean_pool", "penultimate")}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extract(x)["logits"]
+
+    def tag(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag probabilities (batch, n_classes): the sigmoid of the logits, as musicnn's taggram."""
+        return torch.sigmoid(self(x))
+
+
+@register(
+    "musicnn_vgg",
+    family="neural",
+    features="musicnn",
+    study="Pons and Serra 2019, musicnn's VGG-like baseline (pre-trained on MSD or MagnaTagATune)",
+    description="5 blocks of 3x3 conv (128 filters), ReLU, BN, max-pool; dropout, linear; fixed 187-frame input; "
+    "params.pretrained='MSD_vgg' or 'MTT_vgg' loads the shipped weights",
+)
+class MusicnnVGG(nn.Module):
+    """musicnn's VGG baseline: patches (batch, n_mels, n_frames) -> tag logits (batch, n_classes).
+
+    Unlike :class:`Musicnn` it flattens its last feature map, so inputs must have ``input_shape``
+    (96 x 187 for the pre-trained ``"MSD_vgg"`` and ``"MTT_vgg"``). ``pretrained`` and ``tags`` work
+    as in :class:`Musicnn`.
+    """
+
+    #: Max-pool (kernel, stride) after each block, as (mel, time); the original's are (time, mel).
+    POOLS = (((1, 4), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4)))
+
+    def __init__(
+        self,
+        *,
+        n_classes: int,
+        input_shape: tuple[int, int] = (N_MELS, N_FRAMES),
+        pretrained: str | None = None,
+        filters: int = 128,
+        dropout: float = 0.5,
+        block_dropout: float = 0.25,
+    ) -> None:
+        super().__init__()
+        if pretrained and tuple(input_shape) != (N_MELS, N_FRAMES):
+            raise ConfigError(f"pre-trained musicnn VGG needs input_shape {(N_MELS, N_FRAMES)}, got {input_shape}")
+        self.input_shape = tuple(input_shape)
+        self.input_norm = nn.BatchNorm2d(1, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.blocks = nn.ModuleList(
+            _ConvBlock(
+                nn.Conv2d(c_in, filters, 3, padding=1), nn.BatchNorm2d(filters, eps=BN_EPS, momentum=BN_MOMENTUM)
+            )
+            for c_in in (1, filters, filters, filters, filters)
+        )
+        self.pools = nn.ModuleList(nn.MaxPool2d(k, s) for k, s in self.POOLS)
+        self.block_dropout = nn.Dropout(block_dropout)
+        self.dropout = nn.Dropout(dropout)
+        with torch.no_grad():
+            n_flat = self._maps(torch.zeros(1, *self.input_shape))[-1].numel()
+        self.head = nn.Linear(n_flat, n_classes)
+        self.tags = _init_pretrained(self, pretrained, "_vgg") if pretrained else None
+
+    def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h, maps = self.input_norm(x.unsqueeze(1)), []
+        for i, (blk, pool) in enumerate(zip(self.blocks, self.pools, strict=True)):
+            h = pool(blk(self.block_dropout(h) if i else h))
+            maps.append(h)
+        return maps
+
+    def extract(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``pool1`` .. ``pool5`` (batch, 128, mel', time') as in musicnn's extractor, ``embedding``
+        (batch, 256: pool5 flattened) and ``logits`` (batch, n_classes)."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ConfigError(f"musicnn VGG takes inputs of shape {self.input_shape}, got {tuple(x.shape[1:])}")
+        maps = self._maps(x)
+        flat = maps[-1].permute(0, 3, 2, 1).flatten(1)  # TF flattens (time, mel, channels)
+        out = {f"pool{i + 1}": m for i, m in enumerate(maps)}
+        out |= {"embedding": flat, "logits": self.head(self.dropout(flat))}
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extract(x)["logits"]
+
+    def tag(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag probabilities (batch, n_classes)."""
+        return torch.sigmoid(self(x))
