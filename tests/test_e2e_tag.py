@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from audio_factory import write_broken_corpus, write_catalog, write_tone
+from audio_factory import write_broken_corpus, write_catalog, write_noise, write_tone
 
 from mgr_batch import schemas
 from mgr_batch.checkpoint import load_spec
@@ -24,6 +24,9 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 def corpus(tmp_path_factory) -> tuple[Path, dict[str, float], dict[str, str]]:
     root = tmp_path_factory.mktemp("corpus")
     durations = write_catalog(root / "good")
+    # FLAC: libsndfile's Vorbis encoder segfaults writing 2 min of 48 kHz stereo in one call
+    write_noise(root / "good" / "two_minutes.flac", seconds=120.0, sr=48000, channels=2)
+    durations["two_minutes.flac"] = 120.0
     broken = write_broken_corpus(root / "broken")
     (root / "notes.txt").write_text("not audio, and not an audio extension: ignored and counted")
     return root, durations, broken
