@@ -6,6 +6,7 @@ A batch is a dict of numpy arrays, one entry per column. Per-song arrays of vary
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,33 +48,44 @@ def featurize_batch(
     ``status="error"``, zero clips and the stage, type and message of its expected audio error.
     ``features[i]`` has shape (n_clips, n_mels, n_frames); ``clip_start_s[i]`` has shape (n_clips,).
     """
-    n = len(batch["path"])
     n_mels, n_frames = features.feature_shape(sr=audio.sr, clip_seconds=clip_cfg.clip_seconds, cfg=feature_cfg)
-    cols: dict[str, list] = {c: [] for c in FEATURE_COLUMNS}
+
+    def ok(decoded: audio_io.Decoded) -> dict[str, Any]:
+        song_clips, starts, spans = select_clips(decoded.y, sr=audio.sr, cfg=clip_cfg)
+        return dict(duration_s=decoded.duration, analyzed_s=decoded.analyzed, sample_rate=decoded.native_sr,
+                    channels=decoded.channels, n_clips=len(starts), clip_start_s=starts,
+                    features=features.featurize(song_clips, sr=audio.sr, cfg=feature_cfg),
+                    used_start_s=spans[:, 0], used_end_s=spans[:, 1])  # fmt: skip
+
+    failed = dict(duration_s=0.0, analyzed_s=0.0, sample_rate=0, channels=0, n_clips=0, clip_start_s=np.zeros(0),
+                  features=np.zeros((0, n_mels, n_frames), np.float32), used_start_s=np.zeros(0), used_end_s=np.zeros(0))  # fmt: skip
+    return _per_song(batch, audio, storage_options, ok, failed,
+                     typed={"duration_s": np.float64, "analyzed_s": np.float64, "sample_rate": np.int32,
+                            "channels": np.int32, "n_clips": np.int32})  # fmt: skip
+
+
+def _per_song(batch: dict[str, np.ndarray], audio: AudioConfig, storage_options: dict[str, Any] | None,
+              ok: Callable[[audio_io.Decoded], dict[str, Any]], failed: dict[str, Any], *,
+              typed: dict[str, type]) -> dict[str, np.ndarray]:  # fmt: skip
+    """Decode each listed file and turn it into one row: ``ok(decoded)``, or ``failed`` plus the error.
+
+    Every row gets ``status`` and ``error_stage/_type/_message``; columns named in ``typed`` become
+    arrays of that dtype, the others per-song object arrays (ragged arrays, bytes).
+    """
+    rows = []
     for path in batch["path"]:
         try:
             decoded = _read_and_decode(str(path), audio, storage_options)
         except AudioError as exc:
-            row = dict(status="error", duration_s=0.0, analyzed_s=0.0, sample_rate=0, channels=0, n_clips=0,
-                       clip_start_s=np.zeros(0), features=np.zeros((0, n_mels, n_frames), np.float32),
-                       used_start_s=np.zeros(0), used_end_s=np.zeros(0), error_stage=exc.stage, error_type=error_type(exc), error_message=str(exc))  # fmt: skip
+            rows.append({**failed, "status": "error", "error_stage": exc.stage, "error_type": error_type(exc),
+                         "error_message": str(exc)})  # fmt: skip
         else:
-            song_clips, starts, spans = select_clips(decoded.y, sr=audio.sr, cfg=clip_cfg)
-            feats = features.featurize(song_clips, sr=audio.sr, cfg=feature_cfg)
-            row = dict(status="ok", duration_s=decoded.duration, analyzed_s=decoded.analyzed,
-                       sample_rate=decoded.native_sr, channels=decoded.channels, n_clips=len(starts),
-                       clip_start_s=starts, features=feats, used_start_s=spans[:, 0], used_end_s=spans[:, 1],
-                       error_stage="", error_type="", error_message="")  # fmt: skip
-        for c in FEATURE_COLUMNS:
-            cols[c].append(row[c])
+            rows.append({**ok(decoded), "status": "ok", "error_stage": "", "error_type": "", "error_message": ""})
     out = dict(batch)
-    for c in ("clip_start_s", "features", "used_start_s", "used_end_s"):
-        out[c] = _objects(cols[c])
-    for c, dtype in (("duration_s", np.float64), ("analyzed_s", np.float64), ("sample_rate", np.int32),
-                     ("channels", np.int32), ("n_clips", np.int32)):  # fmt: skip
-        out[c] = np.asarray(cols[c], dtype=dtype)
+    for c in failed:
+        out[c] = np.asarray([r[c] for r in rows], dtype=typed[c]) if c in typed else _objects([r[c] for r in rows])
     for c in ("status", "error_stage", "error_type", "error_message"):
-        out[c] = np.asarray(cols[c], dtype=object).astype(str) if n else np.zeros(0, dtype=str)
+        out[c] = np.array([r[c] for r in rows], dtype=str) if rows else np.zeros(0, dtype=str)
     return out
 
 
@@ -214,31 +226,17 @@ def segment_batch(
     Adds :data:`SEGMENT_COLUMNS`: per song, its segments' starts, ends (s), clusters and whether each is
     representative (ragged, one entry per segment), and with ``plot`` the figure as PNG bytes.
     """
-    cols: dict[str, list] = {c: [] for c in SEGMENT_COLUMNS}
-    for path in batch["path"]:
-        try:
-            decoded = _read_and_decode(str(path), audio, storage_options)
-        except AudioError as exc:
-            row = dict(status="error", duration_s=0.0, seg_start_s=np.zeros(0), seg_end_s=np.zeros(0),
-                       seg_cluster=np.zeros(0, np.int32), seg_representative=np.zeros(0, bool), plot_png=b"",
-                       error_stage=exc.stage, error_type=error_type(exc), error_message=str(exc))  # fmt: skip
-        else:
-            seg = segmentation.representative(decoded.y, audio.sr, seg_cfg)
-            spans = np.array(seg.spans).reshape(-1, 2)
-            bounds = np.array([(lo, hi) for lo, hi, _ in seg.segments]).reshape(-1, 2)
-            inside = [bool(((spans[:, 0] < hi) & (spans[:, 1] > lo)).any()) for lo, hi in bounds]
-            row = dict(status="ok", duration_s=decoded.duration, seg_start_s=bounds[:, 0], seg_end_s=bounds[:, 1],
-                       seg_cluster=np.array([c for _, _, c in seg.segments], np.int32),
-                       seg_representative=np.array(inside, bool),
-                       plot_png=segmentation_png(seg, decoded.y, audio.sr) if plot else b"",
-                       error_stage="", error_type="", error_message="")  # fmt: skip
-        for c in SEGMENT_COLUMNS:
-            cols[c].append(row[c])
-    out = dict(batch)
-    for c in ("seg_start_s", "seg_end_s", "seg_cluster", "seg_representative"):
-        out[c] = _objects(cols[c])
-    out["duration_s"] = np.asarray(cols["duration_s"], dtype=np.float64)
-    out["plot_png"] = np.array(cols["plot_png"], dtype=object)
-    for c in ("status", "error_stage", "error_type", "error_message"):
-        out[c] = np.asarray(cols[c], dtype=object).astype(str) if len(cols[c]) else np.zeros(0, dtype=str)
-    return out
+
+    def ok(decoded: audio_io.Decoded) -> dict[str, Any]:
+        seg = segmentation.representative(decoded.y, audio.sr, seg_cfg)
+        spans = np.array(seg.spans).reshape(-1, 2)
+        bounds = np.array([(lo, hi) for lo, hi, _ in seg.segments]).reshape(-1, 2)
+        inside = [bool(((spans[:, 0] < hi) & (spans[:, 1] > lo)).any()) for lo, hi in bounds]
+        return dict(duration_s=decoded.duration, seg_start_s=bounds[:, 0], seg_end_s=bounds[:, 1],
+                    seg_cluster=np.array([c for _, _, c in seg.segments], np.int32),
+                    seg_representative=np.array(inside, bool),
+                    plot_png=segmentation_png(seg, decoded.y, audio.sr) if plot else b"")  # fmt: skip
+
+    failed = dict(duration_s=0.0, seg_start_s=np.zeros(0), seg_end_s=np.zeros(0), seg_cluster=np.zeros(0, np.int32),
+                  seg_representative=np.zeros(0, bool), plot_png=b"")  # fmt: skip
+    return _per_song(batch, audio, storage_options, ok, failed, typed={"duration_s": np.float64})
