@@ -87,7 +87,8 @@ def validate(y: np.ndarray, *, silence_threshold: float = 1e-4) -> None:
         raise EmptyAudioError("the file decodes to zero samples")
     if not np.isfinite(y).all():
         raise InvalidAudioError("the samples contain NaN or infinite values")
-    peak = float(np.max(np.abs(y - y.mean())))
+    mean = y.mean(dtype=np.float64)
+    peak = float(max(y.max() - mean, mean - y.min()))  # no full-size temporaries: y may be an hour long
     if peak < silence_threshold:
         raise SilentAudioError(f"the file is silent (peak deviation {peak:.2e} < {silence_threshold:.0e})")
 
@@ -126,7 +127,9 @@ def _load_soundfile(source, sr: int, max_duration: float | None, quality: str) -
             resampler.add(data)
             done += len(data)
     y = resampler.result()
-    duration = frames / native_sr if frames > 0 else done / native_sr
+    # A file that ends before its header says (a cut MP3 or WAV) reports what it really holds.
+    truncated = done < limit
+    duration = frames / native_sr if frames > 0 and not truncated else done / native_sr
     return Decoded(y=y, sr=sr, native_sr=native_sr, channels=channels, duration=duration)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import glob as _glob
 import hashlib
 import io
+import errno
 import os
+import stat
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -159,8 +161,24 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, root: str) -> pd.DataFrame:
 
 
 def open_input(path: str, storage_options: dict[str, Any] | None = None):
-    """Open a listed file for reading (a seekable binary file object)."""
-    return fsspec.open(path, "rb", **(storage_options or {})).open()
+    """Open a listed file for reading (a seekable binary file object).
+
+    Local paths are opened as they are (no fsspec URL parsing, so ``a::b.wav`` is a file name, not a
+    chained URL) and must be regular files: a FIFO or device raises ``OSError`` at once instead of
+    blocking the reader forever.
+    """
+    if is_remote(path):
+        return fsspec.open(path, "rb", **(storage_options or {})).open()
+    local = path.removeprefix("file://")
+    fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO must not wait
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), local)
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", local)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def read_text(uri: str, storage_options: dict[str, Any] | None = None) -> str:

@@ -186,3 +186,82 @@ def drums(seconds: float, *, sr: int = 11025, seed: int = 2, bpm: float = 120.0)
 def three_part_song(sr: int = 11025) -> np.ndarray:
     """20 s white noise, 20 s chord, 20 s kick/hi-hat pattern: boundaries at 20 s and 40 s."""
     return np.concatenate([noise(20.0, sr=sr), chord(20.0, sr=sr), drums(20.0, sr=sr)])
+
+
+# Bad and unusual input: generators for tests/test_bad_input.py and tests/test_long_audio.py.
+
+
+def write_in_format(path: str | Path, *, real_ext: str, seconds: float, sr: int = 22050, channels: int = 1) -> Path:
+    """A tone encoded as ``real_ext`` (e.g. ".mp3") but saved under ``path``, whose extension may say otherwise."""
+    path = Path(path)
+    real = write_tone(path.with_name(path.name + ".tmp" + real_ext), seconds=seconds, sr=sr, channels=channels)
+    real.replace(path)
+    return path
+
+
+def truncate_bytes(path: str | Path, keep: int) -> Path:
+    """Keep only the first ``keep`` bytes of a file (a download or copy cut short)."""
+    path = Path(path)
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def truncate_wav_data(path: str | Path, *, keep_seconds: float) -> Path:
+    """Cut a 16-bit mono WAV ``keep_seconds`` into its samples; the header still promises them all."""
+    path = Path(path)
+    data = path.read_bytes()
+    sr = int.from_bytes(data[24:28], "little")
+    at = data.index(b"data") + 8
+    return truncate_bytes(path, at + 2 * int(round(keep_seconds * sr)))
+
+
+def write_random_bytes(path: str | Path, *, n_bytes: int = 8192, seed: int = 0, mpeg_sync: bool = True) -> Path:
+    """Uniform random bytes; ``mpeg_sync=False`` leaves out 0xFF so no MPEG frame sync can appear by chance."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    high = 256 if mpeg_sync else 255
+    path.write_bytes(np.random.default_rng(seed).integers(0, high, size=n_bytes, dtype=np.uint8).tobytes())
+    return path
+
+
+def write_constant(
+    path: str | Path, *, seconds: float, value: float, sr: int = 22050, subtype: str | None = None
+) -> Path:
+    """Every sample equal to ``value``: digital silence (0) or a pure DC offset."""
+    return _write(path, np.full(int(round(seconds * sr)), value, np.float32), sr, subtype)
+
+
+def write_nonfinite(
+    path: str | Path, *, seconds: float, value: float, sr: int = 22050, subtype: str = "FLOAT", n_bad: int = 10
+) -> Path:
+    """A tone in a float WAV (FLOAT or DOUBLE) with ``n_bad`` samples set to ``value`` (NaN, inf or -inf)."""
+    y = 0.1 * np.sin(2 * np.pi * 440 * _times(seconds, sr))
+    y[len(y) // 2 : len(y) // 2 + n_bad] = value
+    return _write(path, y.astype(np.float32 if subtype == "FLOAT" else np.float64), sr, subtype)
+
+
+def write_symlink(path: str | Path, target: str | Path) -> Path:
+    """A symbolic link at ``path`` to ``target`` (which need not exist: a dangling link)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+    return path
+
+
+def write_symlink_loop(a: str | Path, b: str | Path) -> tuple[Path, Path]:
+    """Two links pointing at each other (a -> b -> a): opening either fails with ELOOP."""
+    return write_symlink(a, b), write_symlink(b, a)
+
+
+def write_long_tone(
+    path: str | Path, *, seconds: float, sr: int = 8000, freq: float = 440.0, block_seconds: float = 60.0
+) -> Path:
+    """A long mono 16-bit WAV sine written block by block, so writing it never holds the whole signal."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n, block = int(round(seconds * sr)), int(round(block_seconds * sr))
+    with sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype="PCM_16") as f:
+        for lo in range(0, n, block):
+            t = np.arange(lo, min(n, lo + block), dtype=np.float64) / sr
+            f.write((0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32))
+    return path

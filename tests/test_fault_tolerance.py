@@ -1,0 +1,144 @@
+"""A worker killed mid-run must not fail ``mgr-batch tag``: the inference actor is SIGKILLed once, mid-batch.
+
+Ray Data's actor pools default to ``max_restarts=-1`` and ``max_task_retries=-1``
+(``ActorPoolMapOperator``), so Ray restarts the actor (its ``__init__`` loads the model again) and retries
+the batch it was running; part names derive from the batch's song ids, so a retried batch overwrites its
+own parts and nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from audio_factory import write_noise, write_tone
+
+from mgr_batch.cli import main
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+N_SONGS = 40
+SECONDS = 15.0  # 5 clips a song: with the shipped model a batch of 2 songs takes ~0.1 s of inference
+SONGS_PER_TASK = 2  # 21 batches
+
+
+def _title(pid: int) -> str:
+    """The process title (Ray workers set it to ``ray::<actor class>[.<method running>]``); '' once gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``ancestor`` is on ``pid``'s parent chain (only this test session's Ray workers qualify)."""
+    try:
+        while pid > 1:
+            pid = _parent(pid)
+            if pid == ancestor:
+                return True
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def predictor_pids() -> list[int]:
+    """Live inference actors of this process's own Ray: workers under our raylet whose title names Predictor."""
+    return [
+        int(e)
+        for e in os.listdir("/proc")
+        if e.isdigit() and (t := _title(int(e))).startswith("ray::") and "Predictor" in t
+        and _descends_from(int(e), os.getpid())
+    ]  # fmt: skip
+
+
+@dataclass
+class Killer:
+    """SIGKILLs the inference actor while it runs its ``kill_at``-th batch (its title then ends in ``.submit``),
+    or, where the poll misses batches on a loaded machine, once ``kill_at`` batches are written; then watches
+    for the actor that replaces it."""
+
+    out: Path
+    kill_at: int = 3  # batches 1..kill_at-1 are done, ~18 of 21 are still to come
+    timeout_s: float = 240.0
+    done: threading.Event = field(default_factory=threading.Event)  # set by the test when main() returns
+    batches_seen: int = 0
+    killed: int | None = None
+    killed_title: str = ""
+    killed_before_done: bool = False
+    parts_at_kill: int = -1
+    replacements: set[int] = field(default_factory=set)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        pids: list[int] = []
+        while not pids and time.monotonic() < deadline and not self.done.is_set():
+            pids = predictor_pids()
+            time.sleep(0.05)
+        running = False
+        songs = self.out / "songs"
+        while pids and self.killed is None and time.monotonic() < deadline and not self.done.is_set():
+            title = _title(pids[0])  # poll the one actor often: a batch lasts ~0.1 s
+            if title.endswith(".submit") and not running:
+                self.batches_seen += 1
+            parts = len(list(songs.glob("part-*.parquet"))) if songs.is_dir() else 0
+            # Mid-batch when the title shows it; on a loaded machine the poll can miss every short batch, so
+            # the actor is killed anyway once a few batches are written (work remains either way).
+            if (title.endswith(".submit") and self.batches_seen >= self.kill_at) or parts >= self.kill_at:
+                os.kill(pids[0], signal.SIGKILL)
+                self.killed, self.killed_title, self.killed_before_done = pids[0], title, not self.done.is_set()
+                self.parts_at_kill = parts
+            running = title.endswith(".submit")
+            time.sleep(0.001)
+        while self.killed is not None and time.monotonic() < deadline and not self.done.is_set():
+            self.replacements.update(set(predictor_pids()) - {self.killed})
+            time.sleep(0.05)
+
+
+def test_inference_actor_killed_mid_batch(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(N_SONGS):
+        if i % 2:
+            write_noise(src / f"noise_{i:02d}.wav", seconds=SECONDS, seed=i)
+        else:
+            write_tone(src / f"tone_{i:02d}.flac", seconds=SECONDS, freq=200.0 + 20 * i)
+    (src / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")
+    killer = Killer(out)
+    thread = threading.Thread(target=killer.run, daemon=True)
+    thread.start()
+    try:  # the shipped model: real inference work, so the actor is caught mid-batch
+        code = main(["tag", str(src), "--output", str(out), "--songs-per-task", str(SONGS_PER_TASK)])
+    finally:
+        killer.done.set()
+        thread.join(timeout=10)
+
+    assert killer.killed is not None and killer.killed_before_done, f"not killed mid-batch: {killer}"
+    assert "Predictor" in killer.killed_title, killer.killed_title
+    assert killer.parts_at_kill < N_SONGS // SONGS_PER_TASK, "killed after all batches were written"
+    assert killer.replacements, "no new inference actor took over after the kill"
+    assert code == 0
+
+    songs, clips, errors = (pd.read_parquet(out / t) for t in ("songs", "clips", "errors"))
+    listed = {str(p) for p in src.rglob("*") if p.is_file()}
+    assert set(songs["path"]) | set(errors["path"]) == listed
+    assert not set(songs["path"]) & set(errors["path"])
+    assert songs["song_id"].is_unique and errors["song_id"].is_unique and clips["clip_id"].is_unique
+    n_clips = int(SECONDS // 3)
+    assert (len(songs), len(errors), len(clips)) == (N_SONGS, 1, n_clips * N_SONGS)
+    assert (songs["n_clips"] == n_clips).all()
+    assert clips.groupby("song_id").size().reindex(songs["song_id"]).tolist() == songs["n_clips"].tolist()
+    run = json.loads((out / "run.json").read_text())
+    assert (run["n_files"], run["n_songs"], run["n_errors"]) == (N_SONGS + 1, N_SONGS, 1)
+    assert run["n_clips"] == n_clips * N_SONGS
