@@ -17,9 +17,12 @@ from mgr_batch import storage
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, ModelConfig, from_dict, to_dict
 from mgr_batch.errors import CheckpointError, ConfigError, InputNotFoundError
 from mgr_batch.features import feature_shape
-from mgr_batch.models import build_model
+from mgr_batch.models import build_model, model_info
+from mgr_batch.models.classic import ClassicModel
 
 WEIGHTS = "model.pt"
+#: Fitted scikit-learn pipelines of classic models (skops format: no pickle).
+CLASSIC_WEIGHTS = "model.skops"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "default"
@@ -35,6 +38,8 @@ class ModelSpec:
     features: FeatureConfig
     model: ModelConfig
     model_id: str = ""
+    #: How outputs become probabilities: ``softmax`` (one genre per clip) or ``sigmoid`` (multi-label tags).
+    activation: str = "softmax"
     train: dict[str, Any] = field(default_factory=dict)  # data manifest hash, command, hyper-parameters
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -42,7 +47,12 @@ class ModelSpec:
     def input_shape(self) -> tuple[int, int]:
         return feature_shape(sr=self.audio.sr, clip_seconds=self.clips.clip_seconds, cfg=self.features)
 
-    def build(self) -> nn.Module:
+    @property
+    def family(self) -> str:
+        """``neural`` (a torch module) or ``classic`` (a scikit-learn pipeline)."""
+        return model_info(self.model.name).family
+
+    def build(self) -> nn.Module | ClassicModel:
         return build_model(self.model.name, n_classes=len(self.genres), input_shape=self.input_shape, params=self.model.params)
 
     def to_json(self) -> dict[str, Any]:
@@ -54,6 +64,7 @@ class ModelSpec:
             "clips": to_dict(self.clips),
             "features": to_dict(self.features),
             "model": to_dict(self.model),
+            "activation": self.activation,
             "train": self.train,
             "metrics": self.metrics,
         }
@@ -68,6 +79,7 @@ class ModelSpec:
                 features=from_dict(FeatureConfig, data["features"]),
                 model=from_dict(ModelConfig, data["model"]),
                 model_id=data.get("model_id", ""),
+                activation=data.get("activation", "softmax"),
                 train=data.get("train", {}),
                 metrics=data.get("metrics", {}),
             )
@@ -76,8 +88,13 @@ class ModelSpec:
 
 
 def weights_bytes(model: nn.Module) -> bytes:
+    return weights_bytes_of(model.state_dict())
+
+
+def weights_bytes_of(state: dict[str, torch.Tensor]) -> bytes:
+    """A state dict as ``torch.save`` bytes (CPU tensors)."""
     buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
     return buf.getvalue()
 
 
@@ -86,11 +103,15 @@ def model_id_for(name: str, weights: bytes) -> str:
     return f"{name}-{hashlib.sha256(weights).hexdigest()[:12]}"
 
 
-def save(directory: str, model: nn.Module, spec: ModelSpec, storage_options: dict[str, Any] | None = None) -> ModelSpec:
-    """Write ``model.pt`` and ``config.json`` under ``directory`` (local or URL); returns the spec with its id."""
-    weights = weights_bytes(model)
+def save(
+    directory: str, model: nn.Module | ClassicModel, spec: ModelSpec, storage_options: dict[str, Any] | None = None
+) -> ModelSpec:
+    """Write the weights (``model.pt``, or ``model.skops`` for a classic model) and ``config.json`` under
+    ``directory`` (local or URL); returns the spec with its id."""
+    classic = isinstance(model, ClassicModel)
+    weights = model.to_bytes() if classic else weights_bytes(model)
     spec = dataclasses.replace(spec, model_id=model_id_for(spec.model.name, weights))
-    storage.write_bytes_atomic(storage.join(directory, WEIGHTS), weights, storage_options)
+    storage.write_bytes_atomic(storage.join(directory, CLASSIC_WEIGHTS if classic else WEIGHTS), weights, storage_options)
     text = json.dumps(spec.to_json(), indent=2, sort_keys=False)
     storage.write_bytes_atomic(storage.join(directory, CONFIG), text.encode(), storage_options)
     return spec
@@ -118,15 +139,24 @@ def load_spec(uri: str | None, storage_options: dict[str, Any] | None = None) ->
         raise CheckpointError(f"checkpoint config {directory!r} is not JSON: {exc}") from None
 
 
-def load(uri: str | None, storage_options: dict[str, Any] | None = None, *, device: str = "cpu") -> tuple[nn.Module, ModelSpec]:
-    """Load a checkpoint (weights with ``weights_only=True``) into an eval-mode model on ``device``."""
+def _read_weights(directory: str, name: str, storage_options: dict[str, Any] | None) -> bytes:
+    fs, path = storage.filesystem(storage.join(directory, name), storage_options)
+    if not fs.exists(path):
+        raise CheckpointError(f"checkpoint {directory!r} has no {name}")
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def load(
+    uri: str | None, storage_options: dict[str, Any] | None = None, *, device: str = "cpu"
+) -> tuple[nn.Module | ClassicModel, ModelSpec]:
+    """Load a checkpoint into a ready model: an eval-mode torch module on ``device`` (weights read with
+    ``weights_only=True``), or a fitted classic model (read by skops, scikit-learn types only)."""
     spec = load_spec(uri, storage_options)
     directory = resolve(uri)
-    fs, path = storage.filesystem(storage.join(directory, WEIGHTS), storage_options)
-    if not fs.exists(path):
-        raise CheckpointError(f"checkpoint {directory!r} has no {WEIGHTS}")
-    with fs.open(path, "rb") as f:
-        data = f.read()
+    if spec.family == "classic":
+        return spec.build().load_bytes(_read_weights(directory, CLASSIC_WEIGHTS, storage_options)), spec
+    data = _read_weights(directory, WEIGHTS, storage_options)
     if not data.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive; anything else is not ours
         raise CheckpointError(f"{WEIGHTS} in {directory!r} is not a PyTorch weights archive")
     try:

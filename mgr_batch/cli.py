@@ -15,6 +15,7 @@ from mgr_batch import __version__
 from mgr_batch.config import (
     CLIP_SELECTIONS,
     REPRESENTATIVES,
+    SCHEDULES,
     CVConfig,
     EvaluateConfig,
     SegmentConfig,
@@ -24,7 +25,7 @@ from mgr_batch.config import (
     load_yaml,
     merge,
 )
-from mgr_batch.errors import MgrBatchError
+from mgr_batch.errors import ConfigError, MgrBatchError
 
 TAG_EXAMPLES = """examples:
   mgr-batch tag ~/music --output tags/
@@ -59,17 +60,82 @@ SEGMENT_EXAMPLES = """examples:
   mgr-batch segment manifest.csv --output s3://bucket/segments --n-clusters 3 --representative longest_run
 """
 
-SEGMENTATION_HELP = "fixed: every clip of the song (default); representative: only clips of its representative segment"
+SEGMENTATION_HELP = ("fixed: every clip of the song (default); representative: only clips of its representative "
+                     "segment; random: --crops random crops per training song (an augmentation; others get fixed clips)")
+FEATURES_HELP = ("features preset: sample rate, clip length and features of a seed study (default: the model type's own); "
+                 "see 'mgr-batch models --presets'")
 
 
-def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
+def _pairs(pairs: list[str] | None, flag: str) -> dict[str, Any]:
+    """``key=value`` flags as a dict, values parsed as YAML (numbers, lists, booleans)."""
     out: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise MgrBatchError(f"--storage-option wants key=value, got {pair!r}")
+            raise MgrBatchError(f"{flag} wants key=value, got {pair!r}")
         out[key] = yaml.safe_load(value) if value else ""
     return out
+
+
+def _training_flags(p: argparse.ArgumentParser) -> None:
+    """Flags train and cv share: what to train and how."""
+    p.add_argument("--model-type", help="model name (see 'mgr-batch models'; default cnn)")
+    p.add_argument("--model-param", action="append", metavar="KEY=VALUE",
+                   help="model hyper-parameter (repeatable), e.g. hidden_size=64 or pretrained=MSD_musicnn")  # fmt: skip
+    p.add_argument("--features", help=FEATURES_HELP)
+    p.add_argument("--init-from", help="checkpoint to start from (transfer learning: every layer whose shape fits)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float, help="L2 penalty (AdamW weight decay)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--hop-seconds", type=float, help="seconds between training clips (default: = clip length)")
+    p.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
+    p.add_argument("--crops", type=int, help="random crops per training song with --segmentation random (default 8)")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (default 1)")
+    p.add_argument("--cpus-per-worker", type=int, help="CPUs (torch threads) per Ray Train worker (default 1)")
+    p.add_argument("--storage-path", help="Ray Train storage for run checkpoints (local or s3://); reuse to resume")
+
+
+def _training_dict(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "data": args.data,
+        "output": args.output,
+        "train_list": args.train_list,
+        "valid_list": args.valid_list,
+        "storage_path": args.storage_path,
+        "storage_options": _storage_options(args.storage_option) or None,
+        "num_workers": args.num_workers,
+        "cpus_per_worker": args.cpus_per_worker,
+        "preset": args.features,
+        "clips": {"clip_seconds": getattr(args, "clip_seconds", None), "hop_seconds": args.hop_seconds,
+                  "select": args.segmentation, "crops": args.crops},  # fmt: skip
+        "model": {"name": args.model_type, "params": _pairs(args.model_param, "--model-param") or None,
+                  "init_from": args.init_from},  # fmt: skip
+        "optim": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                  "weight_decay": args.weight_decay, "schedule": args.schedule},  # fmt: skip
+        "ray": {"address": args.address, "num_cpus": args.num_cpus},
+    }
+
+
+def with_preset(train: dict[str, Any]) -> dict[str, Any]:
+    """A train config dict with its preset's sample rate, clips and features under the values it sets.
+
+    The preset is ``train["preset"]``, else the default one of the model type's feature kind.
+    """
+    from mgr_batch.features import default_preset, preset
+    from mgr_batch.models import model_info
+
+    info = model_info((train.get("model") or {}).get("name") or "cnn")
+    p = preset(train.get("preset") or default_preset(info.name, info.features))
+    set_clips = {k: v for k, v in (train.get("clips") or {}).items() if v is not None}
+    return train | {"preset": p.name, "audio": p.audio | (train.get("audio") or {}),
+                    "clips": p.clips | set_clips, "features": p.features | (train.get("features") or {})}  # fmt: skip
+
+
+def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    return _pairs(pairs, "--storage-option")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -108,21 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train a model on labelled audio (DATA: <genre>/<file> tree or manifest with path,label[,split]).")  # fmt: skip
     train.add_argument("data", help="labelled folder tree or manifest (local or URL)")
     train.add_argument("--output", "-o", required=True, help="where the final checkpoint goes (folder or URL)")
-    train.add_argument("--model-type", help="model name (see 'mgr-batch models'; default cnn)")
     train.add_argument("--train-list", help="file of training songs, one relative path per line (matched on the stem)")
     train.add_argument("--valid-list", help="file of validation songs")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--clip-seconds", type=float, help="clip length in seconds (default 3)")
-    train.add_argument("--hop-seconds", type=float, help="seconds between training clips (default: = clip length)")
-    train.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
-    train.add_argument("--num-workers", type=int, help="Ray Train workers (default 1)")
-    train.add_argument("--cpus-per-worker", type=int, help="CPUs (torch threads) per Ray Train worker (default 1)")
+    train.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the preset's, 3 for cnn)")
     train.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Ray Train worker")
-    train.add_argument("--storage-path", help="Ray Train storage for run checkpoints (local or s3://); reuse to resume")
     train.add_argument("--run-name", help="Ray Train run name (reuse with the same storage path to resume)")
+    _training_flags(train)
     _common(train)
 
     ev = sub.add_parser("evaluate", help="score a model on labelled audio and write a report", epilog=EVALUATE_EXAMPLES,
@@ -147,20 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "two folds. Split lists, if given, restrict DATA to the songs they name.")  # fmt: skip
     cv.add_argument("data", help="labelled folder tree or manifest (local or URL)")
     cv.add_argument("--output", "-o", required=True, help="folder for per-fold models and reports, cv.json and cv.md")
-    cv.add_argument("--model-type", help="model name (default cnn)")
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--group-by", help="column whose values never straddle folds (e.g. artist)")
     cv.add_argument("--train-list", help="with --valid-list: only the songs the lists name take part")
     cv.add_argument("--valid-list")
-    cv.add_argument("--epochs", type=int)
-    cv.add_argument("--batch-size", type=int)
-    cv.add_argument("--lr", type=float)
-    cv.add_argument("--seed", type=int)
-    cv.add_argument("--hop-seconds", type=float, help="seconds between training clips")
-    cv.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
-    cv.add_argument("--num-workers", type=int)
-    cv.add_argument("--cpus-per-worker", type=int)
-    cv.add_argument("--storage-path", help="Ray Train storage for run checkpoints")
+    _training_flags(cv)
     _common(cv)
 
     seg = sub.add_parser("segment", help="find each song's representative segment", epilog=SEGMENT_EXAMPLES,
@@ -177,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--songs-per-task", type=int, help="songs per task (default 8)")
     _common(seg)
 
-    sub.add_parser("models", help="list the models that --model-type accepts")
+    models = sub.add_parser("models", help="list the models that --model-type accepts (and the feature presets)")
+    models.add_argument("--presets", action="store_true", help="list the feature presets that --features accepts")
     return parser
 
 
@@ -202,24 +251,8 @@ def tag_config(args: argparse.Namespace) -> TagConfig:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    base = load_yaml(args.config)
-    flags = {
-        "data": args.data,
-        "output": args.output,
-        "train_list": args.train_list,
-        "valid_list": args.valid_list,
-        "storage_path": args.storage_path,
-        "run_name": args.run_name,
-        "storage_options": _storage_options(args.storage_option) or None,
-        "num_workers": args.num_workers,
-        "cpus_per_worker": args.cpus_per_worker,
-        "use_gpu": args.use_gpu,
-        "clips": {"clip_seconds": args.clip_seconds, "hop_seconds": args.hop_seconds, "select": args.segmentation},
-        "model": {"name": args.model_type},
-        "optim": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
-        "ray": {"address": args.address, "num_cpus": args.num_cpus},
-    }
-    return from_dict(TrainConfig, merge(base, flags))
+    flags = _training_dict(args) | {"run_name": args.run_name, "use_gpu": args.use_gpu}
+    return from_dict(TrainConfig, with_preset(merge(load_yaml(args.config), flags)))
 
 
 def segment_config(args: argparse.Namespace) -> SegmentConfig:
@@ -256,20 +289,8 @@ def cv_config(args: argparse.Namespace) -> CVConfig:
     loaded = load_yaml(args.config)
     base = {k: loaded.pop(k) for k in ("folds", "group_by") if k in loaded}
     base["train"] = loaded.pop("train", loaded)
-    train = {
-        "data": args.data,
-        "output": args.output,
-        "train_list": args.train_list,
-        "valid_list": args.valid_list,
-        "storage_path": args.storage_path,
-        "storage_options": _storage_options(args.storage_option) or None,
-        "num_workers": args.num_workers,
-        "cpus_per_worker": args.cpus_per_worker,
-        "clips": {"hop_seconds": args.hop_seconds, "select": args.segmentation},
-        "model": {"name": args.model_type},
-        "optim": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
-        "ray": {"address": args.address, "num_cpus": args.num_cpus},
-    }
+    train = with_preset(merge(base["train"], _training_dict(args)))
+    base.pop("train")
     flags = {"folds": args.folds, "group_by": args.group_by, "train": train}
     return from_dict(CVConfig, merge(base, flags))
 
@@ -287,16 +308,32 @@ COMMANDS = {
 }
 
 
+def list_models(*, presets: bool = False) -> None:
+    """Print the model table (name, family, input features, study, description), or the presets."""
+    from mgr_batch.features import PRESETS, default_preset, feature_kind
+    from mgr_batch.models import MODELS
+
+    try:
+        feature_kind("musicnn_embedding")  # the optional kinds add their presets when imported
+    except (ConfigError, ImportError):
+        pass
+    if presets:
+        for p in PRESETS.values():
+            print(f"{p.name:<18} sr={p.audio['sr']:<6} clip={p.clips['clip_seconds']:<5} {p.features}  # {p.study}")
+        return
+    print(f"{'name':<16} {'family':<8} {'features (default preset)':<32} {'study':<44} description")
+    for info in sorted(MODELS.values(), key=lambda m: (m.family, m.name)):
+        features = f"{info.features} ({default_preset(info.name, info.features)})"
+        print(f"{info.name:<16} {info.family:<8} {features:<32} {info.study:<44} {info.description}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         if args.command == "models":
-            from mgr_batch.models import MODELS
-
-            for info in sorted(MODELS.values(), key=lambda m: (m.family, m.name)):
-                print(f"{info.name:<16} {info.family:<8} {info.features:<10} {info.study:<24} {info.description}")
+            list_models(presets=args.presets)
             return 0
         module, runner, build, shown = COMMANDS[args.command]
         result = getattr(importlib.import_module(module), runner)(build(args))

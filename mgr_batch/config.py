@@ -47,7 +47,9 @@ class AudioConfig:
 #: (Zelnik-Manor and Perona's self-tuning spectral clustering uses the 7th neighbour as a point's local scale).
 DEFAULT_SCALE_NEIGHBOURS = 7
 REPRESENTATIVES = ("cluster", "longest_run")
-CLIP_SELECTIONS = ("fixed", "representative")
+CLIP_SELECTIONS = ("fixed", "representative", "random")
+FEATURE_SCALES = ("db", "log", "log1p", "linear")
+SCHEDULES = ("cosine", "constant", "cyclic", "onecycle")
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,9 @@ class ClipConfig:
     """How a song is cut into clips: fixed windows of ``clip_seconds`` every ``hop_seconds``.
 
     ``select="representative"`` keeps only the clips inside the song's representative segment
-    (:mod:`mgr_batch.segmentation`, parameters in ``segmentation``); ``"fixed"`` keeps every window.
+    (:mod:`mgr_batch.segmentation`, parameters in ``segmentation``); ``"fixed"`` keeps every window;
+    ``"random"`` takes ``crops`` windows at random offsets (seeded by the song id), a training-time
+    augmentation: songs that are tagged or evaluated always get fixed windows.
     """
 
     clip_seconds: float = 3.0
@@ -130,10 +134,14 @@ class ClipConfig:
     hop_seconds: float | None = None
     select: str = "fixed"
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    #: Random crops per song with ``select="random"``.
+    crops: int = 8
 
     def __post_init__(self) -> None:
         if self.select not in CLIP_SELECTIONS:
             raise ConfigError(f"clip selection must be one of {CLIP_SELECTIONS}, not {self.select!r}")
+        if self.crops < 1:
+            raise ConfigError(f"crops must be >= 1, not {self.crops}")
 
     @property
     def hop(self) -> float:
@@ -142,7 +150,13 @@ class ClipConfig:
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Log-mel parameters (librosa's names); the model's input is (n_mels, n_frames) per clip."""
+    """What a clip becomes before the model (librosa's names); per clip an array (n_features, n_steps).
+
+    ``kind`` is one of :data:`mgr_batch.features.FEATURES`: ``logmel``, ``stft``, ``mfcc``, ``raw``,
+    ``classic58``, ``classic58_seq`` (and ``musicnn_embedding``). ``scale`` turns power into the model's
+    input: ``db`` (10 log10), ``log`` (natural log, the 2 s crop study's log(X^2)), ``log1p``
+    (log10(1 + 10000 X), musicnn's) or ``linear`` (magnitude).
+    """
 
     kind: str = "logmel"
     n_fft: int = 2048
@@ -150,6 +164,19 @@ class FeatureConfig:
     n_mels: int = 128
     fmin: float = 0.0
     fmax: float | None = None
+    scale: str = "db"
+    #: MFCC coefficients (``kind="mfcc"``).
+    n_mfcc: int = 20
+    #: Seconds per feature vector in a ``classic58_seq`` sequence (3, 6 or 9 in the LSTM study).
+    window_seconds: float = 3.0
+    #: Free parameters of a feature kind (e.g. which pre-trained network makes an embedding).
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scale not in FEATURE_SCALES:
+            raise ConfigError(f"feature scale must be one of {FEATURE_SCALES}, not {self.scale!r}")
+        if min(self.n_fft, self.hop_length, self.n_mels, self.n_mfcc) < 1 or not self.window_seconds > 0:
+            raise ConfigError("n_fft, hop_length, n_mels, n_mfcc and window_seconds must be positive")
 
 
 @dataclass(frozen=True)
@@ -158,6 +185,9 @@ class ModelConfig:
 
     name: str = "cnn"
     params: dict[str, Any] = field(default_factory=dict)
+    #: Transfer learning: a checkpoint whose weights start training wherever names and shapes match
+    #: (every layer but a head of another size).
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +199,14 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    #: Learning-rate schedule: ``cosine`` (per epoch), ``constant``, ``cyclic`` (triangular between lr/10
+    #: and lr, ``cycle_epochs`` per cycle) or ``onecycle`` (warm up to lr, then anneal), stepped per batch.
+    schedule: str = "cosine"
+    cycle_epochs: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -218,6 +256,8 @@ class TrainConfig:
     cpus_per_worker: int = 1
     use_gpu: bool = False
     genres: tuple[str, ...] | None = None  # None = the sorted labels found in DATA
+    #: The features preset (mgr_batch.features.PRESETS) the sample rate, clips and features came from.
+    preset: str | None = None
     audio: AudioConfig = field(default_factory=AudioConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)

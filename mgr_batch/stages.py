@@ -6,6 +6,8 @@ A batch is a dict of numpy arrays, one entry per column. Per-song arrays of vary
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -50,8 +52,11 @@ def featurize_batch(
     """
     n_mels, n_frames = features.feature_shape(sr=audio.sr, clip_seconds=clip_cfg.clip_seconds, cfg=feature_cfg)
 
-    def ok(decoded: audio_io.Decoded) -> dict[str, Any]:
-        song_clips, starts, spans = select_clips(decoded.y, sr=audio.sr, cfg=clip_cfg)
+    def ok(decoded: audio_io.Decoded, i: int) -> dict[str, Any]:
+        # Random crops are a training augmentation: songs being tagged or scored get fixed windows.
+        training = "split" in batch and str(batch["split"][i]) == "train"
+        song_clips, starts, spans = select_clips(decoded.y, sr=audio.sr, cfg=clip_cfg, training=training,
+                                                 song_id=str(batch["song_id"][i]) if "song_id" in batch else "")  # fmt: skip
         return dict(duration_s=decoded.duration, analyzed_s=decoded.analyzed, sample_rate=decoded.native_sr,
                     channels=decoded.channels, n_clips=len(starts), clip_start_s=starts,
                     features=features.featurize(song_clips, sr=audio.sr, cfg=feature_cfg),
@@ -65,22 +70,22 @@ def featurize_batch(
 
 
 def _per_song(batch: dict[str, np.ndarray], audio: AudioConfig, storage_options: dict[str, Any] | None,
-              ok: Callable[[audio_io.Decoded], dict[str, Any]], failed: dict[str, Any], *,
+              ok: Callable[[audio_io.Decoded, int], dict[str, Any]], failed: dict[str, Any], *,
               typed: dict[str, type]) -> dict[str, np.ndarray]:  # fmt: skip
-    """Decode each listed file and turn it into one row: ``ok(decoded)``, or ``failed`` plus the error.
+    """Decode each listed file and turn it into one row: ``ok(decoded, row)``, or ``failed`` plus the error.
 
     Every row gets ``status`` and ``error_stage/_type/_message``; columns named in ``typed`` become
     arrays of that dtype, the others per-song object arrays (ragged arrays, bytes).
     """
     rows = []
-    for path in batch["path"]:
+    for i, path in enumerate(batch["path"]):
         try:
             decoded = _read_and_decode(str(path), audio, storage_options)
         except AudioError as exc:
             rows.append({**failed, "status": "error", "error_stage": exc.stage, "error_type": error_type(exc),
                          "error_message": str(exc)})  # fmt: skip
         else:
-            rows.append({**ok(decoded), "status": "ok", "error_stage": "", "error_type": "", "error_message": ""})
+            rows.append({**ok(decoded, i), "status": "ok", "error_stage": "", "error_type": "", "error_message": ""})
     out = dict(batch)
     for c in failed:
         out[c] = np.asarray([r[c] for r in rows], dtype=typed[c]) if c in typed else _objects([r[c] for r in rows])
@@ -89,15 +94,21 @@ def _per_song(batch: dict[str, np.ndarray], audio: AudioConfig, storage_options:
     return out
 
 
-def select_clips(y: np.ndarray, *, sr: int, cfg: ClipConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut a song into clips, keeping all windows or only those in its representative segment.
+def select_clips(
+    y: np.ndarray, *, sr: int, cfg: ClipConfig, training: bool = False, song_id: str = ""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut a song into clips: all windows, those in its representative segment, or random crops.
 
     Returns ``(clips (n_clips, clip_samples), starts (n_clips,) s, spans (n_spans, 2) s)``, where
     ``spans`` are the parts of the song the clips were taken from. A representative segment shorter
-    than half a clip still yields one clip: the one nearest its middle.
+    than half a clip still yields one clip: the one nearest its middle. ``select="random"`` applies only
+    when ``training``: ``cfg.crops`` crops at offsets drawn from a generator seeded by ``song_id``
+    (the same crops on every run); otherwise it falls back to fixed windows.
     """
+    if cfg.select == "random" and training:
+        return random_crops(y, sr=sr, clip_seconds=cfg.clip_seconds, crops=cfg.crops, song_id=song_id)
     song_clips, starts = clips.cut(y, sr=sr, clip_seconds=cfg.clip_seconds, hop_seconds=cfg.hop)
-    if cfg.select == "fixed":
+    if cfg.select != "representative":
         return song_clips, starts, np.array([[0.0, len(y) / sr]])
     seg = segmentation.representative(y, sr, cfg.segmentation)
     keep = seg.clip_mask(starts, cfg.clip_seconds)
@@ -105,6 +116,24 @@ def select_clips(y: np.ndarray, *, sr: int, cfg: ClipConfig) -> tuple[np.ndarray
         middle = 0.5 * (seg.spans[0][0] + seg.spans[0][1])
         keep[np.argmin(np.abs(starts + cfg.clip_seconds / 2 - middle))] = True
     return song_clips[keep], starts[keep], np.array(seg.spans, dtype=np.float64).reshape(-1, 2)
+
+
+def random_crops(
+    y: np.ndarray, *, sr: int, clip_seconds: float, crops: int, song_id: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``crops`` windows of ``clip_seconds`` at random sample offsets (sorted), seeded by ``song_id``.
+
+    Returns ``(clips (crops, clip_samples), starts (crops,) s, spans (1, 2) s)``; a song shorter than
+    one clip gives its one zero-padded clip.
+    """
+    n = int(round(clip_seconds * sr))
+    if len(y) <= n:
+        song_clips, starts = clips.cut(y, sr=sr, clip_seconds=clip_seconds, hop_seconds=clip_seconds)
+        return song_clips, starts, np.array([[0.0, len(y) / sr]])
+    seed = int.from_bytes(hashlib.sha1(song_id.encode()).digest()[:8], "little")
+    offsets = np.sort(np.random.default_rng(seed).integers(0, len(y) - n + 1, size=crops))
+    song_clips = np.stack([y[o : o + n] for o in offsets]).astype(np.float32, copy=False)
+    return song_clips, offsets / sr, np.array([[0.0, len(y) / sr]])
 
 
 def _read_and_decode(path: str, audio: AudioConfig, storage_options: dict[str, Any] | None) -> audio_io.Decoded:
@@ -142,12 +171,16 @@ class Predictor:
         self.batch_size = batch_size
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Genre probabilities (n, n_genres) of features (n, n_mels, n_frames)."""
+        """Probabilities (n, n_genres) of features (n, n_features, n_steps): the model's ``activation``
+        (softmax over genres, or sigmoid per tag) of a torch model's outputs, or a classic model's own."""
+        if not isinstance(self.model, torch.nn.Module):  # a fitted scikit-learn pipeline
+            return self.model.predict_proba(x)
+        activate = torch.sigmoid if self.spec.activation == "sigmoid" else functools.partial(torch.softmax, dim=-1)
         out = np.zeros((len(x), len(self.spec.genres)), np.float32)
         with torch.inference_mode():
             for lo in range(0, len(x), self.batch_size):
                 xb = torch.from_numpy(np.ascontiguousarray(x[lo : lo + self.batch_size])).to(self.device)
-                out[lo : lo + len(xb)] = torch.softmax(self.model(xb).float(), dim=-1).cpu().numpy()
+                out[lo : lo + len(xb)] = activate(self.model(xb).float()).cpu().numpy()
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -227,7 +260,7 @@ def segment_batch(
     representative (ragged, one entry per segment), and with ``plot`` the figure as PNG bytes.
     """
 
-    def ok(decoded: audio_io.Decoded) -> dict[str, Any]:
+    def ok(decoded: audio_io.Decoded, i: int) -> dict[str, Any]:
         seg = segmentation.representative(decoded.y, audio.sr, seg_cfg)
         spans = np.array(seg.spans).reshape(-1, 2)
         bounds = np.array([(lo, hi) for lo, hi, _ in seg.segments]).reshape(-1, 2)

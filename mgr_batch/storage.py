@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import glob as _glob
 import hashlib
 import io
-import errno
 import os
-import stat
 import posixpath
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any

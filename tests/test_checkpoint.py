@@ -52,7 +52,8 @@ def test_config_json_describes_the_model(tmp_path):
     assert doc["format_version"] == checkpoint.FORMAT_VERSION
     assert doc["genres"] == list(GTZAN_GENRES)
     assert doc["features"]["n_mels"] == 32 and doc["features"]["hop_length"] == 1024
-    assert doc["model"] == {"name": "cnn", "params": {"channels": [4, 8]}}
+    assert doc["model"] == {"name": "cnn", "params": {"channels": [4, 8]}, "init_from": None}
+    assert doc["activation"] == "softmax"
     assert doc["model_id"] == saved.model_id
     assert doc["train"] == {"manifest": "abc"} and doc["metrics"] == {"song_accuracy": 0.5}
     assert checkpoint.load_spec(str(tmp_path)) == saved

@@ -19,8 +19,23 @@ def test_help_has_examples(command, capsys):
 
 
 def test_models_lists_the_registry(capsys):
+    from mgr_batch.models import MODELS
+
     assert main(["models"]) == 0
-    assert capsys.readouterr().out.split()[0] == "cnn"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["name", "family", "features"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == set(MODELS)
+    assert rows["cnn"][1:4] == ["neural", "logmel", "(logmel)"] and rows["svm"][1:4] == ["classic", "classic58", "(classic58_30s)"]
+    assert rows["vgg"][3] == "(logmel128)"
+
+
+def test_models_lists_the_presets(capsys):
+    from mgr_batch.features import PRESETS
+
+    assert main(["models", "--presets"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert set(PRESETS) <= set(names) and "stft4k" in names
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mgr_batch import features
-from mgr_batch.config import FeatureConfig
+from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
+from mgr_batch.errors import ConfigError
 
 
 def white_noise(n: int, seed: int = 0) -> np.ndarray:
@@ -114,5 +115,94 @@ def test_feature_shape(clip_seconds, sr, n_mels, hop_length, expected):
 
 
 def test_unknown_feature_kind_is_rejected():
-    with pytest.raises(ValueError, match="mfcc"):
-        features.featurize(np.zeros((1, 1024), np.float32), sr=22050, cfg=FeatureConfig(kind="mfcc"))
+    with pytest.raises(ConfigError, match="unknown feature kind 'chroma'.*mfcc"):
+        features.featurize(np.zeros((1, 1024), np.float32), sr=22050, cfg=FeatureConfig(kind="chroma"))
+    with pytest.raises(ConfigError, match="scale"):
+        FeatureConfig(scale="cubic")
+
+
+# --- the other feature kinds ------------------------------------------------------------------------
+
+
+def test_stft_is_librosa_power_spectrogram_in_db():
+    y = white_noise(20000) + sine(500.0, 20000, 4000)
+    ours = features.stft_spectrogram(y, n_fft=1024, hop_length=920)
+    ref = np.abs(librosa.stft(y, n_fft=1024, hop_length=920, center=True, pad_mode="constant")) ** 2
+    assert ours.shape == (513, 22)
+    np.testing.assert_allclose(ours, librosa.power_to_db(ref, top_db=None), atol=2e-3)
+    assert np.argmax(ours.mean(axis=1)) == round(500 / 4000 * 1024)  # the tone's bin
+
+
+@pytest.mark.parametrize("n_mfcc, n_mels", [(20, 128), (13, 40)])
+def test_mfcc_matches_librosa(n_mfcc, n_mels):
+    y = white_noise(22050, seed=3) + sine(440.0, 22050, 22050)
+    ours = features.mfcc(y, sr=22050, n_mfcc=n_mfcc, n_mels=n_mels)
+    mel = librosa.feature.melspectrogram(y=y, sr=22050, n_mels=n_mels, pad_mode="constant")
+    ref = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None), n_mfcc=n_mfcc)
+    assert ours.shape == ref.shape == (n_mfcc, 44)
+    np.testing.assert_allclose(ours, ref, atol=2e-3 * np.abs(ref).max())
+
+
+def test_scales_are_the_same_mel_power():
+    y = white_noise(8192, seed=4)
+    db = features.log_mel(y, sr=22050, n_mels=32)
+    power = 10.0 ** (db.astype(np.float64) / 10)
+    np.testing.assert_allclose(features.log_mel(y, sr=22050, n_mels=32, scale="log"), np.log(power), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        features.log_mel(y, sr=22050, n_mels=32, scale="log1p"), np.log10(1 + 10000 * power), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(features.log_mel(y, sr=22050, n_mels=32, scale="linear"), np.sqrt(power), rtol=1e-3)
+
+
+def test_raw_is_the_waveform():
+    clips = np.stack([white_noise(100, seed=i) for i in range(3)])
+    out = features.featurize(clips, sr=8000, cfg=FeatureConfig(kind="raw"))
+    assert out.shape == (3, 1, 100) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, 0], clips)
+
+
+def test_classic58_is_the_gtzan_vector_of_each_clip():
+    from mgr_batch.features_classic import gtzan_features
+
+    clips = np.stack([white_noise(3 * 22050, seed=5), sine(220.0, 3 * 22050, 22050) + white_noise(3 * 22050)])
+    out = features.featurize(clips, sr=22050, cfg=FeatureConfig(kind="classic58"))
+    assert out.shape == (2, 58, 1)
+    np.testing.assert_allclose(out[1, :, 0], gtzan_features(clips[1], sr=22050).astype(np.float32), rtol=1e-6)
+
+
+@pytest.mark.parametrize("window_seconds, n_windows", [(3.0, 4), (6.0, 2), (9.0, 1)])
+def test_classic58_seq_is_one_vector_per_window(window_seconds, n_windows):
+    from mgr_batch.features_classic import gtzan_features
+
+    sr, seconds = 8000, 12.0
+    clip = (white_noise(int(seconds * sr), seed=6) + sine(300.0, int(seconds * sr), sr))[None]
+    cfg = FeatureConfig(kind="classic58_seq", window_seconds=window_seconds)
+    out = features.featurize(clip, sr=sr, cfg=cfg)
+    assert out.shape == (1, 58, n_windows) == (1, *features.feature_shape(sr=sr, clip_seconds=seconds, cfg=cfg))
+    w = int(window_seconds * sr)
+    np.testing.assert_allclose(out[0, :, 0], gtzan_features(clip[0, :w], sr=sr).astype(np.float32), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(set(features.PRESETS) - {"classic58_30s", "classic58_seq3", "classic58_seq6", "classic58_seq9"}))
+def test_every_preset_featurizes_to_its_declared_shape(name):
+    audio, clips, cfg = features.preset(name).apply(AudioConfig(), ClipConfig(), FeatureConfig())
+    n = int(round(clips.clip_seconds * audio.sr))
+    out = features.featurize(white_noise(n)[None], sr=audio.sr, cfg=cfg)
+    assert out.shape[1:] == features.feature_shape(sr=audio.sr, clip_seconds=clips.clip_seconds, cfg=cfg)
+    assert np.isfinite(out).all()
+
+
+def test_study_shapes():
+    audio, clips, cfg = features.preset("stft4k").apply(AudioConfig(), ClipConfig(), FeatureConfig())
+    assert features.feature_shape(sr=audio.sr, clip_seconds=clips.clip_seconds, cfg=cfg) == (513, 22)
+    audio, clips, cfg = features.preset("classic58_seq3").apply(AudioConfig(), ClipConfig(), FeatureConfig())
+    assert features.feature_shape(sr=audio.sr, clip_seconds=clips.clip_seconds, cfg=cfg) == (58, 10)
+    with pytest.raises(ConfigError, match="unknown feature preset"):
+        features.preset("nope")
+
+
+def test_long_batches_are_featurized_in_chunks_with_the_same_result():
+    clips = np.stack([white_noise(4096, seed=i) for i in range(features.CHUNK_CLIPS + 5)])
+    cfg = FeatureConfig(n_mels=16, n_fft=512, hop_length=256)
+    together = features.featurize(clips, sr=22050, cfg=cfg)
+    np.testing.assert_allclose(together[-5:], features.featurize(clips[-5:], sr=22050, cfg=cfg), atol=1e-4)

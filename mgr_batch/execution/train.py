@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -66,7 +67,6 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
     ``files`` is the listing ``songs`` came from, with the same ``split`` column.
     """
     started = time.time()
-    so = cfg.storage_options
     datasets.check_no_leakage(files)
     n_split = files["split"].value_counts().to_dict()
     if not n_split.get("train"):
@@ -78,6 +78,8 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
     ).take_all()  # fmt: skip
     for row in failed:
         log.warning("skipping %s: %s: %s", row["path"], row["error_type"], row["error_message"])
+    if spec.family == "classic":
+        return fit_classic(songs, files, spec, cfg, n_failed=len(failed), started=started)
     # Materialized clip datasets: the Train workers may hold every CPU, so ingest must need no task.
     keep = {"train": ["features", "label"], "valid": ["features", "label", "song_id"]}
     parts = {
@@ -93,7 +95,9 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
     score_attribute = "valid_song_accuracy" if "valid" in parts else "epoch"
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"spec": spec.to_json(), "optim": _asdict(cfg.optim), "has_valid": "valid" in parts},
+        train_loop_config={"spec": spec.to_json(), "optim": _asdict(cfg.optim), "has_valid": "valid" in parts,
+                           "steps_per_epoch": -(-n_clips["train"] // (cfg.optim.batch_size * cfg.num_workers)),
+                           "init_state": _init_state(spec, cfg)},  # fmt: skip
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
         ),
@@ -120,25 +124,60 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
             history = json.load(f)
     model = spec.build()
     model.load_state_dict(state["model"])
+    extra = {"n_clips": n_clips, "optim": _asdict(cfg.optim), "num_workers": cfg.num_workers, "use_gpu": cfg.use_gpu,
+             "best_epoch": int(best_metrics.get("epoch", 0)), "history": history}  # fmt: skip
+    metrics = {k: v for k, v in best_metrics.items() if k.startswith(("valid_", "train_"))}
+    return _save(model, spec, cfg, files, extra | {"n_failed_songs": len(failed)}, metrics, started)
+
+
+def _save(model, spec: ModelSpec, cfg: TrainConfig, files: pd.DataFrame, extra: dict[str, Any],
+          metrics: dict[str, Any], started: float) -> dict[str, Any]:  # fmt: skip
+    """Write the checkpoint and its train config to ``cfg.output``; returns what the command prints."""
+    so = cfg.storage_options
+    n_split = files["split"].value_counts().to_dict()
     train_info = {
         "data_manifest_hash": datasets.manifest_hash(files),
         "n_songs": {k: int(v) for k, v in n_split.items()},
-        "n_clips": n_clips,
-        "n_failed_songs": len(failed),
-        "optim": _asdict(cfg.optim),
-        "num_workers": cfg.num_workers,
-        "use_gpu": cfg.use_gpu,
-        "best_epoch": int(best_metrics.get("epoch", 0)),
-        "history": history,
+        "preset": cfg.preset,
+        **extra,
         "wall_seconds": round(time.time() - started, 1),
         # Stems of the training songs, so `evaluate` can refuse to score a model on its own training data.
         "train_songs": datasets.training_songs(files),
     }
-    metrics = {k: v for k, v in best_metrics.items() if k.startswith(("valid_", "train_"))}
     saved = checkpoint.save(cfg.output, model, _with(spec, train=train_info, metrics=metrics), so)
     storage.write_bytes_atomic(storage.join(cfg.output, "train_config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
     return {"model_id": saved.model_id, "output": cfg.output, "metrics": metrics,
             **{k: v for k, v in train_info.items() if k != "train_songs"}}  # fmt: skip
+
+
+def _clips(songs: ray.data.Dataset, genres: tuple[str, ...], split: str) -> dict[str, np.ndarray]:
+    """All clips of ``split`` as numpy: ``features`` (n, n_features, n_steps), ``label``, ``song_id``."""
+    parts = list(songs.map_batches(explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy")
+                 .select_columns(["features", "label", "song_id"]).iter_batches(batch_size=None, batch_format="numpy"))  # fmt: skip
+    parts = [p for p in parts if len(p["label"])]
+    if not parts:
+        return {"features": np.zeros((0, 0)), "label": np.zeros(0, np.int64), "song_id": np.zeros(0, str)}
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("features", "label", "song_id")}
+
+
+def fit_classic(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: TrainConfig, *, n_failed: int,
+                started: float) -> dict[str, Any]:  # fmt: skip
+    """Fit a scikit-learn model on the train clips Ray Data featurized (grid search grouped by song)."""
+    train = _clips(songs, spec.genres, "train")
+    if not len(train["label"]):
+        raise ConfigError("no training clips: every training song failed to decode")
+    model = spec.build()
+    model.seed = cfg.optim.seed
+    model.fit(train["features"], train["label"], groups=train["song_id"])
+    metrics: dict[str, Any] = {}
+    valid = _clips(songs, spec.genres, "valid") if "valid" in set(files["split"]) else None
+    if valid is not None and len(valid["label"]):
+        summary = accuracy_summary(model.predict_proba(valid["features"]), valid["song_id"], valid["label"])
+        metrics = {f"valid_{k}": v for k, v in summary.items()}
+    extra = {"n_clips": {"train": int(len(train["label"])), **({"valid": int(len(valid["label"]))} if valid else {})},
+             "best_params": model.best_params, "n_failed_songs": n_failed}  # fmt: skip
+    log.info("fitted %s %s; %s", spec.model.name, model.best_params, metrics)
+    return _save(model, spec, cfg, files, extra, metrics, started)
 
 
 def _shuffled(ds: ray.data.Dataset, *, seed: int | None) -> ray.data.Dataset:
@@ -163,9 +202,12 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(optim.seed + rank)
     np.random.seed(optim.seed + rank)
     device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(spec.build())
+    net = spec.build()
+    if config.get("init_state"):  # transfer learning: the layers whose names and shapes fit
+        net.load_state_dict(torch.load(io.BytesIO(config["init_state"]), map_location="cpu", weights_only=True), strict=False)
+    model = ray.train.torch.prepare_model(net)
     opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, optim.epochs))
+    sched, per_batch = lr_schedule(opt, optim, steps_per_epoch=max(1, int(config.get("steps_per_epoch", 1))))
     start_epoch, history = 0, []
     resume = ray.train.get_checkpoint()
     if resume:  # Ray Train V2 resumes from the run's latest checkpoint (same storage path and name)
@@ -191,9 +233,12 @@ def train_loop(config: dict[str, Any]) -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if per_batch:
+                sched.step()
             total += float(loss.detach()) * len(batch["label"])
             count += len(batch["label"])
-        sched.step()
+        if not per_batch:
+            sched.step()
         metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
         if rank == 0 and config["has_valid"]:
             metrics.update({f"valid_{k}": v for k, v in evaluate(_unwrap(model), ray.train.get_dataset_shard("valid"), device).items()})
@@ -208,6 +253,39 @@ def train_loop(config: dict[str, Any]) -> None:
                 ckpt = Checkpoint.from_directory(d)
                 print("epoch " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
             ray.train.report(metrics, checkpoint=ckpt)
+
+
+def lr_schedule(opt: torch.optim.Optimizer, optim: OptimConfig, *, steps_per_epoch: int):
+    """The scheduler ``optim.schedule`` names and whether it steps per batch (else per epoch).
+
+    ``cyclic`` and ``onecycle`` step per batch, so a worker must see about ``steps_per_epoch`` batches an
+    epoch (the one-cycle schedule is sized with some slack and stays at its floor past the end).
+    """
+    if optim.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, optim.epochs)), False
+    if optim.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0), False
+    if optim.schedule == "cyclic":
+        half = max(1, int(round(optim.cycle_epochs * steps_per_epoch / 2)))
+        return torch.optim.lr_scheduler.CyclicLR(opt, base_lr=optim.lr / 10, max_lr=optim.lr, step_size_up=half,
+                                                 cycle_momentum=False), True  # fmt: skip
+    total = int(optim.epochs * steps_per_epoch * 1.1) + 1
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=optim.lr, total_steps=total, cycle_momentum=False), True
+
+
+def _init_state(spec: ModelSpec, cfg: TrainConfig) -> bytes | None:
+    """Weights of ``cfg.model.init_from`` that fit ``spec``'s model (same name and shape), as torch bytes."""
+    if not cfg.model.init_from:
+        return None
+    source, _ = checkpoint.load(cfg.model.init_from, cfg.storage_options)
+    if not isinstance(source, torch.nn.Module):
+        raise ConfigError(f"--init-from {cfg.model.init_from!r} is not a neural network checkpoint")
+    own = spec.build().state_dict()
+    fits = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    if not any(not k.startswith("head.") for k in fits):
+        raise ConfigError(f"no layer of {cfg.model.init_from!r} fits model {spec.model.name!r}")
+    log.info("starting from %s: %d of %d tensors", cfg.model.init_from, len(fits), len(own))
+    return checkpoint.weights_bytes_of(fits)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,0 +1,199 @@
+"""Classic models (scikit-learn) over flattened clip features, as the seed studies ran them.
+
+Each is a pipeline ``StandardScaler -> [PCA] -> estimator`` whose hyper-parameters are chosen by grid
+search with folds grouped by song (clips of one song never sit on both sides of an inner split).
+Features of shape (n, n_features, n_steps) are flattened to (n, n_features * n_steps). Fitted models are
+saved with ``skops`` (no pickle: loading a checkpoint never runs code from it).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mgr_batch.errors import CheckpointError, ConfigError
+from mgr_batch.models.registry import register
+
+#: scikit-learn internals skops does not trust by default but our pipelines hold (the SVM's calibration,
+#: the neighbour search trees of kNN, the decision tree).
+TRUSTED_TYPES = (
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.tree._tree.Tree",
+)
+#: Inner folds of the grouped grid search (fewer when there are fewer songs per genre).
+INNER_FOLDS = 3
+
+
+def _svm(**kw: Any):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    # SVC's own probability=True is deprecated in scikit-learn 1.9: calibrate its one-vs-rest scores instead.
+    return CalibratedClassifierCV(SVC(kernel="rbf", decision_function_shape="ovr", **kw), ensemble=False, cv=3)
+
+
+def _logreg(**kw: Any):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(solver="newton-cg", max_iter=2000, **kw)
+
+
+def _knn(**kw: Any):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(**({"n_neighbors": 10, "weights": "distance"} | kw))
+
+
+def _tree(**kw: Any):
+    from sklearn.tree import DecisionTreeClassifier
+
+    return DecisionTreeClassifier(**({"random_state": 0} | kw))
+
+
+def _naive_bayes(**kw: Any):
+    from sklearn.naive_bayes import GaussianNB
+
+    return GaussianNB(**kw)
+
+
+#: name -> (estimator factory, grid over its parameters, default PCA components or None)
+ESTIMATORS: dict[str, tuple[Callable[..., Any], dict[str, list[Any]], int | None]] = {
+    "svm": (_svm, {"estimator__C": [1.0, 10.0, 100.0]}, None),
+    "svm_pca": (_svm, {"estimator__C": [1.0, 10.0, 100.0]}, 15),
+    "logreg": (_logreg, {"C": [0.01, 0.1, 1.0]}, None),
+    "knn": (_knn, {}, 15),
+    "tree": (_tree, {"max_depth": [5, 10, None]}, None),
+    "naive_bayes": (_naive_bayes, {}, None),
+}
+
+
+class ClassicModel:
+    """A scikit-learn classifier over clip features (n, n_features, n_steps) -> genre probabilities.
+
+    ``pca`` overrides the estimator's default PCA size (0 turns PCA off); ``grid`` replaces the
+    search grid (``{}``: no search); other keyword arguments go to the estimator.
+    """
+
+    family = "classic"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        n_classes: int,
+        input_shape: tuple[int, ...],
+        pca: int | None = None,
+        grid: dict[str, list[Any]] | None = None,
+        seed: int = 0,
+        **estimator_params: Any,
+    ) -> None:
+        if name not in ESTIMATORS:
+            raise ConfigError(f"unknown classic model {name!r}")
+        factory, default_grid, default_pca = ESTIMATORS[name]
+        self.name, self.n_classes, self.input_shape, self.seed = name, n_classes, tuple(input_shape), seed
+        self.pca = default_pca if pca is None else pca
+        self.grid = {k: list(v) for k, v in (default_grid if grid is None else grid).items()}
+        self.estimator_params = estimator_params
+        self._factory = factory
+        self.pipeline = None
+        self.best_params: dict[str, Any] = {}
+        self._build()  # fail fast on bad parameters
+
+    def _build(self):
+        from sklearn.decomposition import PCA
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        steps = [("scale", StandardScaler())]
+        if self.pca:
+            steps.append(("pca", PCA(n_components=self.pca, random_state=self.seed)))
+        try:
+            steps.append(("model", self._factory(**self.estimator_params)))
+        except TypeError as exc:
+            raise ConfigError(f"bad parameters for classic model {self.name!r}: {exc}") from None
+        return Pipeline(steps)
+
+    @staticmethod
+    def flatten(x: np.ndarray) -> np.ndarray:
+        """(n, n_features, n_steps) -> (n, n_features * n_steps) float64."""
+        return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> ClassicModel:
+        """Fit on clip features ``x`` (n, ...), labels ``y`` (n,) and song ids ``groups`` (n,).
+
+        The grid search's inner folds are grouped by song; with too few songs to fold, the first grid
+        point is used.
+        """
+        from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+
+        x2 = self.flatten(x)
+        if self.pca and self.pca > min(x2.shape):
+            raise ConfigError(f"PCA to {self.pca} dimensions needs at least that many clips and feature values")
+        pipeline = self._build()
+        grid = {f"model__{k}": v for k, v in self.grid.items()}
+        songs_per_class = Counter(label for _, label in set(zip(groups.tolist(), y.tolist(), strict=True)))
+        folds = min(INNER_FOLDS, min(songs_per_class.values(), default=0))
+        if grid and folds >= 2:
+            splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=self.seed)
+            search = GridSearchCV(pipeline, grid, cv=splitter, n_jobs=1).fit(x2, y, groups=groups)
+            self.pipeline, self.best_params = search.best_estimator_, {k[7:]: v for k, v in search.best_params_.items()}
+        else:
+            first = {k: v[0] for k, v in grid.items()}
+            self.pipeline, self.best_params = pipeline.set_params(**first).fit(x2, y), {k[7:]: v for k, v in first.items()}
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Genre probabilities (n, n_classes) of features (n, ...); genres unseen in training get 0."""
+        if self.pipeline is None:
+            raise ConfigError(f"classic model {self.name!r} is not fitted")
+        out = np.zeros((len(x), self.n_classes), np.float32)
+        if len(x):
+            out[:, self.pipeline.classes_.astype(int)] = self.pipeline.predict_proba(self.flatten(x))
+        return out
+
+    def to_bytes(self) -> bytes:
+        import skops.io as sio
+
+        if self.pipeline is None:
+            raise ConfigError(f"classic model {self.name!r} is not fitted")
+        return sio.dumps(self.pipeline)
+
+    def load_bytes(self, data: bytes) -> ClassicModel:
+        """Load a fitted pipeline saved by :meth:`to_bytes`; only scikit-learn/numpy types are accepted."""
+        import skops.io as sio
+
+        try:
+            untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+            if untrusted:
+                raise CheckpointError(f"classic model holds types that are not trusted: {untrusted}")
+            self.pipeline = sio.loads(data, trusted=list(TRUSTED_TYPES))
+        except (ValueError, KeyError, TypeError, zipfile.BadZipFile, OSError) as exc:
+            raise CheckpointError(f"cannot read classic model: {exc}") from None
+        return self
+
+
+def _registered(name: str, description: str, study: str):
+    def build(**kw: Any) -> ClassicModel:
+        return ClassicModel(name=name, **kw)
+
+    build.__name__ = f"classic_{name}"
+    register(name, family="classic", features="classic58", study=study, description=description)(build)
+
+
+_registered("svm", "RBF-kernel SVM (one-vs-rest), C by grouped CV, calibrated probabilities",
+            "4 kHz spectrogram study; transfer study (classic models)")  # fmt: skip
+_registered("svm_pca", "RBF-kernel SVM after PCA to 15 dimensions", "2 s crop study (PCA + SVM)")
+_registered("logreg", "softmax (multinomial logistic) regression, newton-cg, C by grouped CV",
+            "4 kHz spectrogram study; transfer study")  # fmt: skip
+_registered("knn", "k-nearest neighbours (k=10, distance-weighted) after PCA to 15 dimensions",
+            "2 s crop study (PCA + kNN); transfer study")  # fmt: skip
+_registered("tree", "decision tree, max_depth by grouped CV", "transfer study (classic models)")
+_registered("naive_bayes", "Gaussian naive Bayes", "transfer study (classic models)")
