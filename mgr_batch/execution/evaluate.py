@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import ray
 
 from mgr_batch import checkpoint, datasets, storage
 from mgr_batch.checkpoint import ModelSpec
@@ -71,37 +72,42 @@ def _read(uri: str, so: dict[str, Any] | None) -> pd.DataFrame:
 
 def run_cv(cfg: CVConfig) -> dict[str, Any]:
     """K-fold cross-validation by song (groups never straddle folds); a report per fold and mean ± std."""
+    tcfg = cfg.train
+    files = datasets.labelled(tcfg.data, tcfg.storage_options, train_list=tcfg.train_list, valid_list=tcfg.valid_list)
+    spec = training_spec(files, tcfg)
+    with ray_session(tcfg.ray):
+        return cross_validate(featurized_songs(files, spec, tcfg), files, spec, cfg)
+
+
+def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: CVConfig) -> dict[str, Any]:
+    """The folds of :func:`run_cv` on already featurized ``songs`` (so several model types can share them)."""
     started = time.time()
     tcfg = cfg.train
     so = tcfg.storage_options
-    files = datasets.labelled(tcfg.data, so, train_list=tcfg.train_list, valid_list=tcfg.valid_list)
     folds = datasets.grouped_folds(files, folds=cfg.folds, group_by=cfg.group_by, seed=tcfg.optim.seed)
     groups = datasets.group_keys(files, cfg.group_by)
-    spec = training_spec(files, tcfg)
     results = []
-    with ray_session(tcfg.ray):
-        songs = featurized_songs(files, spec, tcfg)  # featurized once, reused by every fold
-        for k in range(cfg.folds):
-            fold_dir = storage.join(tcfg.output, f"fold-{k}")
-            split = pd.Series(np.where(folds == k, "test", "train"), index=files.index)
-            fold_files = files.assign(split=split)
-            datasets.check_no_leakage(fold_files.assign(group=groups), groups=("song_id", "stem", "group"))
-            by_song = dict(zip(fold_files["song_id"], fold_files["split"], strict=True))
-            fold_songs = songs.map_batches(_assign_split, fn_kwargs={"splits": by_song}, batch_format="numpy").materialize()
-            fold_cfg = dataclasses.replace(tcfg, output=storage.join(fold_dir, "model"), run_name=f"{tcfg.run_name}-fold{k}")
-            log.info("fold %d/%d: %d train, %d test songs", k + 1, cfg.folds, (split == "train").sum(), (split == "test").sum())
-            trained = fit(fold_songs, fold_files, spec, fold_cfg)  # no valid split: the last epoch, no peeking at test
-            fold_spec = checkpoint.load_spec(fold_cfg.output, so)
-            test = fold_files[fold_files["split"] == "test"]
-            counts = tag_featurized(
-                fold_songs.filter(expr="split == 'test'"), len(test), spec=fold_spec, model=fold_cfg.output,
-                clip_cfg=ClipConfig(clip_seconds=spec.clips.clip_seconds), inference=tcfg.inference,
-                output=storage.join(fold_dir, "tags"), storage_options=so,
-            )  # fmt: skip
-            metrics = score(storage.join(fold_dir, "tags"), test, fold_spec, counts, so)
-            write_report(fold_dir, metrics, metrics.pop("_songs"), so, title=f"Fold {k + 1} of {cfg.folds}")
-            results.append({"fold": k, "model_id": trained["model_id"], **{m: metrics[m] for m in HEADLINE},
-                            "n_songs": metrics["n_songs"]})  # fmt: skip
+    for k in range(cfg.folds):
+        fold_dir = storage.join(tcfg.output, f"fold-{k}")
+        split = pd.Series(np.where(folds == k, "test", "train"), index=files.index)
+        fold_files = files.assign(split=split)
+        datasets.check_no_leakage(fold_files.assign(group=groups), groups=("song_id", "stem", "group"))
+        by_song = dict(zip(fold_files["song_id"], fold_files["split"], strict=True))
+        fold_songs = songs.map_batches(_assign_split, fn_kwargs={"splits": by_song}, batch_format="numpy").materialize()
+        fold_cfg = dataclasses.replace(tcfg, output=storage.join(fold_dir, "model"), run_name=f"{tcfg.run_name}-fold{k}")
+        log.info("fold %d/%d: %d train, %d test songs", k + 1, cfg.folds, (split == "train").sum(), (split == "test").sum())
+        trained = fit(fold_songs, fold_files, spec, fold_cfg)  # no valid split: the last epoch, no peeking at test
+        fold_spec = checkpoint.load_spec(fold_cfg.output, so)
+        test = fold_files[fold_files["split"] == "test"]
+        counts = tag_featurized(
+            fold_songs.filter(expr="split == 'test'"), len(test), spec=fold_spec, model=fold_cfg.output,
+            clip_cfg=ClipConfig(clip_seconds=spec.clips.clip_seconds), inference=tcfg.inference,
+            output=storage.join(fold_dir, "tags"), storage_options=so,
+        )  # fmt: skip
+        metrics = score(storage.join(fold_dir, "tags"), test, fold_spec, counts, so)
+        write_report(fold_dir, metrics, metrics.pop("_songs"), so, title=f"Fold {k + 1} of {cfg.folds}")
+        results.append({"fold": k, "model_id": trained["model_id"], **{m: metrics[m] for m in HEADLINE},
+                        "n_songs": metrics["n_songs"]})  # fmt: skip
     summary = {
         "model_type": tcfg.model.name,
         "folds": cfg.folds,
