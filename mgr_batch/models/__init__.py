@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from mgr_batch.models import (
     cnn,  # noqa: E402,F401  (registers its models)
+    conv,  # noqa: E402,F401  (registers cnn3, vgg, resnet)
+    crnn,  # noqa: E402,F401  (registers crnn)
+    feedforward,  # noqa: E402,F401  (registers mlp, ffnn)
     musicnn,  # noqa: E402,F401  (registers musicnn and musicnn_vgg)
+    recurrent,  # noqa: E402,F401  (registers rnn, lstm, gru, lstm_seq, lstm_attention, skip_rnn)
 )
 from mgr_batch.models.registry import MODELS, ModelInfo, build_model, model_info, register
 

@@ -1,0 +1,40 @@
+"""Helpers shared by the model families: input-shape checks and channel arithmetic."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from mgr_batch.errors import ConfigError
+
+
+def check_input_shape(input_shape: tuple[int, ...], *, model: str) -> tuple[int, int]:
+    """``(n_features, n_steps)`` of a per-example input shape, or a :class:`ConfigError`."""
+    shape = tuple(input_shape)
+    if len(shape) != 2 or not all(isinstance(n, numbers.Integral) and n > 0 for n in shape):
+        raise ConfigError(f"{model}: input_shape must be (n_features, n_steps) of positive ints, got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def check_positive(model: str, **values: float) -> None:
+    """Raise a :class:`ConfigError` naming the first of ``values`` that is not > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ConfigError(f"{model}: {name} must be > 0, got {value!r}")
+
+
+def check_dropout(dropout: float, *, model: str) -> float:
+    """``dropout`` if it is a probability in [0, 1), else a :class:`ConfigError`."""
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"{model}: dropout must be in [0, 1), got {dropout!r}")
+    return float(dropout)
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels`` times the ``width`` multiplier, rounded, at least 1."""
+    return max(1, int(round(channels * width)))
+
+
+def n_pooled(n: int, pool: int, times: int) -> int:
+    """Length left of ``n`` after ``times`` max-pools of size ``pool`` with ``ceil_mode=True``."""
+    return math.ceil(n / pool**times)
