@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mgr_batch.models import (
+    classic,  # noqa: E402,F401  (registers svm, svm_pca, logreg, knn, tree, naive_bayes)
     cnn,  # noqa: E402,F401  (registers its models)
     conv,  # noqa: E402,F401  (registers cnn3, vgg, resnet)
     crnn,  # noqa: E402,F401  (registers crnn)
