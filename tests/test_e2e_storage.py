@@ -63,3 +63,46 @@ def test_tag_and_evaluate_end_to_end(where, corpus, tiny_model, tmp_path, reques
     report = f"{base}/report"
     assert main(["evaluate", f"{base}/in/good", "--model", model, "--output", report, *options]) == 2  # folder names
     # are not genres of the model: a clear LabelError, not a silent zero
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    from audio_factory import write_noise, write_tone
+
+    root = tmp_path_factory.mktemp("labelled_storage")
+    for i in range(4):
+        write_tone(root / "data" / "tones" / f"tones.{i:05d}.wav", seconds=4.0, freq=300.0 + 100 * i)
+        write_noise(root / "data" / "noise" / f"noise.{i:05d}.flac", seconds=4.0, seed=i)
+    (root / "train.txt").write_text("\n".join(f"{g}/{g}.{i:05d}.wav" for g in ("tones", "noise") for i in range(3)))
+    (root / "valid.txt").write_text("tones/tones.00003.wav\nnoise/noise.00003.wav\n")
+    (root / "tiny.yaml").write_text("features: {n_mels: 32, hop_length: 1024}\nmodel: {name: cnn, params: {channels: [4]}}\n")
+    return root
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_train_with_checkpoints_in_storage_then_evaluate(where, labelled, tmp_path, request):
+    """Data, Ray Train's run checkpoints, the final checkpoint and the report all live on ``where``."""
+    options: list[str] = []
+    if where == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        base = request.getfixturevalue("s3_bucket")
+        s3.fs.put(str(labelled / "data") + "/", f"{base}/data/", recursive=True)
+        options, fs = s3.cli_options(), s3.fs
+    else:
+        base = str(tmp_path)
+        fs = storage.filesystem(base)[0]
+        (tmp_path / "data").symlink_to(labelled / "data", target_is_directory=True)
+    lists = ["--train-list", str(labelled / "train.txt"), "--valid-list", str(labelled / "valid.txt")]
+    rc = main(["train", f"{base}/data", "--output", f"{base}/model", "--config", str(labelled / "tiny.yaml"),
+               "--epochs", "2", "--storage-path", f"{base}/runs", "--run-name", "r", *lists, *options])  # fmt: skip
+    assert rc == 0
+    assert fs.exists(f"{base}/model/model.pt") and fs.exists(f"{base}/model/config.json")
+    run_files = fs.find(f"{base}/runs/r")
+    assert any(p.endswith("train_state.pt") for p in run_files), "Ray Train kept no run checkpoint in storage"
+    assert S3_SECRET not in fs.cat_file(f"{base}/model/train_config.yaml").decode()
+
+    report = f"{base}/report"
+    assert main(["evaluate", f"{base}/data", "--model", f"{base}/model", "--list", str(labelled / "valid.txt"),
+                 "--output", report, *options]) == 0  # fmt: skip
+    metrics = json.loads(fs.cat_file(f"{report}/metrics.json"))
+    assert metrics["n_songs"] == 2 and set(metrics["per_genre"]) == {"noise", "tones"}

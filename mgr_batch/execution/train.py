@@ -103,7 +103,7 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
         ),
         run_config=RunConfig(
             name=cfg.run_name,
-            storage_path=cfg.storage_path,
+            **_run_storage(cfg),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2,
                 checkpoint_score_attribute=score_attribute,
@@ -271,6 +271,17 @@ def lr_schedule(opt: torch.optim.Optimizer, optim: OptimConfig, *, steps_per_epo
                                                  cycle_momentum=False), True  # fmt: skip
     total = int(optim.epochs * steps_per_epoch * 1.1) + 1
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=optim.lr, total_steps=total, cycle_momentum=False), True
+
+
+def _run_storage(cfg: TrainConfig) -> dict[str, Any]:
+    """Ray Train's storage arguments: a local path as is; a URL through our fsspec filesystem, so the same
+    ``--storage-option`` endpoint and credentials reach Ray Train's checkpoint uploads."""
+    if not cfg.storage_path or not storage.is_remote(cfg.storage_path):
+        return {"storage_path": cfg.storage_path}
+    import pyarrow.fs
+
+    fs, path = storage.filesystem(cfg.storage_path, cfg.storage_options)
+    return {"storage_path": path, "storage_filesystem": pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))}
 
 
 def _init_state(spec: ModelSpec, cfg: TrainConfig) -> bytes | None:
