@@ -31,6 +31,7 @@ TAG_EXAMPLES = """examples:
   mgr-batch tag ~/music --output tags/
   mgr-batch tag 'songs/**/*.mp3' --output tags/ --clip-seconds 3 --hop-seconds 1.5
   mgr-batch tag manifest.csv --output tags/ --model runs/cnn/ --num-workers 2
+  mgr-batch tag ~/music --output tags/ --model runs/crnn/ --timeline
   mgr-batch tag s3://catalog/audio/ --output s3://catalog/tags/ \\
       --storage-option endpoint_url=http://127.0.0.1:9000 --num-gpus 1 --address auto
 """
@@ -58,6 +59,12 @@ CV_EXAMPLES = """examples:
 SEGMENT_EXAMPLES = """examples:
   mgr-batch segment ~/music/long --output segments/ --plot
   mgr-batch segment manifest.csv --output s3://bucket/segments --n-clusters 3 --representative longest_run
+"""
+
+PLOT_TIMELINE_EXAMPLES = """examples:
+  mgr-batch tag ~/music --output tags/ --model runs/crnn/ --timeline
+  mgr-batch plot-timeline tags/ --song ~/music/song.mp3 --output song_timeline.png
+  mgr-batch plot-timeline tags/ --song 3f2a9c0d1e4b5a6f --output timeline.png
 """
 
 SEGMENTATION_HELP = ("fixed: every clip of the song (default); representative: only clips of its representative "
@@ -167,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
     tag.add_argument("--force", action="store_true", default=None,
                      help="redo every file (default: a rerun skips files OUTPUT already holds, unchanged, for the same model)")  # fmt: skip
+    tag.add_argument("--timeline", action="store_true", default=None,
+                     help="also write a timeline/ table: the model's genre probabilities at every time step of every "
+                     "clip (models with a belief over time, e.g. crnn); see 'mgr-batch plot-timeline'")  # fmt: skip
     _common(tag)
 
     train = sub.add_parser("train", help="train a genre model", epilog=TRAIN_EXAMPLES,
@@ -225,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--songs-per-task", type=int, help="songs per task (default 8)")
     _common(seg)
 
+    pt = sub.add_parser("plot-timeline", help="draw a song's genre belief over time (from 'tag --timeline') as a PNG",
+                        epilog=PLOT_TIMELINE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Read OUT/timeline (written by 'tag --timeline') and draw one song's per-genre "
+                        "probabilities over time, stacked, titled with its path and song-level genre.")  # fmt: skip
+    pt.add_argument("tagged", metavar="OUT", help="a tag output folder or URL that holds timeline/ and songs/")
+    pt.add_argument("--song", required=True, help="the song's song_id, or its path as listed in songs/")
+    pt.add_argument("--output", "-o", required=True, help="PNG file (local path or URL) to write")
+    pt.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
+    pt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
     models = sub.add_parser("models", help="list the models that --model-type accepts (and the feature presets)")
     models.add_argument("--presets", action="store_true", help="list the feature presets that --features accepts")
     return parser
@@ -238,6 +258,7 @@ def tag_config(args: argparse.Namespace) -> TagConfig:
         "output": args.output,
         "model": args.model,
         "force": args.force,
+        "timeline": args.timeline,
         "storage_options": _storage_options(args.storage_option) or None,
         "clips": clips if any(v is not None for v in clips.values()) else None,
         "inference": {"batch_size": args.batch_size, "num_workers": args.num_workers,
@@ -334,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "models":
             list_models(presets=args.presets)
+            return 0
+        if args.command == "plot-timeline":
+            from mgr_batch.timeline_plot import plot_timeline
+
+            so = _storage_options(args.storage_option)
+            print(json.dumps(plot_timeline(args.tagged, song=args.song, png=args.output, storage_options=so), indent=2))
             return 0
         module, runner, build, shown = COMMANDS[args.command]
         result = getattr(importlib.import_module(module), runner)(build(args))

@@ -2,8 +2,9 @@
 
 A file is done when the songs or errors table holds its ``path`` with the same ``size``, ``mtime`` and
 ``model_id``; anything else is (re)done, and its old rows are pruned first so no song appears twice.
-Songs rows are written last in every batch (after its clips and errors), so a songs row implies its clips;
-clips of songs without a songs row are leftovers of a killed run and are pruned on the next run.
+Songs rows are written last in every batch (after its clips, errors and timeline), so a songs row implies
+its clips; clips (or timeline rows) of songs without a songs row are leftovers of a killed run and are
+pruned on the next run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mgr_batch import storage
-from mgr_batch.schemas import TAG_TABLES as TABLES
+from mgr_batch.schemas import OPTIONAL_TAG_TABLES, TAG_TABLES
+
+TABLES = (*TAG_TABLES, *OPTIONAL_TAG_TABLES)
 
 KEY = ["path", "size", "mtime", "model_id"]
 
@@ -52,15 +55,23 @@ class Plan:
     prune: frozenset[str]
 
 
-def plan(files: pd.DataFrame, output: str, model_id: str, so: dict[str, Any] | None) -> Plan:
-    """Compare the listing with what ``output`` already holds for ``model_id``."""
+def plan(files: pd.DataFrame, output: str, model_id: str, so: dict[str, Any] | None, *, require: tuple[str, ...] = ()) -> Plan:
+    """Compare the listing with what ``output`` already holds for ``model_id``.
+
+    A tagged song is done only if each table of ``require`` (e.g. ``("timeline",)``) holds rows of it too.
+    """
     cols = ["song_id", *KEY]
-    done = pd.concat([read_column_set(output, t, cols, so) for t in ("songs", "errors")], ignore_index=True)
-    clip_ids = set(read_column_set(output, "clips", ["song_id"], so)["song_id"])
+    done = pd.concat([read_column_set(output, t, cols, so).assign(table=t) for t in ("songs", "errors")], ignore_index=True)
+    # songs with per-clip rows (clips, and the optional tables written before songs)
+    clip_ids = set().union(*(read_column_set(output, t, ["song_id"], so)["song_id"] for t in ("clips", *OPTIONAL_TAG_TABLES)))
     if done.empty:
         return Plan(todo=files, skipped=0, prune=frozenset(clip_ids))
+    complete = done
+    for t in require:
+        have = set(read_column_set(output, t, ["song_id"], so)["song_id"])
+        complete = complete[(complete["table"] == "errors") | complete["song_id"].isin(have)]
     current = files[["path", "size", "mtime"]].assign(model_id=model_id)
-    key = current.merge(done[KEY].drop_duplicates(), on=KEY, how="left", indicator=True)["_merge"] == "both"
+    key = current.merge(complete[KEY].drop_duplicates(), on=KEY, how="left", indicator=True)["_merge"] == "both"
     is_done = key.to_numpy()
     todo = files[~is_done].reset_index(drop=True)
     redo = set(todo["song_id"])

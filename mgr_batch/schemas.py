@@ -12,7 +12,9 @@ import pyarrow as pa
 
 #: The tables of a tagging run, and every table mgr-batch writes.
 TAG_TABLES = ("songs", "clips", "errors")
-TABLES = (*TAG_TABLES, "segments")
+#: Tables a tagging run writes only when asked (``tag --timeline``); pruned and cleared with the others.
+OPTIONAL_TAG_TABLES = ("timeline",)
+TABLES = (*TAG_TABLES, *OPTIONAL_TAG_TABLES, "segments")
 
 _TYPES = {
     "string": pa.string(),

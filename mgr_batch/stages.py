@@ -17,7 +17,7 @@ import torch
 from mgr_batch import audio as audio_io
 from mgr_batch import checkpoint, clips, features, segmentation, storage
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, SegmentationConfig
-from mgr_batch.errors import AudioError, AudioReadError, error_type
+from mgr_batch.errors import AudioError, AudioReadError, ConfigError, error_type
 from mgr_batch.segmentation_plot import segmentation_png
 
 #: Columns a listing gives the first stage.
@@ -151,11 +151,33 @@ def _read_and_decode(path: str, audio: AudioConfig, storage_options: dict[str, A
         )
 
 
+def has_timeline(model: Any) -> bool:
+    """Whether ``model`` (a model or its class) gives a genre belief per time step (a ``timeline`` method)."""
+    return callable(getattr(model, "timeline", None))
+
+
+def step_times(starts: np.ndarray, *, n_frames: int, step_frames: int, hop_length: int, sr: int) -> np.ndarray:
+    """Centres (s, from the start of the song) of the timeline steps of clips starting at ``starts`` (n_clips,).
+
+    Step ``j`` covers feature frames ``[j * step_frames, min((j + 1) * step_frames, n_frames))`` (the last
+    may be shorter); frame ``f`` is centred on sample ``f * hop_length``, so a step's centre is the
+    middle of its first and last frames. Returns (n_clips, n_steps), ``n_steps = ceil(n_frames / step_frames)``.
+    """
+    lo = np.arange(0, n_frames, step_frames)
+    hi = np.minimum(lo + step_frames, n_frames)
+    centres = 0.5 * (lo + hi - 1) * hop_length / sr
+    return np.asarray(starts, dtype=np.float64)[:, None] + centres[None, :]
+
+
 class Predictor:
     """Loads a checkpoint once, then turns each batch's ``features`` into ``clip_probs``.
 
     ``clip_probs[i]`` has shape (n_clips, n_genres). Clips of all songs in the batch are pooled and run
     through the model ``batch_size`` at a time. ``features`` is dropped from the output.
+
+    With ``timeline`` (models with a ``timeline`` method, e.g. ``crnn``) it also adds, per song,
+    ``timeline_probs`` (n_clips, n_steps, n_genres), the per-step probabilities, and ``timeline_s``
+    (n_clips, n_steps), the step centres in song seconds (:func:`step_times`; needs ``clip_start_s``).
     """
 
     def __init__(
@@ -165,10 +187,24 @@ class Predictor:
         storage_options: dict[str, Any] | None = None,
         batch_size: int = 64,
         device: str | None = None,
+        timeline: bool = False,
     ) -> None:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.spec = checkpoint.load(model_uri, storage_options, device=self.device)
         self.batch_size = batch_size
+        if timeline and not has_timeline(self.model):
+            raise ConfigError(f"model {self.spec.model_id!r} ({self.spec.model.name}) has no timeline (a belief per time step)")
+        self.timeline = timeline
+
+    def predict_timeline(self, x: np.ndarray) -> np.ndarray:
+        """Per-step probabilities (n, n_steps, n_genres) of features (n, n_features, n_frames)."""
+        n_steps = -(-x.shape[-1] // self.model.step_frames)
+        out = np.zeros((len(x), n_steps, len(self.spec.genres)), np.float32)
+        with torch.inference_mode():
+            for lo in range(0, len(x), self.batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(x[lo : lo + self.batch_size])).to(self.device)
+                out[lo : lo + len(xb)] = self.model.timeline(xb).float().cpu().numpy()
+        return out
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (n, n_genres) of features (n, n_features, n_steps): the model's ``activation``
@@ -190,7 +226,21 @@ class Predictor:
         probs = self.predict_proba(np.concatenate(flat)) if flat else np.zeros((0, len(self.spec.genres)), np.float32)
         out = {k: v for k, v in batch.items() if k != "features"}
         out["clip_probs"] = _objects(np.split(probs, np.cumsum(counts)[:-1]) if counts else [])
+        if self.timeline:
+            out.update(self._timelines(feats, counts, batch["clip_start_s"] if feats else []))
         return out
+
+    def _timelines(self, feats: list[np.ndarray], counts: list[int], starts: Any) -> dict[str, np.ndarray]:
+        """``timeline_probs`` and ``timeline_s`` of the songs whose features are ``feats`` (see the class)."""
+        n_frames = feats[0].shape[-1] if feats else 0
+        n_steps = -(-n_frames // self.model.step_frames)
+        flat = [f for f in feats if len(f)]
+        shape = (0, n_steps, len(self.spec.genres))
+        probs = self.predict_timeline(np.concatenate(flat)) if flat else np.zeros(shape, np.float32)
+        times = [step_times(s, n_frames=n_frames, step_frames=self.model.step_frames,
+                            hop_length=self.spec.features.hop_length, sr=self.spec.audio.sr) for s in starts]  # fmt: skip
+        return {"timeline_probs": _objects(np.split(probs, np.cumsum(counts)[:-1]) if counts else []),
+                "timeline_s": _objects(times)}  # fmt: skip
 
 
 def song_probabilities(clip_probs: np.ndarray, *, method: str = "mean") -> np.ndarray:

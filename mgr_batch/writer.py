@@ -22,7 +22,8 @@ def build_tables(
 ) -> dict[str, pa.Table]:
     """Songs, clips and errors tables (in :mod:`mgr_batch.schemas` form) of one predicted batch.
 
-    Needs the listing columns, the featurize columns (less ``features``) and ``clip_probs``.
+    Needs the listing columns, the featurize columns (less ``features``) and ``clip_probs``; a batch with
+    the Predictor's ``timeline_probs`` also gets a timeline table (:func:`timeline_table`).
     """
     genres = tuple(genres)
     ok = np.asarray(batch["status"]) == "ok"
@@ -70,8 +71,39 @@ def build_tables(
     return {
         "clips": _table(clips, schemas.arrow_schema("clips", genres)),
         "errors": _table(errors, schemas.arrow_schema("errors")),
+        **({"timeline": timeline_table(batch, idx, genres=genres, model_id=model_id)} if "timeline_probs" in batch else {}),
         "songs": _table(songs, schemas.arrow_schema("songs", genres)),
     }
+
+
+def timeline_table(batch: dict[str, np.ndarray], idx: np.ndarray, *, genres: tuple[str, ...], model_id: str) -> pa.Table:
+    """The timeline table of songs ``idx`` of a batch: one row per step of each clip, in song, clip, step order.
+
+    Needs ``song_id``, ``path`` and the Predictor's ``timeline_probs[i]`` (n_clips, n_steps, n_genres) and
+    ``timeline_s[i]`` (n_clips, n_steps).
+    """
+    n_genres = len(genres)
+    cols: dict[str, list] = {k: [] for k in ("song_id", "path", "clip_index", "step_index", "time_s")}
+    probs = []
+    for i in idx:
+        p = np.asarray(batch["timeline_probs"][i], np.float32)
+        n_clips, n_steps = p.shape[:2]
+        cols["song_id"] += [str(batch["song_id"][i])] * (n_clips * n_steps)
+        cols["path"] += [str(batch["path"][i])] * (n_clips * n_steps)
+        cols["clip_index"].append(np.repeat(np.arange(n_clips, dtype=np.int32), n_steps))
+        cols["step_index"].append(np.tile(np.arange(n_steps, dtype=np.int32), n_clips))
+        cols["time_s"].append(np.asarray(batch["timeline_s"][i], np.float64).reshape(-1))
+        probs.append(p.reshape(-1, n_genres))
+    for k in ("clip_index", "step_index", "time_s"):
+        cols[k] = np.concatenate(cols[k]) if cols[k] else np.zeros(0)
+    p = np.concatenate(probs) if probs else np.zeros((0, n_genres), np.float32)
+    cols["genre"] = np.asarray(genres)[p.argmax(axis=1)] if len(p) else np.zeros(0, str)
+    cols["model_id"] = [model_id] * len(p)
+    offsets = np.arange(len(p) + 1, dtype=np.int32) * n_genres
+    schema = schemas.arrow_schema("timeline")
+    arrays = [pa.ListArray.from_arrays(pa.array(offsets), pa.array(p.reshape(-1), pa.float32())) if f.name == "probabilities"
+              else pa.array(cols[f.name], type=f.type) for f in schema]  # fmt: skip
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 #: errors-table column -> the featurize column it comes from
@@ -124,6 +156,7 @@ def write_tables(
         "n_songs": np.array([tables["songs"].num_rows]),
         "n_errors": np.array([tables["errors"].num_rows]),
         "n_clips": np.array([tables["clips"].num_rows]),
+        "n_timeline_steps": np.array([tables["timeline"].num_rows if "timeline" in tables else 0]),
         "audio_s": np.array([float(pa.compute.sum(tables["songs"].column("analyzed_s")).as_py() or 0.0)]),
         "error_types": np.array([json.dumps(errors)]),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from dataclasses import dataclass
@@ -44,6 +45,22 @@ def tiny_model(tmp_path_factory) -> str:
     torch.manual_seed(0)
     spec = tiny_spec()
     directory = tmp_path_factory.mktemp("tiny_model")
+    checkpoint.save(str(directory), spec.build(), spec)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_crnn(tmp_path_factory) -> str:
+    """Directory of an untrained, seeded ``crnn`` checkpoint (features as :func:`tiny_model`'s).
+
+    Two pooling blocks of 2: 4 frames per timeline step, so a 3 s clip's 65 frames give 17 steps, the
+    last one a single frame.
+    """
+    torch.manual_seed(0)
+    spec = dataclasses.replace(
+        tiny_spec(), model=ModelConfig(name="crnn", params={"channels": [4, 8], "hidden_size": 8, "dropout": 0.0})
+    )
+    directory = tmp_path_factory.mktemp("tiny_crnn")
     checkpoint.save(str(directory), spec.build(), spec)
     return str(directory)
 

@@ -8,6 +8,7 @@ from audio_factory import write_broken_corpus, write_chirp, write_noise, write_t
 
 from mgr_batch import audio, checkpoint, clips, features, stages, storage
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
+from mgr_batch.errors import ConfigError
 
 FEATURES = FeatureConfig(n_mels=32, hop_length=1024)
 
@@ -275,3 +276,46 @@ def test_select_clips_representative_keeps_one_part_of_a_three_part_song():
     part = int((starts[0] + 1.5) // 20)  # each part is 20 s long
     assert all(int((s + 1.5) // 20) == part for s in starts), starts  # every clip in one part
     assert all(part * 20 - 2 <= lo and hi <= part * 20 + 22 for lo, hi in spans), spans
+
+
+@pytest.mark.parametrize(
+    "n_frames, step_frames, expected_frames",
+    [(65, 4, [1.5 + 4 * j for j in range(16)] + [64.0]), (8, 4, [1.5, 5.5]), (5, 8, [2.0]), (3, 1, [0.0, 1.0, 2.0])],
+)
+def test_step_times_are_the_middle_of_each_steps_frames(n_frames, step_frames, expected_frames):
+    times = stages.step_times(np.array([0.0, 10.0]), n_frames=n_frames, step_frames=step_frames, hop_length=512, sr=1024)
+    np.testing.assert_allclose(times, [np.array(expected_frames) / 2, 10.0 + np.array(expected_frames) / 2])
+
+
+def test_predictor_timeline_columns(tiny_crnn, featurized):
+    """The crnn's belief per step: times inside each clip and increasing, rows summing to 1, means = clip probs."""
+    predictor = stages.Predictor(tiny_crnn, batch_size=2, device="cpu", timeline=True)
+    spec, step_frames = predictor.spec, predictor.model.step_frames
+    out = predictor(dict(featurized))
+    n_frames = featurized["features"][0].shape[-1]
+    n_steps = -(-n_frames // step_frames)
+    seconds_per_step = step_frames * spec.features.hop_length / spec.audio.sr
+    plain = stages.Predictor(tiny_crnn, batch_size=64, device="cpu")(dict(featurized))
+    for i in range(len(featurized["path"])):
+        probs, times, starts = out["timeline_probs"][i], out["timeline_s"][i], featurized["clip_start_s"][i]
+        n_clips = featurized["n_clips"][i]
+        assert probs.shape == (n_clips, n_steps, len(spec.genres)) and probs.dtype == np.float32
+        assert times.shape == (n_clips, n_steps)
+        if not n_clips:
+            continue
+        np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+        # softmax(forward) is the time mean of the per-step softmax, also through another batch size
+        np.testing.assert_allclose(probs.mean(axis=1), out["clip_probs"][i], atol=1e-5)
+        np.testing.assert_allclose(out["clip_probs"][i], plain["clip_probs"][i], atol=1e-5)
+        assert (np.diff(times, axis=1) > 0).all()
+        assert (times >= starts[:, None]).all() and (times <= starts[:, None] + spec.clips.clip_seconds).all()
+        np.testing.assert_allclose(np.diff(times[:, :-1], axis=1), seconds_per_step)
+        if featurized["duration_s"][i] >= spec.clips.clip_seconds:  # no zero-padded clip: inside the song
+            assert times.max() <= featurized["duration_s"][i]
+    assert "timeline_probs" not in plain
+
+
+def test_predictor_timeline_needs_a_model_with_one(tiny_model):
+    with pytest.raises(ConfigError, match="has no timeline"):
+        stages.Predictor(tiny_model, device="cpu", timeline=True)
+    assert not stages.has_timeline(checkpoint.load(tiny_model)[0])

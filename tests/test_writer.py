@@ -228,3 +228,40 @@ def test_list_columns_accept_a_fixed_shape_tensor():
     batch["used_end_s"] = np.array([[6.2], [0.0], [2.0]])
     songs = writer.build_tables(batch, genres=GENRES, model_id="m", clip_seconds=3.0)["songs"]
     assert songs.column("used_end_s").to_pylist() == [[6.2], [2.0]]
+
+
+def timeline_batch() -> dict[str, np.ndarray]:
+    """:func:`hand_batch` plus the Predictor's timeline columns: 2 steps per clip."""
+    batch = hand_batch()
+    steps = [np.array([[[0.8, 0.1, 0.1], [0.6, 0.3, 0.1]], [[0.1, 0.7, 0.2], [0.1, 0.5, 0.4]]], np.float32),
+             np.zeros((0, 2, 3), np.float32), np.array([[[0.3, 0.3, 0.4], [0.1, 0.1, 0.8]]], np.float32)]  # fmt: skip
+    batch["timeline_probs"] = _objects(steps)
+    batch["timeline_s"] = _objects([np.array([[0.75, 2.25], [3.75, 5.25]]), np.zeros((0, 2)), np.array([[0.75, 2.25]])])
+    return batch
+
+
+def test_timeline_table():
+    tables = writer.build_tables(timeline_batch(), genres=GENRES, model_id="crnn-1", clip_seconds=3.0)
+    assert list(tables) == ["clips", "errors", "timeline", "songs"]  # songs last: a songs row implies the rest
+    timeline = tables["timeline"]
+    assert [(f.name, str(f.type)) for f in timeline.schema] == [
+        (c["name"], JSON_TYPES.get(c["type"], "list<item: float>")) for c in schemas.spec("timeline")["columns"]]  # fmt: skip
+    assert timeline.schema.equals(schemas.arrow_schema("timeline"))
+    t = timeline.to_pydict()
+    sa, sc = "aaaaaaaaaaaaaaaa", "cccccccccccccccc"
+    assert t["song_id"] == [sa] * 4 + [sc] * 2 and t["path"] == ["/m/a.wav"] * 4 + ["/m/c.flac"] * 2
+    assert t["clip_index"] == [0, 0, 1, 1, 0, 0] and t["step_index"] == [0, 1, 0, 1, 0, 1]
+    assert t["time_s"] == [0.75, 2.25, 3.75, 5.25, 0.75, 2.25]
+    assert t["genre"] == ["blues", "blues", "jazz", "jazz", "rock", "rock"]
+    np.testing.assert_allclose(t["probabilities"][2], [0.1, 0.7, 0.2], atol=1e-7)
+    assert t["model_id"] == ["crnn-1"] * 6
+    assert "timeline" not in writer.build_tables(hand_batch(), genres=GENRES, model_id="m", clip_seconds=3.0)
+
+
+def test_write_tables_writes_the_timeline_part(tmp_path):
+    batch = timeline_batch()
+    summary = writer.write_tables(batch, output=str(tmp_path), genres=GENRES, model_id="crnn-1", clip_seconds=3.0)
+    assert os.listdir(tmp_path / "timeline") == [writer.part_name(batch["song_id"])]
+    assert pq.read_table(tmp_path / "timeline").num_rows == summary["n_timeline_steps"][0] == 6
+    plain = writer.write_tables(hand_batch(), output=str(tmp_path / "plain"), genres=GENRES, model_id="m", clip_seconds=3.0)
+    assert plain["n_timeline_steps"].tolist() == [0] and not (tmp_path / "plain" / "timeline").exists()

@@ -16,8 +16,9 @@ from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
 from mgr_batch.errors import ConfigError
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
+from mgr_batch.models import model_info
 from mgr_batch.schemas import TAG_TABLES
-from mgr_batch.stages import LISTING_COLUMNS, Predictor, featurize_batch
+from mgr_batch.stages import LISTING_COLUMNS, Predictor, featurize_batch, has_timeline
 from mgr_batch.writer import write_tables
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,13 @@ def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: Infer
 
 
 def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceConfig,
-              storage_options: dict[str, Any] | None) -> ray.data.Dataset:  # fmt: skip
-    """Adds ``clip_probs`` with an actor pool that loads the model once per actor."""
+              storage_options: dict[str, Any] | None, timeline: bool = False) -> ray.data.Dataset:  # fmt: skip
+    """Adds ``clip_probs`` (and with ``timeline`` the per-step columns, see :class:`Predictor`) with an
+    actor pool that loads the model once per actor."""
     return ds.map_batches(
         Predictor,
         fn_constructor_args=(model,),
-        fn_constructor_kwargs=dict(storage_options=storage_options, batch_size=inference.batch_size),
+        fn_constructor_kwargs=dict(storage_options=storage_options, batch_size=inference.batch_size, timeline=timeline),
         batch_size=inference.songs_per_task,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=inference.num_workers),
@@ -52,20 +54,23 @@ def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceCo
 
 
 def tag_files(files: pd.DataFrame, *, spec: ModelSpec, model: str | None, clip_cfg: ClipConfig,
-              inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+              inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None,
+              timeline: bool = False) -> dict[str, Any]:  # fmt: skip
     """Run the tagging graph over listed ``files`` (inside a Ray session); returns the counts.
 
-    Writes songs/, clips/ and errors/ under ``output``; fails if any file is missing from both.
+    Writes songs/, clips/ and errors/ (and with ``timeline``, timeline/) under ``output``; fails if any
+    file is missing from both songs and errors.
     """
     ds = featurized(files, spec=spec, clip_cfg=clip_cfg, inference=inference, storage_options=storage_options)
     return tag_featurized(ds, len(files), spec=spec, model=model, clip_cfg=clip_cfg, inference=inference,
-                          output=output, storage_options=storage_options)  # fmt: skip
+                          output=output, storage_options=storage_options, timeline=timeline)  # fmt: skip
 
 
 def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model: str | None, clip_cfg: ClipConfig,
-                   inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+                   inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None,
+                   timeline: bool = False) -> dict[str, Any]:  # fmt: skip
     """The rest of the tagging graph (inference, tables) over already featurized songs."""
-    ds = predicted(ds, model=model, inference=inference, storage_options=storage_options)
+    ds = predicted(ds, model=model, inference=inference, storage_options=storage_options, timeline=timeline)
     ds = ds.map_batches(
         write_tables,
         fn_kwargs=dict(output=output, genres=spec.genres, model_id=spec.model_id,
@@ -77,13 +82,14 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
     totals: Counter = Counter()
     error_types: Counter = Counter()
     for row in ds.take_all():  # one small summary row per written batch
-        for key in ("n_songs", "n_errors", "n_clips", "audio_s"):
+        for key in ("n_songs", "n_errors", "n_clips", "n_timeline_steps", "audio_s"):
             totals[key] += row[key]
         error_types.update(json.loads(row["error_types"]))
     counts = {
         "n_songs": int(totals["n_songs"]),
         "n_errors": int(totals["n_errors"]),
         "n_clips": int(totals["n_clips"]),
+        "n_timeline_steps": int(totals["n_timeline_steps"]),
         "errors_by_type": dict(sorted(error_types.items())),
         "audio_seconds": round(float(totals["audio_s"]), 3),
     }
@@ -93,7 +99,8 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
 
 
 def run_tag(cfg: TagConfig) -> dict[str, Any]:
-    """Tag every audio file under ``cfg.input``; writes songs/, clips/, errors/, run.json, config.yaml.
+    """Tag every audio file under ``cfg.input``; writes songs/, clips/, errors/ (timeline/ with
+    ``cfg.timeline``), run.json, config.yaml.
 
     Rerunning on the same output does only what is missing: files already tagged (or failed) unchanged
     by the same model are skipped, changed ones are redone with their old rows pruned (``force`` redoes
@@ -103,6 +110,9 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     so = cfg.storage_options
     listing = storage.list_inputs(cfg.input, so)
     spec = checkpoint.load_spec(cfg.model, so)  # fail fast, on the driver, for a bad --model
+    if cfg.timeline and not has_timeline(model_info(spec.model.name).build):
+        raise ConfigError(f"--timeline needs a model with a genre belief per time step (e.g. crnn); "
+                          f"{spec.model_id} is a {spec.model.name!r} model, which has none")  # fmt: skip
     # The model fixes the clip length; the hop is the user's (back-to-back clips unless told otherwise).
     clip_cfg = cfg.clips or ClipConfig(clip_seconds=spec.clips.clip_seconds)
     files = listing.files[list(LISTING_COLUMNS)]
@@ -113,15 +123,15 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     else:
         _check_same_clips(cfg.output, clip_cfg, so)
     output.remove_temp_files(cfg.output, so)
-    todo = output.plan(files, cfg.output, spec.model_id, so)
+    todo = output.plan(files, cfg.output, spec.model_id, so, require=("timeline",) if cfg.timeline else ())
     pruned = output.prune(cfg.output, todo.prune, so)
     log.info("tagging %d file(s) with model %s (%d already done, %d stale rows pruned)",
              len(todo.todo), spec.model_id, todo.skipped, pruned)  # fmt: skip
-    counts = {"n_songs": 0, "n_errors": 0, "n_clips": 0, "errors_by_type": {}, "audio_seconds": 0.0}
+    counts = {"n_songs": 0, "n_errors": 0, "n_clips": 0, "n_timeline_steps": 0, "errors_by_type": {}, "audio_seconds": 0.0}
     if len(todo.todo):
         with ray_session(cfg.ray):
             counts = tag_files(todo.todo, spec=spec, model=cfg.model, clip_cfg=clip_cfg, inference=cfg.inference,
-                               output=cfg.output, storage_options=so)  # fmt: skip
+                               output=cfg.output, storage_options=so, timeline=cfg.timeline)  # fmt: skip
     totals = output.table_counts(cfg.output, so)
     summary = {
         "model_id": spec.model_id,
@@ -134,6 +144,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
         "n_songs": totals["songs"],
         "n_errors": totals["errors"],
         "n_clips": totals["clips"],
+        "n_timeline_steps": totals["timeline"],
         "errors_by_type": _errors_by_type(cfg.output, so),
         "audio_seconds": counts["audio_seconds"],
         "ignored_non_audio_files": len(listing.ignored),
