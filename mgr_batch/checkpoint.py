@@ -26,6 +26,8 @@ CLASSIC_WEIGHTS = "model.skops"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "default"
+#: Built-in models that need no checkpoint folder (their weights ship with the package), by ``--model`` name.
+BUILTIN_MODELS = ("msd-tags",)
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,27 @@ def resolve(uri: str | None) -> str:
     return default_model_dir() if uri in (None, "", DEFAULT_MODEL) else uri
 
 
+def builtin_spec(name: str) -> ModelSpec:
+    """The spec of built-in model ``name``: ``msd-tags`` is musicnn's pre-trained MSD_musicnn tagger, its
+    50 last.fm tags as independent (sigmoid) probabilities, on the ``musicnn`` preset's input."""
+    if name != "msd-tags":
+        raise CheckpointError(f"unknown built-in model {name!r} (known: {', '.join(BUILTIN_MODELS)})")
+    from mgr_batch.features import preset
+    from mgr_batch.models.musicnn import MSD_TAGS, pretrained_path
+
+    audio, clips, features = preset("musicnn").apply(AudioConfig(), ClipConfig(), FeatureConfig())
+    weights = pretrained_path("MSD_musicnn").read_bytes()
+    return ModelSpec(genres=MSD_TAGS, audio=audio, clips=clips, features=features,
+                     model=ModelConfig(name="musicnn", params={"pretrained": "MSD_musicnn"}),
+                     model_id=model_id_for(name, weights), activation="sigmoid",
+                     train={"source": "musicnn 0.1.0 MSD_musicnn, pre-trained on the Million Song Dataset's "
+                                      "last.fm tags (Pons and Serra, 2019); not trained here"})  # fmt: skip
+
+
 def load_spec(uri: str | None, storage_options: dict[str, Any] | None = None) -> ModelSpec:
-    """Read only a checkpoint's ``config.json``."""
+    """Read only a checkpoint's ``config.json`` (or a built-in model's spec)."""
+    if uri in BUILTIN_MODELS:
+        return builtin_spec(uri)
     directory = resolve(uri)
     try:
         text = storage.read_text(storage.join(directory, CONFIG), storage_options)
@@ -153,6 +174,8 @@ def load(
     """Load a checkpoint into a ready model: an eval-mode torch module on ``device`` (weights read with
     ``weights_only=True``), or a fitted classic model (read by skops, scikit-learn types only)."""
     spec = load_spec(uri, storage_options)
+    if uri in BUILTIN_MODELS:  # the pre-trained weights load as the model is built
+        return spec.build().to(device).eval(), spec
     directory = resolve(uri)
     if spec.family == "classic":
         return spec.build().load_bytes(_read_weights(directory, CLASSIC_WEIGHTS, storage_options)), spec
