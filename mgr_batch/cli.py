@@ -32,6 +32,8 @@ TAG_EXAMPLES = """examples:
   mgr-batch tag 'songs/**/*.mp3' --output tags/ --clip-seconds 3 --hop-seconds 1.5
   mgr-batch tag manifest.csv --output tags/ --model runs/cnn/ --num-workers 2
   mgr-batch tag ~/music --output tags/ --model runs/crnn/ --timeline
+  mgr-batch tag ~/music --output tags/ --embeddings
+  mgr-batch tag ~/music --output tags/ --model msd-tags
   mgr-batch tag s3://catalog/audio/ --output s3://catalog/tags/ \\
       --storage-option endpoint_url=http://127.0.0.1:9000 --num-gpus 1 --address auto
 """
@@ -164,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Tag every audio file of INPUT; write songs/, clips/, errors/ Parquet tables and run.json to OUTPUT.")  # fmt: skip
     tag.add_argument("input", help="folder (recursive), glob, manifest (.csv/.parquet with a 'path' column), or a URL of those")
     tag.add_argument("--output", "-o", required=True, help="output folder or URL")
-    tag.add_argument("--model", help="checkpoint folder or URL (default: the model shipped in the package)")
+    tag.add_argument("--model", help="checkpoint folder or URL (default: the model shipped in the package), or "
+                     "'msd-tags': musicnn's pre-trained tagger, 50 last.fm tags as independent probabilities")  # fmt: skip
     tag.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's, 3)")
     tag.add_argument("--hop-seconds", type=float, help="seconds between clip starts (default: = clip length)")
     tag.add_argument("--batch-size", type=int, help="clips per forward pass (default 64)")
@@ -177,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--timeline", action="store_true", default=None,
                      help="also write a timeline/ table: the model's genre probabilities at every time step of every "
                      "clip (models with a belief over time, e.g. crnn); see 'mgr-batch plot-timeline'")  # fmt: skip
+    tag.add_argument("--embeddings", action="store_true", default=None,
+                     help="also write an embeddings/ table: each song's pre-trained musicnn (MSD) embedding, the "
+                     "mean over its clips, for similarity search (any --model)")  # fmt: skip
     _common(tag)
 
     train = sub.add_parser("train", help="train a genre model", epilog=TRAIN_EXAMPLES,
@@ -259,6 +265,7 @@ def tag_config(args: argparse.Namespace) -> TagConfig:
         "model": args.model,
         "force": args.force,
         "timeline": args.timeline,
+        "embeddings": args.embeddings,
         "storage_options": _storage_options(args.storage_option) or None,
         "clips": clips if any(v is not None for v in clips.values()) else None,
         "inference": {"batch_size": args.batch_size, "num_workers": args.num_workers,

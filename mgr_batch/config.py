@@ -236,6 +236,7 @@ class TagConfig:
     model: str | None = None  # checkpoint dir or URL; None = the shipped model
     force: bool = False  # redo every file (default: skip files the output already holds unchanged)
     timeline: bool = False  # also write the timeline table (per-step genre belief; models with a timeline only)
+    embeddings: bool = False  # also write the embeddings table (each song's pre-trained musicnn embedding)
     storage_options: dict[str, Any] = field(default_factory=dict)
     clips: ClipConfig | None = None  # None = the model's own clip settings
     inference: InferenceConfig = field(default_factory=InferenceConfig)

@@ -12,8 +12,8 @@ import pyarrow as pa
 
 #: The tables of a tagging run, and every table mgr-batch writes.
 TAG_TABLES = ("songs", "clips", "errors")
-#: Tables a tagging run writes only when asked (``tag --timeline``); pruned and cleared with the others.
-OPTIONAL_TAG_TABLES = ("timeline",)
+#: Tables a tagging run writes only when asked (``tag --timeline``, ``--embeddings``); pruned and cleared with the others.
+OPTIONAL_TAG_TABLES = ("timeline", "embeddings")
 TABLES = (*TAG_TABLES, *OPTIONAL_TAG_TABLES, "segments")
 
 _TYPES = {

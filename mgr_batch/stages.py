@@ -16,6 +16,7 @@ import torch
 
 from mgr_batch import audio as audio_io
 from mgr_batch import checkpoint, clips, features, segmentation, storage
+from mgr_batch import features_musicnn as fm
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, SegmentationConfig
 from mgr_batch.errors import AudioError, AudioReadError, ConfigError, error_type
 from mgr_batch.segmentation_plot import segmentation_png
@@ -43,12 +44,15 @@ def featurize_batch(
     clip_cfg: ClipConfig,
     feature_cfg: FeatureConfig,
     storage_options: dict[str, Any] | None = None,
+    embedding_input: bool = False,
 ) -> dict[str, np.ndarray]:
     """Read, decode, resample, cut and featurize each listed file of the batch.
 
     Needs ``path`` (other columns pass through). Adds :data:`FEATURE_COLUMNS`; a file that fails gets
     ``status="error"``, zero clips and the stage, type and message of its expected audio error.
     ``features[i]`` has shape (n_clips, n_mels, n_frames); ``clip_start_s[i]`` has shape (n_clips,).
+    With ``embedding_input`` it also adds ``embedding_input[i]``, musicnn's input for the same clips
+    (n_clips, 96, frames at 16 kHz), for :class:`Embedder`.
     """
     n_mels, n_frames = features.feature_shape(sr=audio.sr, clip_seconds=clip_cfg.clip_seconds, cfg=feature_cfg)
 
@@ -60,10 +64,13 @@ def featurize_batch(
         return dict(duration_s=decoded.duration, analyzed_s=decoded.analyzed, sample_rate=decoded.native_sr,
                     channels=decoded.channels, n_clips=len(starts), clip_start_s=starts,
                     features=features.featurize(song_clips, sr=audio.sr, cfg=feature_cfg),
-                    used_start_s=spans[:, 0], used_end_s=spans[:, 1])  # fmt: skip
+                    used_start_s=spans[:, 0], used_end_s=spans[:, 1],
+                    **({"embedding_input": fm.musicnn_input(song_clips, sr=audio.sr)} if embedding_input else {}))  # fmt: skip
 
     failed = dict(duration_s=0.0, analyzed_s=0.0, sample_rate=0, channels=0, n_clips=0, clip_start_s=np.zeros(0),
                   features=np.zeros((0, n_mels, n_frames), np.float32), used_start_s=np.zeros(0), used_end_s=np.zeros(0))  # fmt: skip
+    if embedding_input:
+        failed["embedding_input"] = np.zeros((0, 96, 0), np.float32)
     return _per_song(batch, audio, storage_options, ok, failed,
                      typed={"duration_s": np.float64, "analyzed_s": np.float64, "sample_rate": np.int32,
                             "channels": np.int32, "n_clips": np.int32})  # fmt: skip
@@ -323,3 +330,32 @@ def segment_batch(
     failed = dict(duration_s=0.0, seg_start_s=np.zeros(0), seg_end_s=np.zeros(0), seg_cluster=np.zeros(0, np.int32),
                   seg_representative=np.zeros(0, bool), plot_png=b"")  # fmt: skip
     return _per_song(batch, audio, storage_options, ok, failed, typed={"duration_s": np.float64})
+
+
+class Embedder:
+    """Loads the pre-trained musicnn once, then turns each batch's ``embedding_input`` into song embeddings.
+
+    Adds, per song, ``embedding`` (dims,) float32, the mean over its clips of the ``layer`` embedding
+    (see :mod:`mgr_batch.features_musicnn`), ``embedding_layer`` and ``embedding_model_id`` (the
+    embedding space); a song with no clips gets an empty vector. ``embedding_input`` is dropped.
+    """
+
+    def __init__(self, *, layer: str | None = None, device: str | None = None) -> None:
+        self.layer = layer or fm.DEFAULT_LAYER
+        self.model_id = fm.embedding_model_id(fm.DEFAULT_PRETRAINED, self.layer)
+        self.net = fm.pretrained_network(fm.DEFAULT_PRETRAINED)
+        if device:
+            self.net.to(device)
+        self._embed = functools.partial(fm.embed_logmel, pretrained=fm.DEFAULT_PRETRAINED, layer=self.layer)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = list(batch["embedding_input"])
+        counts = [len(x) for x in inputs]
+        flat = [np.asarray(x, np.float32) for x in inputs if len(x)]
+        clip_vectors = self._embed(np.concatenate(flat)) if flat else np.zeros((0, 0), np.float32)
+        songs = np.split(clip_vectors, np.cumsum(counts)[:-1]) if counts else []
+        out = {k: v for k, v in batch.items() if k != "embedding_input"}
+        out["embedding"] = _objects([v.mean(axis=0) if len(v) else np.zeros(0, np.float32) for v in songs])
+        out["embedding_layer"] = np.full(len(counts), self.layer)
+        out["embedding_model_id"] = np.full(len(counts), self.model_id)
+        return out

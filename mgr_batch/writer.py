@@ -23,7 +23,8 @@ def build_tables(
     """Songs, clips and errors tables (in :mod:`mgr_batch.schemas` form) of one predicted batch.
 
     Needs the listing columns, the featurize columns (less ``features``) and ``clip_probs``; a batch with
-    the Predictor's ``timeline_probs`` also gets a timeline table (:func:`timeline_table`).
+    the Predictor's ``timeline_probs`` also gets a timeline table (:func:`timeline_table`), one with the
+    Embedder's ``embedding`` an embeddings table (:func:`embeddings_table`).
     """
     genres = tuple(genres)
     ok = np.asarray(batch["status"]) == "ok"
@@ -72,6 +73,7 @@ def build_tables(
         "clips": _table(clips, schemas.arrow_schema("clips", genres)),
         "errors": _table(errors, schemas.arrow_schema("errors")),
         **({"timeline": timeline_table(batch, idx, genres=genres, model_id=model_id)} if "timeline_probs" in batch else {}),
+        **({"embeddings": embeddings_table(batch, idx)} if "embedding" in batch else {}),
         "songs": _table(songs, schemas.arrow_schema("songs", genres)),
     }
 
@@ -102,6 +104,26 @@ def timeline_table(batch: dict[str, np.ndarray], idx: np.ndarray, *, genres: tup
     offsets = np.arange(len(p) + 1, dtype=np.int32) * n_genres
     schema = schemas.arrow_schema("timeline")
     arrays = [pa.ListArray.from_arrays(pa.array(offsets), pa.array(p.reshape(-1), pa.float32())) if f.name == "probabilities"
+              else pa.array(cols[f.name], type=f.type) for f in schema]  # fmt: skip
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def embeddings_table(batch: dict[str, np.ndarray], idx: np.ndarray) -> pa.Table:
+    """The embeddings table of songs ``idx`` of a batch: one row per song, its vector as list<float32>.
+
+    Needs ``song_id``, ``path``, ``n_clips`` and the :class:`mgr_batch.stages.Embedder` columns
+    ``embedding[i]`` (dims,), ``embedding_layer`` and ``embedding_model_id``.
+    """
+    vectors = [np.asarray(batch["embedding"][i], np.float32) for i in idx]
+    dims = np.array([len(v) for v in vectors], np.int32)
+    cols = {"song_id": [str(batch["song_id"][i]) for i in idx], "path": [str(batch["path"][i]) for i in idx],
+            "model_id": [str(batch["embedding_model_id"][i]) for i in idx],
+            "layer": [str(batch["embedding_layer"][i]) for i in idx], "dims": dims,
+            "n_clips": np.asarray(batch["n_clips"], np.int32)[idx]}  # fmt: skip
+    offsets = np.concatenate([[0], np.cumsum(dims)]).astype(np.int32)
+    flat = np.concatenate(vectors) if vectors else np.zeros(0, np.float32)
+    schema = schemas.arrow_schema("embeddings")
+    arrays = [pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32())) if f.name == "vector"
               else pa.array(cols[f.name], type=f.type) for f in schema]  # fmt: skip
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -157,6 +179,7 @@ def write_tables(
         "n_errors": np.array([tables["errors"].num_rows]),
         "n_clips": np.array([tables["clips"].num_rows]),
         "n_timeline_steps": np.array([tables["timeline"].num_rows if "timeline" in tables else 0]),
+        "n_embeddings": np.array([tables["embeddings"].num_rows if "embeddings" in tables else 0]),
         "audio_s": np.array([float(pa.compute.sum(tables["songs"].column("analyzed_s")).as_py() or 0.0)]),
         "error_types": np.array([json.dumps(errors)]),
     }

@@ -18,19 +18,21 @@ from mgr_batch.errors import ConfigError
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.models import model_info
 from mgr_batch.schemas import TAG_TABLES
-from mgr_batch.stages import LISTING_COLUMNS, Predictor, featurize_batch, has_timeline
+from mgr_batch.stages import LISTING_COLUMNS, Embedder, Predictor, featurize_batch, has_timeline
 from mgr_batch.writer import write_tables
 
 log = logging.getLogger(__name__)
 
 
 def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: InferenceConfig,
-               storage_options: dict[str, Any] | None) -> ray.data.Dataset:  # fmt: skip
-    """Dataset of per-song rows with ``features`` (see :func:`mgr_batch.stages.featurize_batch`)."""
+               storage_options: dict[str, Any] | None, embedding_input: bool = False) -> ray.data.Dataset:  # fmt: skip
+    """Dataset of per-song rows with ``features`` (and with ``embedding_input`` musicnn's input of the same
+    clips; see :func:`mgr_batch.stages.featurize_batch`)."""
     ds = dataset_from_listing(files, rows_per_block=inference.songs_per_task)
     return ds.map_batches(
         featurize_batch,
-        fn_kwargs=dict(audio=spec.audio, clip_cfg=clip_cfg, feature_cfg=spec.features, storage_options=storage_options),
+        fn_kwargs=dict(audio=spec.audio, clip_cfg=clip_cfg, feature_cfg=spec.features, storage_options=storage_options,
+                       **({"embedding_input": True} if embedding_input else {})),  # fmt: skip
         batch_size=inference.songs_per_task,
         batch_format="numpy",
         num_cpus=1,
@@ -53,15 +55,31 @@ def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceCo
     )
 
 
+def embedded(ds: ray.data.Dataset, *, inference: InferenceConfig) -> ray.data.Dataset:
+    """Adds each song's musicnn ``embedding`` (see :class:`Embedder`) with an actor pool that loads the network
+    once per actor; CPU actors reserve no CPU, as in :func:`predicted`."""
+    return ds.map_batches(
+        Embedder,
+        batch_size=inference.songs_per_task,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=inference.num_workers),
+        num_gpus=inference.num_gpus or None,
+        **({} if inference.num_gpus else {"num_cpus": 0}),
+    )
+
+
 def tag_files(files: pd.DataFrame, *, spec: ModelSpec, model: str | None, clip_cfg: ClipConfig,
               inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None,
-              timeline: bool = False) -> dict[str, Any]:  # fmt: skip
+              timeline: bool = False, embeddings: bool = False) -> dict[str, Any]:  # fmt: skip
     """Run the tagging graph over listed ``files`` (inside a Ray session); returns the counts.
 
-    Writes songs/, clips/ and errors/ (and with ``timeline``, timeline/) under ``output``; fails if any
-    file is missing from both songs and errors.
+    Writes songs/, clips/ and errors/ (and with ``timeline``, timeline/; with ``embeddings``, embeddings/)
+    under ``output``; fails if any file is missing from both songs and errors.
     """
-    ds = featurized(files, spec=spec, clip_cfg=clip_cfg, inference=inference, storage_options=storage_options)
+    ds = featurized(files, spec=spec, clip_cfg=clip_cfg, inference=inference, storage_options=storage_options,
+                    embedding_input=embeddings)  # fmt: skip
+    if embeddings:
+        ds = embedded(ds, inference=inference)
     return tag_featurized(ds, len(files), spec=spec, model=model, clip_cfg=clip_cfg, inference=inference,
                           output=output, storage_options=storage_options, timeline=timeline)  # fmt: skip
 
@@ -82,7 +100,7 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
     totals: Counter = Counter()
     error_types: Counter = Counter()
     for row in ds.take_all():  # one small summary row per written batch
-        for key in ("n_songs", "n_errors", "n_clips", "n_timeline_steps", "audio_s"):
+        for key in ("n_songs", "n_errors", "n_clips", "n_timeline_steps", "n_embeddings", "audio_s"):
             totals[key] += row[key]
         error_types.update(json.loads(row["error_types"]))
     counts = {
@@ -90,6 +108,7 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
         "n_errors": int(totals["n_errors"]),
         "n_clips": int(totals["n_clips"]),
         "n_timeline_steps": int(totals["n_timeline_steps"]),
+        "n_embeddings": int(totals["n_embeddings"]),
         "errors_by_type": dict(sorted(error_types.items())),
         "audio_seconds": round(float(totals["audio_s"]), 3),
     }
@@ -100,7 +119,7 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
 
 def run_tag(cfg: TagConfig) -> dict[str, Any]:
     """Tag every audio file under ``cfg.input``; writes songs/, clips/, errors/ (timeline/ with
-    ``cfg.timeline``), run.json, config.yaml.
+    ``cfg.timeline``, embeddings/ with ``cfg.embeddings``), run.json, config.yaml.
 
     Rerunning on the same output does only what is missing: files already tagged (or failed) unchanged
     by the same model are skipped, changed ones are redone with their old rows pruned (``force`` redoes
@@ -123,15 +142,18 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     else:
         _check_same_clips(cfg.output, clip_cfg, so)
     output.remove_temp_files(cfg.output, so)
-    todo = output.plan(files, cfg.output, spec.model_id, so, require=("timeline",) if cfg.timeline else ())
+    require = (("timeline",) if cfg.timeline else ()) + (("embeddings",) if cfg.embeddings else ())
+    todo = output.plan(files, cfg.output, spec.model_id, so, require=require)
     pruned = output.prune(cfg.output, todo.prune, so)
     log.info("tagging %d file(s) with model %s (%d already done, %d stale rows pruned)",
              len(todo.todo), spec.model_id, todo.skipped, pruned)  # fmt: skip
-    counts = {"n_songs": 0, "n_errors": 0, "n_clips": 0, "n_timeline_steps": 0, "errors_by_type": {}, "audio_seconds": 0.0}
+    counts = {"n_songs": 0, "n_errors": 0, "n_clips": 0, "n_timeline_steps": 0, "n_embeddings": 0, "errors_by_type": {},
+              "audio_seconds": 0.0}  # fmt: skip
     if len(todo.todo):
         with ray_session(cfg.ray):
             counts = tag_files(todo.todo, spec=spec, model=cfg.model, clip_cfg=clip_cfg, inference=cfg.inference,
-                               output=cfg.output, storage_options=so, timeline=cfg.timeline)  # fmt: skip
+                               output=cfg.output, storage_options=so, timeline=cfg.timeline,
+                               embeddings=cfg.embeddings)  # fmt: skip
     totals = output.table_counts(cfg.output, so)
     summary = {
         "model_id": spec.model_id,
@@ -145,6 +167,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
         "n_errors": totals["errors"],
         "n_clips": totals["clips"],
         "n_timeline_steps": totals["timeline"],
+        "n_embeddings": totals["embeddings"],
         "errors_by_type": _errors_by_type(cfg.output, so),
         "audio_seconds": counts["audio_seconds"],
         "ignored_non_audio_files": len(listing.ignored),
