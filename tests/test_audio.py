@@ -70,6 +70,18 @@ def test_stereo_is_mixed_to_mono_as_the_channel_mean(tmp_path):
     np.testing.assert_allclose(decoded.y, ((left + right) / 2).astype(np.float32), atol=1e-6)
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 6, 8, 10])
+def test_mix_down_is_numpys_float32_channel_mean_bit_for_bit(channels):
+    rng = np.random.default_rng(channels)
+    block = (rng.standard_normal((10_007, channels)) * rng.uniform(1e-3, 3.0, size=channels)).astype(np.float32)
+    block[::7] *= np.float32(1e-30)  # subnormals too
+    original = block.copy()
+    mixed = audio.mix_down(block)
+    assert mixed.dtype == np.float32
+    np.testing.assert_array_equal(mixed.view(np.int32), block.mean(axis=1, dtype=np.float32).view(np.int32))
+    np.testing.assert_array_equal(block, original)  # the caller's block is left alone
+
+
 def test_opposite_channels_cancel_to_silence(tmp_path):
     sr = 22050
     y = 0.3 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)

@@ -43,7 +43,14 @@ def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: Infer
 def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceConfig,
               storage_options: dict[str, Any] | None, timeline: bool = False) -> ray.data.Dataset:  # fmt: skip
     """Adds ``clip_probs`` (and with ``timeline`` the per-step columns, see :class:`Predictor`) with an
-    actor pool that loads the model once per actor."""
+    actor pool that loads the model once per actor.
+
+    A CPU actor reserves no CPU (``num_cpus=0``): it works only when decode tasks hand it a batch, so
+    reserving a whole CPU for it left that CPU idle most of the time (with 2 CPUs only one decode task
+    could run) and deadlocked a 1-CPU Ray (the actor held the only CPU, no decode task could start).
+    Its share of the CPUs is taken from the decode tasks by the OS; if it falls behind, Ray Data's
+    backpressure pauses decoding. A GPU actor keeps Ray Data's default of one CPU to feed the GPU.
+    """
     return ds.map_batches(
         Predictor,
         fn_constructor_args=(model,),
@@ -52,6 +59,7 @@ def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceCo
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=inference.num_workers),
         num_gpus=inference.num_gpus or None,
+        **({} if inference.num_gpus else {"num_cpus": 0}),
     )
 
 
