@@ -229,6 +229,8 @@ def train_loop(config: dict[str, Any]) -> None:
             local_shuffle_seed=optim.seed + epoch, dtypes={"features": torch.float32, "label": torch.int64},
             device=device,
         ):  # fmt: skip
+            if len(batch["label"]) < 2:  # a lone last example: batch norm cannot train on one value per channel
+                continue
             loss = loss_fn(model(batch["features"]), batch["label"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
