@@ -156,3 +156,25 @@ def test_decode_stays_apart_from_the_inference_actors(corpus, tiny_model):
     assert "MapBatches(featurize_batch):" in stats
     assert "MapBatches(Predictor):" in stats
     assert "featurize_batch)->MapBatches(Predictor)" not in stats
+
+
+def test_a_one_cpu_ray_tags_without_deadlock(tmp_path, tiny_model):
+    """The CPU inference actor reserves no CPU: with one CPU it once held it and no decode task could start."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(3):
+        write_tone(src / f"s{i}.wav", seconds=4.0, freq=300.0 + 50 * i)
+    cmd = [sys.executable, "-m", "mgr_batch.cli", "tag", str(src), "-o", str(out), "--model", tiny_model, "--num-cpus", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # an embedded Ray of its own, not the fixture's
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert json.loads((out / "run.json").read_text())["n_songs"] == 3
