@@ -83,27 +83,40 @@ class Killer:
 
     def run(self) -> None:
         deadline = time.monotonic() + self.timeout_s
+        stale = set(predictor_pids())  # actors of earlier runs in this session, still exiting: not ours
+
+        def ours() -> list[int]:
+            return [p for p in predictor_pids() if p not in stale]
+
         pids: list[int] = []
         while not pids and time.monotonic() < deadline and not self.done.is_set():
-            pids = predictor_pids()
+            pids = ours()
             time.sleep(0.05)
         running = False
         songs = self.out / "songs"
-        while pids and self.killed is None and time.monotonic() < deadline and not self.done.is_set():
-            title = _title(pids[0])  # poll the one actor often: a batch lasts ~0.1 s
+        while self.killed is None and time.monotonic() < deadline and not self.done.is_set():
+            title = _title(pids[0]) if pids else ""  # poll the one actor often: a batch lasts ~0.1 s
+            if not title.startswith("ray::"):  # gone (an actor of an earlier run exiting): find the live one
+                pids, running = ours(), False
+                time.sleep(0.01)
+                continue
             if title.endswith(".submit") and not running:
                 self.batches_seen += 1
             parts = len(list(songs.glob("part-*.parquet"))) if songs.is_dir() else 0
             # Mid-batch when the title shows it; on a loaded machine the poll can miss every short batch, so
             # the actor is killed anyway once a few batches are written (work remains either way).
             if (title.endswith(".submit") and self.batches_seen >= self.kill_at) or parts >= self.kill_at:
-                os.kill(pids[0], signal.SIGKILL)
+                try:
+                    os.kill(pids[0], signal.SIGKILL)
+                except ProcessLookupError:  # it exited just now: look again
+                    pids = []
+                    continue
                 self.killed, self.killed_title, self.killed_before_done = pids[0], title, not self.done.is_set()
                 self.parts_at_kill = parts
             running = title.endswith(".submit")
             time.sleep(0.001)
         while self.killed is not None and time.monotonic() < deadline and not self.done.is_set():
-            self.replacements.update(set(predictor_pids()) - {self.killed})
+            self.replacements.update(set(ours()) - {self.killed})
             time.sleep(0.05)
 
 
