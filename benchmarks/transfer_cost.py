@@ -1,0 +1,77 @@
+"""Inference cost per minute of audio: the shipped CNN beside the pre-trained musicnn models, one CPU thread.
+
+Run from the repository root:
+
+    python benchmarks/transfer_cost.py FILES.csv --model default --model msd-tags --model CKPT ...
+
+For every model (a checkpoint folder, ``default`` or ``msd-tags``) each listed file goes through the
+tagging graph's own stage code without Ray (decode and resample, cut into clips, featurize, predict) on
+one torch thread, and the process CPU seconds of each step are summed; ``--embeddings`` adds the cost of
+``tag --embeddings`` (musicnn input of the same clips plus the pre-trained network). Prints CPU seconds
+per minute of audio, per step and in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pandas as pd
+import torch
+
+from mgr_batch import audio, clips, features
+from mgr_batch import features_musicnn as fm
+from mgr_batch.stages import Predictor
+
+
+def cost(paths: list[str], model: str, *, embeddings: bool = False) -> dict[str, float]:
+    """CPU seconds per minute of audio of each step for ``model`` over ``paths``."""
+    predictor = Predictor(model, device="cpu")
+    spec = predictor.spec
+    steps = {"decode": 0.0, "features": 0.0, "predict": 0.0, "embedding": 0.0}
+    minutes = 0.0
+    for path in paths:
+        t = time.process_time()
+        decoded = audio.load(path, sr=spec.audio.sr)
+        song_clips, _ = clips.cut(decoded.y, sr=spec.audio.sr, clip_seconds=spec.clips.clip_seconds,
+                                  hop_seconds=spec.clips.clip_seconds)  # fmt: skip
+        steps["decode"] += time.process_time() - t
+        t = time.process_time()
+        x = features.featurize(song_clips, sr=spec.audio.sr, cfg=spec.features)
+        steps["features"] += time.process_time() - t
+        t = time.process_time()
+        predictor.predict_proba(x)
+        steps["predict"] += time.process_time() - t
+        if embeddings:
+            t = time.process_time()
+            fm.embed_logmel(fm.musicnn_input(song_clips, sr=spec.audio.sr))
+            steps["embedding"] += time.process_time() - t
+        minutes += decoded.analyzed / 60
+    out = {k: round(v / minutes, 3) for k, v in steps.items()}
+    out["total"] = round(sum(steps.values()) / minutes, 3)
+    return out | {"model_id": spec.model_id, "minutes": round(minutes, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("files", help="CSV with a path column")
+    parser.add_argument("--model", action="append", required=True)
+    parser.add_argument("--embeddings", action="store_true", help="also time tag --embeddings (with the first model)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    paths = list(pd.read_csv(args.files)["path"])
+    cost(paths[:1], "default")  # warm up: imports, numba, first-call allocations
+    fm.pretrained_network()
+    rows = []
+    for i, model in enumerate(args.model):
+        rows.append({"model": model, **cost(paths, model, embeddings=args.embeddings and i == 0)})
+        print(rows[-1], flush=True)
+    keys = ["model", "model_id", "minutes", "decode", "features", "predict", "embedding", "total"]
+    print("| " + " | ".join(keys[:2] + ["minutes", "decode", "features", "predict", "embedding", "total"]) + " |")
+    print("|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(str(r[k]) for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()
