@@ -75,7 +75,7 @@ import torch  # noqa: E402
 from mgr_batch import audio, checkpoint, clips, features, segmentation, storage  # noqa: E402
 from mgr_batch.config import ClipConfig, SegmentationConfig  # noqa: E402
 from mgr_batch.features_classic import gtzan_features, gtzan_features_reference  # noqa: E402
-from mgr_batch.stages import Predictor, featurize_batch  # noqa: E402
+from mgr_batch.stages import CPU_BATCH_SIZE, Predictor, featurize_batch  # noqa: E402
 from mgr_batch.writer import write_tables  # noqa: E402
 
 torch.set_num_threads(1)
@@ -446,7 +446,7 @@ def decode_floor(files: list[str], sr: int) -> dict:
     return out
 
 
-def stage_split(files: list[str], catalog: Path, spec, clip_cfg: ClipConfig, songs_per_task: int, batch_size: int,
+def stage_split(files: list[str], catalog: Path, spec, clip_cfg: ClipConfig, songs_per_task: int, batch_size: int | None,
                 work: Path) -> dict:  # fmt: skip
     """Every stage of the tagging graph, single thread, with mgr-batch's own functions, in the graph's batches.
 
@@ -694,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     result["decode_floor"] = decode_floor(files, spec.audio.sr)
     print(f"  {result['decode_floor']['cpu_s']}", flush=True)
     print("stage split ...", flush=True)
-    result["stage_split"] = stage_split(files, catalog, spec, clip_cfg, 8, 64, work)
+    result["stage_split"] = stage_split(files, catalog, spec, clip_cfg, 8, None, work)
     result["load_average"]["after_in_process"] = loadavg()
 
     # Featurization and inference alone.
@@ -830,13 +830,6 @@ def summarize(r: dict, cpus: int, scale: int) -> dict:
     s["stage_split"] = {k: {"cpu_s": split.get(k, 0.0), "s_per_audio_min": split.get(k, 0.0) / (a / 60),
                             "share": split.get(k, 0.0) / total} for k in STAGES}  # fmt: skip
     s["stage_split_total_cpu_s"] = total
-    rates = r["micro"]["inference"]["clips_per_cpu_s"]
-    infer_fast = split.get("infer", 0.0) * rates["eager, batch 64"] / rates["channels_last, batch 8"]
-    s["projection_channels_last_batch8"] = {
-        "work_s_per_audio_min": (total - split.get("infer", 0.0) + infer_fast) / (a / 60),
-        "vs_plain_loop_per_core_cpu": plain_c / (total - split.get("infer", 0.0) + infer_fast),
-        "over_floor_cpu": (total - split.get("infer", 0.0) + infer_fast) / floor_c,
-    }
     s["stage_split_vs_plain_loop_per_core_cpu"] = plain_c / total
     s["stage_split_over_floor_cpu"] = total / floor_c
     return s
@@ -918,7 +911,8 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         "",
         "## Where the time goes",
         "",
-        "Single thread, mgr-batch's own functions in the graph's batches (8 songs per task, 64 clips per forward pass), "
+        f"Single thread, mgr-batch's own functions in the graph's batches (8 songs per task, {CPU_BATCH_SIZE} clips per "
+        "forward pass, the model's weights channels-last as the CPU inference actor holds them), "
         "CPU seconds:",
         "",
         "| stage | CPU s | s per audio minute | share |",
@@ -931,11 +925,7 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         f"| total | {s['stage_split_total_cpu_s']:.2f} | {s['stage_split_total_cpu_s'] / a_min:.4f} | 100% |",
         "",
         f"This work alone, without Ray, is {s['stage_split_vs_plain_loop_per_core_cpu']:.2f}x the plain loop per core and "
-        f"{s['stage_split_over_floor_cpu']:.2f}x the decode floor. With the model in channels_last layout and 8 clips per "
-        f"forward pass (measured below; not what mgr-batch does today) it would be "
-        f"{s['projection_channels_last_batch8']['work_s_per_audio_min']:.3f} s per audio minute: "
-        f"{s['projection_channels_last_batch8']['vs_plain_loop_per_core_cpu']:.2f}x the plain loop, "
-        f"{s['projection_channels_last_batch8']['over_floor_cpu']:.2f}x the floor.",
+        f"{s['stage_split_over_floor_cpu']:.2f}x the decode floor.",
         "",
         f"Check: `featurize_batch` timed whole took {ss['featurize_batch (whole, check)']:.2f} CPU-s against "
         f"{sum(ss.get(k, 0) for k in STAGES[1:8]):.2f} for its steps. The mono mix took "

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "'msd-tags': musicnn's pre-trained tagger, 50 last.fm tags as independent probabilities")  # fmt: skip
     tag.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's, 3)")
     tag.add_argument("--hop-seconds", type=float, help="seconds between clip starts (default: = clip length)")
-    tag.add_argument("--batch-size", type=int, help="clips per forward pass (default 64)")
+    tag.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
     tag.add_argument("--num-workers", type=int, help="inference actors in the pool (default 1)")
     tag.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0: CPU)")
     tag.add_argument("--songs-per-task", type=int, help="songs per decode/featurize task (default 8)")
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--list", help="only the songs in this list file (one relative path per line, matched on the stem)")
     ev.add_argument("--split", help="only the manifest rows of this split (e.g. valid)")
     ev.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
-    ev.add_argument("--batch-size", type=int, help="clips per forward pass (default 64)")
+    ev.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
     ev.add_argument("--num-workers", type=int, help="inference actors in the pool (default 1)")
     ev.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0)")
     _common(ev)

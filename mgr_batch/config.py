@@ -221,7 +221,7 @@ class RayConfig:
 class InferenceConfig:
     """The inference actor pool."""
 
-    batch_size: int = 64  # clips per forward pass
+    batch_size: int | None = None  # clips per forward pass; None: 8 on CPU, 64 on a GPU
     num_workers: int = 1  # actors in the pool
     num_gpus: float = 0.0  # GPUs per actor
     songs_per_task: int = 8  # songs per decode/featurize task
