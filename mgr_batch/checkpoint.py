@@ -26,6 +26,8 @@ CLASSIC_WEIGHTS = "model.skops"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "default"
+#: Checkpoint folders shipped in the package (under ``assets/``), by ``--model`` name.
+PACKAGED_MODELS = {DEFAULT_MODEL: "default_model", "logmel-cnn": "logmel_cnn"}
 #: Built-in models that need no checkpoint folder (their weights ship with the package), by ``--model`` name.
 BUILTIN_MODELS = ("msd-tags",)
 
@@ -120,12 +122,20 @@ def save(
 
 
 def default_model_dir() -> str:
-    return str(resources.files("mgr_batch") / "assets" / "default_model")
+    return packaged_model_dir(DEFAULT_MODEL)
+
+
+def packaged_model_dir(name: str) -> str:
+    """The folder of the packaged checkpoint ``name`` (a key of :data:`PACKAGED_MODELS`)."""
+    return str(resources.files("mgr_batch") / "assets" / PACKAGED_MODELS[name])
 
 
 def resolve(uri: str | None) -> str:
-    """The checkpoint directory a ``--model`` value names (None or "default": the shipped model)."""
-    return default_model_dir() if uri in (None, "", DEFAULT_MODEL) else uri
+    """The checkpoint directory a ``--model`` value names: None or "default" is the shipped default model,
+    "logmel-cnn" the packaged from-scratch CNN; anything else is a folder or URL."""
+    if uri in (None, ""):
+        uri = DEFAULT_MODEL
+    return packaged_model_dir(uri) if uri in PACKAGED_MODELS else uri
 
 
 def builtin_spec(name: str) -> ModelSpec:

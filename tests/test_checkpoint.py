@@ -151,3 +151,17 @@ def test_fixture_checkpoint_loads(tiny_model):
     model, spec = checkpoint.load(tiny_model)
     assert spec.genres == GTZAN_GENRES and spec.input_shape == (32, 65)
     assert model(inputs(2)).shape == (2, len(GTZAN_GENRES))
+
+
+def test_packaged_models_load_and_predict():
+    """The shipped default (musicnn embedding + logistic regression) and the packaged log-mel CNN load by
+    name, are small, and give one probability row per clip of their own input shape."""
+    for name, kind in ((None, "musicnn_embedding"), ("logmel-cnn", "logmel")):
+        model, spec = checkpoint.load(name)
+        assert spec.features.kind == kind and spec.genres == GTZAN_GENRES
+        folder = checkpoint.resolve(name)
+        assert sum(f.stat().st_size for f in os.scandir(folder)) < 1_000_000  # the package stays small
+        x = np.random.default_rng(0).normal(size=(3, *spec.input_shape)).astype(np.float32)
+        probs = model.predict_proba(x) if spec.family == "classic" else torch.softmax(model(torch.from_numpy(x)), -1).detach().numpy()
+        assert probs.shape == (3, len(GTZAN_GENRES)) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert checkpoint.resolve("default") == checkpoint.resolve(None) != checkpoint.resolve("logmel-cnn")

@@ -83,7 +83,7 @@ def test_plot_timeline(tagged, tmp_path, capsys):
 
 def test_timeline_needs_a_model_with_one(folder, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["tag", str(folder), "-o", str(out), "--timeline"]) == 2  # the shipped model is a cnn
+    assert main(["tag", str(folder), "-o", str(out), "--timeline"]) == 2  # the shipped model has no timeline
     assert "--timeline needs a model with a genre belief per time step" in capsys.readouterr().err
     assert not out.exists()
 

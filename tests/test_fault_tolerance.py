@@ -25,7 +25,7 @@ from mgr_batch.cli import main
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 N_SONGS = 40
-SECONDS = 15.0  # 5 clips a song: with the shipped model a batch of 2 songs takes ~0.1 s of inference
+SECONDS = 15.0  # 5 clips a song: with the packaged CNN a batch of 2 songs takes ~0.1 s of inference
 SONGS_PER_TASK = 2  # 21 batches
 
 
@@ -131,8 +131,8 @@ def test_inference_actor_killed_mid_batch(tmp_path):
     killer = Killer(out)
     thread = threading.Thread(target=killer.run, daemon=True)
     thread.start()
-    try:  # the shipped model: real inference work, so the actor is caught mid-batch
-        code = main(["tag", str(src), "--output", str(out), "--songs-per-task", str(SONGS_PER_TASK)])
+    try:  # the packaged CNN: real inference work in the actor, so the actor is caught mid-batch
+        code = main(["tag", str(src), "--output", str(out), "--model", "logmel-cnn", "--songs-per-task", str(SONGS_PER_TASK)])
     finally:
         killer.done.set()
         thread.join(timeout=10)
