@@ -34,7 +34,6 @@ import numpy as np
 import scipy.fft
 import scipy.linalg
 import soxr
-from sklearn.cluster import KMeans
 
 from mgr_batch.config import DEFAULT_SCALE_NEIGHBOURS, SegmentationConfig
 from mgr_batch.errors import ConfigError, EmptyAudioError, InvalidAudioError
@@ -272,6 +271,8 @@ def spectral_clusters(A: np.ndarray, n_clusters: int | None = None, *, k_max: in
     U = vectors[:, :k]
     norms = np.linalg.norm(U, axis=1, keepdims=True)
     U = np.divide(U, norms, out=np.zeros_like(U), where=norms > 0)
+    from sklearn.cluster import KMeans  # imported here: half a second of every worker's start-up otherwise
+
     labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(U)
     return _first_appearance(labels.astype(np.int64))
 
