@@ -55,6 +55,7 @@ CROP = "2 s crop study"
 TRANSFER = "transfer study"
 LSTM = "LSTM study"
 CRNN = "CRNN study"
+MUSICNN = "pre-trained musicnn (issue 6)"
 ROWS: list[Row] = [
     # 4 kHz spectrogram of 5 s clips (513 x 22)
     Row("s4k-svm", "stft4k", "svm", "stft4k", S4K, "0.405"),
@@ -93,6 +94,15 @@ ROWS: list[Row] = [
     Row("tr-skip-rnn", "mfcc", "skip_rnn", "mfcc", TRANSFER, "(skip-RNN, no figure)", epochs=20),
     # CRNN: 1-D convolutions over time, LSTM, a softmax per step averaged over the song
     Row("crnn", "logmel128", "crnn", "logmel128", CRNN, "0.67 song level (700/300 split)", epochs=20),
+    # Transfer from MSD_musicnn: (a) its pooled penultimate embedding + a classic head; (b) fine-tuning
+    *(Row(f"musicnn-{m}", "musicnn_emb", m, "musicnn_embedding", MUSICNN,
+          "0.75-0.80 (pre-trained embeddings + simple classifier, artist-filtered split)",
+          note="MSD_musicnn embedding of each 3 s clip, song = mean of clip probabilities")
+      for m in ("logreg", "svm")),
+    Row("musicnn-finetune", "musicnn", "musicnn", "musicnn", MUSICNN, "(fine-tuning, no figure)", epochs=6,
+        lr=1e-4, params={"pretrained": "MSD_musicnn"}, note="whole network from MSD_musicnn, new 10-genre head"),
+    Row("scratch-cnn", "logmel", "cnn", "logmel", MUSICNN, "50-55 % (from scratch, artist-filtered split)",
+        epochs=20, note="the skeleton's log-mel CNN from scratch, for comparison"),
 ]
 
 

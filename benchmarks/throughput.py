@@ -82,6 +82,8 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
+#: The model every run uses: the packaged log-mel CNN, the kind of model the plain loop runs.
+MODEL = "logmel-cnn"
 RESULTS = ROOT / "benchmarks" / "results"
 FORMATS = ("mp3", "flac", "wav")
 CATALOG_SR = 44100
@@ -301,7 +303,7 @@ def run_tag(catalog: Path, work: Path, name: str, cpus: int, extra: list[str]) -
     out = work / f"out-{name}"
     raytmp = Path(tempfile.mkdtemp(prefix="tpr-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     cmd = [sys.executable, "-c", _TAG_BOOTSTRAP, "tag", str(catalog), "--output", str(out), "--force",
-           "--num-cpus", str(cpus), *extra]  # fmt: skip
+           "--num-cpus", str(cpus), "--model", MODEL, *extra]  # fmt: skip
     env = {k: v for k, v in _PARENT_ENV.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = str(raytmp)
     log_path = work / f"{name}.log"
@@ -457,7 +459,7 @@ def stage_split(files: list[str], catalog: Path, spec, clip_cfg: ClipConfig, son
     clock = Clock()
     listing = clock.time("list", storage.list_inputs, str(catalog), None)
     sr, audio_cfg = spec.audio.sr, spec.audio
-    predictor = Predictor(None, batch_size=batch_size, device="cpu")
+    predictor = Predictor(MODEL, batch_size=batch_size, device="cpu")
     out_dir = work / "stage-split-out"
     shutil.rmtree(out_dir, ignore_errors=True)
     old_mix = 0.0
@@ -593,7 +595,7 @@ def micro_segmentation(y: np.ndarray, sr: int) -> dict:
 
 def micro_inference(x: np.ndarray) -> dict:
     """Clips per CPU second, one thread, of the shipped model on real log-mel clips ``x``."""
-    model, _ = checkpoint.load(None)
+    model, _ = checkpoint.load(MODEL)
     fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
     xt = torch.from_numpy(np.ascontiguousarray(x))
     out = {}
@@ -658,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     fmt_counts = pd.Series([Path(f).suffix for f in files]).value_counts().to_dict()
     print(f"catalog {catalog}: {len(files)} files, {audio_s / 60:.1f} min ({fmt_counts})", flush=True)
     work = Path(tempfile.mkdtemp(prefix="mgr-batch-throughput-"))
-    model, spec = checkpoint.load(None)
+    model, spec = checkpoint.load(MODEL)
     clip_cfg = ClipConfig(clip_seconds=spec.clips.clip_seconds)
     result: dict = {
         "rerun": rerun,
@@ -737,12 +739,13 @@ def main(argv: list[str] | None = None) -> int:
         runs[name]["walls_s"] = [t["wall_s"] for t in tries]
     if args.scale > 1:
         big = link_catalog(files, work / f"catalog-x{args.scale}", args.scale)
-        name = f"tag_{args.cpus}cpu_x{args.scale}"
-        print(f"{name}: memory check on {args.scale}x the catalog ...", flush=True)
-        la = loadavg()
-        runs[name] = run_tag(big, work, name, args.cpus, [])
-        runs[name]["load_average"] = [la, loadavg()]
-        print(f"  wall {runs[name]['wall_s']:.1f} s, tree CPU {runs[name]['cpu_s']['total']:.1f} s", flush=True)
+        for cpus in (args.cpus, 1):  # memory at scale, and 1 -> N scaling where start-up weighs little
+            name = f"tag_{cpus}cpu_x{args.scale}"
+            print(f"{name}: {args.scale}x the catalog ...", flush=True)
+            la = loadavg()
+            runs[name] = run_tag(big, work, name, cpus, [])
+            runs[name]["load_average"] = [la, loadavg()]
+            print(f"  wall {runs[name]['wall_s']:.1f} s, tree CPU {runs[name]['cpu_s']['total']:.1f} s", flush=True)
     result["tag_runs"] = runs
 
     # Same predictions as the plain loop?
@@ -822,6 +825,9 @@ def summarize(r: dict, cpus: int, scale: int) -> dict:
             "over_floor_wall": cpus * d_wall / (floor_w * (scale - 1)),
             "over_floor_cpu": d_cpu / (floor_c * (scale - 1)),
         }
+        big1 = runs[f"tag_1cpu_x{scale}"]
+        s["scaling_efficiency"]["at_scale"] = big1["wall_s"] / (cpus * big["wall_s"])
+        s["scaling_efficiency"]["at_scale_steady_state"] = (big1["wall_s"] - one["wall_s"]) / (cpus * d_wall)
         m1, m10 = many["memory_bytes"], big["memory_bytes"]
         s["memory"] = {k: {"x1": m1.get(k, 0), f"x{scale}": m10.get(k, 0), "ratio": m10.get(k, 0) / max(m1.get(k, 0), 1)}
                        for k in sorted(set(m1) | set(m10))}  # fmt: skip
@@ -906,6 +912,9 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         f"{100 * se['decode_slot_occupancy_1cpu']:.0f}% of the graph's time with 1 CPU and "
         f"{100 * se[f'decode_slot_occupancy_{cpus}cpu']:.0f}% with {cpus} (summed task wall / (CPUs x graph wall), "
         "which other load on the machine does not bias).  ",
+        *([f"On the {scale}x catalog: scaling efficiency 1 -> {cpus} CPUs {100 * se['at_scale']:.0f}% with start-up, "
+           f"{100 * se['at_scale_steady_state']:.0f}% in the steady state (the {scale}x run minus the 1x run at each CPU count).  "]
+          if "at_scale" in se else []),
         f"Plain loop and `mgr-batch tag` ({cpus} CPUs) give the same song genre for "
         f"{100 * r['agreement_with_plain_loop']['same_genre']:.1f}% of {r['agreement_with_plain_loop']['songs']} songs.",
         "",

@@ -14,7 +14,9 @@ per minute of audio, per step and in all.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("files", help="CSV with a path column")
     parser.add_argument("--model", action="append", required=True)
     parser.add_argument("--embeddings", action="store_true", help="also time tag --embeddings (with the first model)")
+    parser.add_argument("--out", help="also write the Markdown table here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     paths = list(pd.read_csv(args.files)["path"])
@@ -67,10 +70,16 @@ def main() -> None:
         rows.append({"model": model, **cost(paths, model, embeddings=args.embeddings and i == 0)})
         print(rows[-1], flush=True)
     keys = ["model", "model_id", "minutes", "decode", "features", "predict", "embedding", "total"]
-    print("| " + " | ".join(keys[:2] + ["minutes", "decode", "features", "predict", "embedding", "total"]) + " |")
-    print("|" + "---|" * len(keys))
-    for r in rows:
-        print("| " + " | ".join(str(r[k]) for k in keys) + " |")
+    lines = ["# Inference cost per minute of audio (one CPU thread, CPU seconds per audio minute)", "",
+             f"Rerun: `python benchmarks/transfer_cost.py {' '.join(sys.argv[1:])}`  ",
+             f"{len(paths)} files; decode = decode + resample + cut, features = the model's featurization "
+             "(for `musicnn_embedding` models this includes the pre-trained network), predict = the model's head.", "",
+             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]  # fmt: skip
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
 
 
 if __name__ == "__main__":
