@@ -225,6 +225,10 @@ class InferenceConfig:
     num_workers: int = 1  # actors in the pool
     num_gpus: float = 0.0  # GPUs per actor
     songs_per_task: int = 8  # songs per decode/featurize task
+    #: Where a model on pre-trained embeddings (``musicnn_embedding``) runs the pre-trained network: in the
+    #: inference actors (True: on their GPUs; the decode tasks only compute its log-mel) or in the decode
+    #: tasks (False: spread over every CPU). None: in the actors exactly when they have GPUs.
+    embed_in_actor: bool | None = None
 
 
 @dataclass(frozen=True)

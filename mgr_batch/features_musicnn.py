@@ -104,6 +104,22 @@ def song_embedding(clips: np.ndarray, *, sr: int, layer: str = DEFAULT_LAYER) ->
     return musicnn_embedding(clips, sr=sr, layer=layer).mean(axis=0)
 
 
+#: The decode tasks' half of ``musicnn_embedding`` when the network runs in the inference actor: its log-mel.
+INPUT_FEATURES = FeatureConfig(kind="logmel", n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS, scale="log1p")
+
+
+def splits_into_actor(cfg: FeatureConfig, *, sr: int) -> bool:
+    """Whether features ``cfg`` at ``sr`` Hz can be split: log-mel (:data:`INPUT_FEATURES`) in the decode
+    tasks, the pre-trained network in the inference actor (see :func:`embed_inputs`)."""
+    return cfg.kind == "musicnn_embedding" and sr == SR
+
+
+def embed_inputs(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The ``musicnn_embedding`` features ``cfg`` (n, dims, 1) of musicnn log-mel inputs ``x`` (n, 96, frames)."""
+    pretrained, layer = embedding_settings(cfg)
+    return embed_logmel(x, pretrained=pretrained, layer=layer)[:, :, None]
+
+
 def _shape(n: int, *, sr: int, cfg: FeatureConfig) -> tuple[int, int]:
     return LAYERS[embedding_settings(cfg)[1]], 1
 

@@ -189,6 +189,9 @@ class Predictor:
     through the model ``batch_size`` at a time (default: :data:`CPU_BATCH_SIZE` on CPU, where small
     batches stay in cache, and :data:`GPU_BATCH_SIZE` on a GPU). ``features`` is dropped from the output.
     On CPU, a torch model's 4-D weights are kept channels-last, which oneDNN's convolutions run fastest.
+    A model on ``musicnn_embedding`` features also takes musicnn's log-mel (n_clips, 96, n_frames), and then
+    runs the pre-trained network here first (on this actor's GPU when it has one; see
+    ``InferenceConfig.embed_in_actor``).
 
     With ``timeline`` (models with a ``timeline`` method, e.g. ``crnn``) it also adds, per song,
     ``timeline_probs`` (n_clips, n_steps, n_genres), the per-step probabilities, and ``timeline_s``
@@ -227,6 +230,8 @@ class Predictor:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (n, n_genres) of features (n, n_features, n_steps): the model's ``activation``
         (softmax over genres, or sigmoid per tag) of a torch model's outputs, or a classic model's own."""
+        if fm.splits_into_actor(self.spec.features, sr=self.spec.audio.sr) and x.shape[1:] != self.spec.input_shape:
+            x = fm.embed_inputs(x, self.spec.features)  # log-mel from the decode tasks
         if not isinstance(self.model, torch.nn.Module):  # a fitted scikit-learn pipeline
             return self.model.predict_proba(x)
         activate = torch.sigmoid if self.spec.activation == "sigmoid" else functools.partial(torch.softmax, dim=-1)

@@ -12,6 +12,7 @@ import pandas as pd
 import ray
 
 from mgr_batch import checkpoint, output, storage
+from mgr_batch import features_musicnn as fm
 from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
 from mgr_batch.errors import ConfigError
@@ -27,11 +28,16 @@ log = logging.getLogger(__name__)
 def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: InferenceConfig,
                storage_options: dict[str, Any] | None, embedding_input: bool = False) -> ray.data.Dataset:  # fmt: skip
     """Dataset of per-song rows with ``features`` (and with ``embedding_input`` musicnn's input of the same
-    clips; see :func:`mgr_batch.stages.featurize_batch`)."""
+    clips; see :func:`mgr_batch.stages.featurize_batch`). For a model on pre-trained embeddings whose network
+    runs in the inference actors (``inference.embed_in_actor``), ``features`` is the network's log-mel."""
+    feature_cfg = spec.features
+    in_actor = inference.num_gpus > 0 if inference.embed_in_actor is None else inference.embed_in_actor
+    if in_actor and fm.splits_into_actor(spec.features, sr=spec.audio.sr):
+        feature_cfg = fm.INPUT_FEATURES
     ds = dataset_from_listing(files, rows_per_block=inference.songs_per_task)
     return ds.map_batches(
         featurize_batch,
-        fn_kwargs=dict(audio=spec.audio, clip_cfg=clip_cfg, feature_cfg=spec.features, storage_options=storage_options,
+        fn_kwargs=dict(audio=spec.audio, clip_cfg=clip_cfg, feature_cfg=feature_cfg, storage_options=storage_options,
                        **({"embedding_input": True} if embedding_input else {})),  # fmt: skip
         batch_size=inference.songs_per_task,
         batch_format="numpy",
