@@ -375,3 +375,16 @@ class Embedder:
         out["embedding_layer"] = np.full(len(counts), self.layer)
         out["embedding_model_id"] = np.full(len(counts), self.model_id)
         return out
+
+
+def embeddings_from_features(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:class:`Embedder`'s columns without running the network again, for a genre model whose ``features``
+    already are the default embedding of each clip (``musicnn_embedding``, MSD_musicnn, default layer):
+    ``features[i]`` (n_clips, dims, 1) -> ``embedding[i]`` (dims,), their mean. ``features`` is kept."""
+    feats = [np.asarray(f, np.float32) for f in batch["features"]]
+    n = len(feats)
+    out = dict(batch)
+    out["embedding"] = _objects([f[:, :, 0].mean(axis=0) if len(f) else np.zeros(0, np.float32) for f in feats])
+    out["embedding_layer"] = np.full(n, fm.DEFAULT_LAYER)
+    out["embedding_model_id"] = np.full(n, fm.embedding_model_id(fm.DEFAULT_PRETRAINED, fm.DEFAULT_LAYER))
+    return out

@@ -113,14 +113,16 @@ def test_msd_tags_is_a_zero_training_tagger(labelled, tmp_path):
 def test_shipped_default_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_path):
     """The shipped default (musicnn embedding + logistic regression): with ``inference.embed_in_actor`` the
     decode tasks send musicnn's log-mel and the inference actor runs the pre-trained network (what a GPU
-    actor does); the probabilities equal those of the network run in the decode tasks."""
+    actor does); the probabilities equal those of the network run in the decode tasks. ``--embeddings``
+    reuses the model's own per-clip embeddings in the tasks case, and runs the Embedder in the actor case:
+    the same vectors."""
     src = tmp_path / "in"
     write_tone(src / "tone.wav", seconds=7.0, freq=330.0)
     write_noise(src / "noise.flac", seconds=4.0, seed=3)
     config = tmp_path / "actor.yaml"
     config.write_text("inference:\n  embed_in_actor: true\n")
-    assert main(["tag", str(src), "-o", str(tmp_path / "tasks")]) == 0
-    assert main(["tag", str(src), "-o", str(tmp_path / "actor"), "--config", str(config)]) == 0
+    assert main(["tag", str(src), "-o", str(tmp_path / "tasks"), "--embeddings"]) == 0
+    assert main(["tag", str(src), "-o", str(tmp_path / "actor"), "--embeddings", "--config", str(config)]) == 0
     spec = checkpoint.load_spec(None)
     assert spec.features.kind == "musicnn_embedding"
     cols = ["path", "n_clips", "genre"] + [f"p_{g}" for g in spec.genres]
@@ -129,6 +131,9 @@ def test_shipped_default_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_pa
     assert list(tasks["n_clips"]) == [1, 2] and list(tasks["genre"]) == list(actor["genre"])
     probs = [f"p_{g}" for g in spec.genres]
     np.testing.assert_allclose(actor[probs].to_numpy(), tasks[probs].to_numpy(), atol=1e-5)
+    emb = {d: pq.read_table(tmp_path / d / "embeddings").to_pandas().sort_values("path") for d in ("tasks", "actor")}
+    assert list(emb["tasks"]["model_id"]) == list(emb["actor"]["model_id"]) and list(emb["tasks"]["dims"]) == [200, 200]
+    np.testing.assert_allclose(np.stack(emb["tasks"]["vector"]), np.stack(emb["actor"]["vector"]), atol=1e-4)
 
 
 def test_predictor_embeds_musicnn_log_mel_itself():

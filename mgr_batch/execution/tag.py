@@ -19,7 +19,14 @@ from mgr_batch.errors import ConfigError
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.models import model_info
 from mgr_batch.schemas import TAG_TABLES
-from mgr_batch.stages import LISTING_COLUMNS, Embedder, Predictor, featurize_batch, has_timeline
+from mgr_batch.stages import (
+    LISTING_COLUMNS,
+    Embedder,
+    Predictor,
+    embeddings_from_features,
+    featurize_batch,
+    has_timeline,
+)
 from mgr_batch.writer import write_tables
 
 log = logging.getLogger(__name__)
@@ -30,10 +37,7 @@ def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: Infer
     """Dataset of per-song rows with ``features`` (and with ``embedding_input`` musicnn's input of the same
     clips; see :func:`mgr_batch.stages.featurize_batch`). For a model on pre-trained embeddings whose network
     runs in the inference actors (``inference.embed_in_actor``), ``features`` is the network's log-mel."""
-    feature_cfg = spec.features
-    in_actor = inference.num_gpus > 0 if inference.embed_in_actor is None else inference.embed_in_actor
-    if in_actor and fm.splits_into_actor(spec.features, sr=spec.audio.sr):
-        feature_cfg = fm.INPUT_FEATURES
+    feature_cfg = fm.INPUT_FEATURES if embeds_in_actor(spec, inference) else spec.features
     ds = dataset_from_listing(files, rows_per_block=inference.songs_per_task)
     return ds.map_batches(
         featurize_batch,
@@ -44,6 +48,19 @@ def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: Infer
         num_cpus=1,
         max_calls=DECODE_MAX_CALLS,
     )
+
+
+def embeds_in_actor(spec: ModelSpec, inference: InferenceConfig) -> bool:
+    """Whether the pre-trained network of a ``musicnn_embedding`` model runs in the inference actors."""
+    in_actor = inference.num_gpus > 0 if inference.embed_in_actor is None else inference.embed_in_actor
+    return in_actor and fm.splits_into_actor(spec.features, sr=spec.audio.sr)
+
+
+def reuses_features_as_embeddings(spec: ModelSpec, inference: InferenceConfig) -> bool:
+    """Whether ``tag --embeddings`` can average the model's own features (the default embedding of each clip,
+    computed in the decode tasks) instead of running the network a second time."""
+    return (spec.features.kind == "musicnn_embedding" and not embeds_in_actor(spec, inference)
+            and fm.embedding_settings(spec.features) == (fm.DEFAULT_PRETRAINED, fm.DEFAULT_LAYER))  # fmt: skip
 
 
 def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceConfig,
@@ -90,9 +107,12 @@ def tag_files(files: pd.DataFrame, *, spec: ModelSpec, model: str | None, clip_c
     Writes songs/, clips/ and errors/ (and with ``timeline``, timeline/; with ``embeddings``, embeddings/)
     under ``output``; fails if any file is missing from both songs and errors.
     """
+    reuse = embeddings and reuses_features_as_embeddings(spec, inference)
     ds = featurized(files, spec=spec, clip_cfg=clip_cfg, inference=inference, storage_options=storage_options,
-                    embedding_input=embeddings)  # fmt: skip
-    if embeddings:
+                    embedding_input=embeddings and not reuse)  # fmt: skip
+    if reuse:
+        ds = ds.map_batches(embeddings_from_features, batch_size=None, batch_format="numpy", num_cpus=0.25)
+    elif embeddings:
         ds = embedded(ds, inference=inference)
     return tag_featurized(ds, len(files), spec=spec, model=model, clip_cfg=clip_cfg, inference=inference,
                           output=output, storage_options=storage_options, timeline=timeline)  # fmt: skip
