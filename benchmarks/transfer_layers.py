@@ -9,7 +9,7 @@ clips (as ``--features musicnn_embedding`` does); the pre-trained MSD_musicnn em
 (all layers from one forward pass; cached). For each layer, ``logreg`` and ``svm`` heads (the package's
 own classic models: standardized, C by grid search grouped by song) are fitted on train clips and scored
 on valid songs (mean of clip probabilities), and by 5-fold CV over train+valid with whole songs per
-fold. Prints a Markdown table; the figures are in benchmarks/results/transfer.md.
+fold. Prints a Markdown table.
 """
 
 from __future__ import annotations

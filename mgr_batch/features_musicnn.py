@@ -23,8 +23,8 @@ from mgr_batch.models.musicnn import HOP_LENGTH, N_FFT, N_MELS, SR, Musicnn, pre
 #: Embedding layers and their sizes: musicnn's max- and mean-pooled front+mid-end maps, the 200-unit
 #: penultimate dense layer, and max and mean pooled side by side.
 LAYERS = {"max_pool": 753, "mean_pool": 753, "penultimate": 200, "max_mean": 1506}
-#: The default layer: the best song accuracy on GTZAN's artist-filtered valid split with a logistic-regression
-#: head, within noise of the best under 5-fold CV, and the smallest (benchmarks/results/transfer.md).
+#: The default layer: the smallest; with a logistic-regression head it scores 0.656 song accuracy on GTZAN's
+#: artist-filtered valid split (docs/reproduction.md). ``benchmarks/transfer_layers.py`` compares the layers.
 DEFAULT_LAYER = "penultimate"
 DEFAULT_PRETRAINED = "MSD_musicnn"
 #: Clips per forward pass: a 3 s clip's front-end maps take about 20 MB of activations, and on CPU small
