@@ -116,6 +116,31 @@ def cv_row(model: str, epochs: int, work: Path) -> dict:
             "song_balanced_accuracy": s["song_balanced_accuracy"]["mean"], "n_songs": s["n_songs"]}  # fmt: skip
 
 
+#: Rows measured by benchmarks/reproduction.py (through the same pipeline) that the table repeats.
+REPRODUCED = {"musicnn-logreg": "MSD_musicnn embedding + logreg", "musicnn-svm": "MSD_musicnn embedding + svm",
+              "musicnn-finetune": "MSD_musicnn fine-tuned, new 10-genre head"}
+
+
+def reproduced_rows() -> list[dict]:
+    """The transfer-learning rows of benchmarks/results/reproduction.json (valid, and CV where run)."""
+    path = ROOT / "benchmarks" / "results" / "reproduction.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    rows = []
+    for key, what in REPRODUCED.items():
+        r = results.get(key)
+        if not r:
+            continue
+        epochs = f", {r['epochs']} epochs, best {r['best_epoch']}" if r.get("epochs") else ""
+        rows.append({"configuration": f"{what} (reproduction.py `{key}`{epochs})", "protocol": "train -> valid",
+                     "song_accuracy": r["valid_song_accuracy"], "song_balanced_accuracy": r["valid_song_balanced_accuracy"],
+                     "n_songs": r["valid_n_songs"]})  # fmt: skip
+        if r.get("cv_song_accuracy"):
+            rows.append({"configuration": f"{what} (reproduction.py `{key}`)", "protocol": f"5-fold CV by {r['cv_group_by']}, train+valid",
+                         "song_accuracy": r["cv_song_accuracy"]["mean"], "song_accuracy_std": r["cv_song_accuracy"]["std"],
+                         "song_balanced_accuracy": r["cv_song_balanced_accuracy"]["mean"], "n_songs": r["cv_n_songs"]})  # fmt: skip
+    return rows
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| configuration | protocol | song accuracy | balanced accuracy | n songs |", "|---|---|---|---|---|"]
     for r in rows:
@@ -139,6 +164,7 @@ def main() -> None:
             rows += [packaged_model_row(name, work) for name in PACKAGED]
         for model_type in args.cv:
             rows.append(cv_row(model_type, args.cv_epochs, work))
+    rows += reproduced_rows()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "accuracy.json").write_text(json.dumps({"rows": rows, "wall_seconds": round(time.time() - started, 1)}, indent=2))

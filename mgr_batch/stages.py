@@ -177,7 +177,7 @@ def step_times(starts: np.ndarray, *, n_frames: int, step_frames: int, hop_lengt
 
 
 #: Clips per forward pass when none is configured. On CPU, 8 clips of channels-last convolutions ran
-#: 2.4x faster per clip than 64 in plain layout (benchmarks/results/throughput.md).
+#: 2.4x (loaded machine) to 4.8x (idle) faster per clip than 64 in plain layout (benchmarks/results/throughput.md).
 CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 64
 
