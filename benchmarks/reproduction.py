@@ -211,6 +211,10 @@ WHY = """## Why ours differ from the studies' figures
   For comparison with its rows: the packaged from-scratch log-mel CNN (`--model logmel-cnn`) scores 0.555
   (balanced 0.590) on the same 128 valid songs (README, "The shipped model").
 - **Features on 30 s vs padded excerpts.** The 58-value vector of a 3 s excerpt describes 3 s, not 30 s.
+- **`lstm_seq` did not learn here.** On sequences of 3 s and 6 s vectors it predicts rock (the largest valid
+  genre) for every valid song (0.188 = 24/128), on 9 s vectors it reaches 0.320, far below the MLP on the same
+  vectors (0.43). Not yet diagnosed; half the training songs are 2-3 s excerpts, so most of their 30 s
+  sequence is a single vector or padding.
 """
 
 
