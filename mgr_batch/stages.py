@@ -371,20 +371,21 @@ class Embedder:
         clip_vectors = self._embed(np.concatenate(flat)) if flat else np.zeros((0, 0), np.float32)
         songs = np.split(clip_vectors, np.cumsum(counts)[:-1]) if counts else []
         out = {k: v for k, v in batch.items() if k != "embedding_input"}
-        out["embedding"] = _objects([v.mean(axis=0) if len(v) else np.zeros(0, np.float32) for v in songs])
-        out["embedding_layer"] = np.full(len(counts), self.layer)
-        out["embedding_model_id"] = np.full(len(counts), self.model_id)
-        return out
+        return out | _song_embeddings(songs, layer=self.layer, model_id=self.model_id)
+
+
+def _song_embeddings(clip_vectors: list[np.ndarray], *, layer: str, model_id: str) -> dict[str, np.ndarray]:
+    """:class:`Embedder`'s columns from each song's clip embeddings (n_clips, dims): ``embedding`` (their
+    mean; empty for a song with no clips), ``embedding_layer`` and ``embedding_model_id``."""
+    n = len(clip_vectors)
+    return {"embedding": _objects([v.mean(axis=0) if len(v) else np.zeros(0, np.float32) for v in clip_vectors]),
+            "embedding_layer": np.full(n, layer), "embedding_model_id": np.full(n, model_id)}  # fmt: skip
 
 
 def embeddings_from_features(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """:class:`Embedder`'s columns without running the network again, for a genre model whose ``features``
     already are the default embedding of each clip (``musicnn_embedding``, MSD_musicnn, default layer):
     ``features[i]`` (n_clips, dims, 1) -> ``embedding[i]`` (dims,), their mean. ``features`` is kept."""
-    feats = [np.asarray(f, np.float32) for f in batch["features"]]
-    n = len(feats)
-    out = dict(batch)
-    out["embedding"] = _objects([f[:, :, 0].mean(axis=0) if len(f) else np.zeros(0, np.float32) for f in feats])
-    out["embedding_layer"] = np.full(n, fm.DEFAULT_LAYER)
-    out["embedding_model_id"] = np.full(n, fm.embedding_model_id(fm.DEFAULT_PRETRAINED, fm.DEFAULT_LAYER))
-    return out
+    songs = [np.asarray(f, np.float32)[:, :, 0] for f in batch["features"]]
+    model_id = fm.embedding_model_id(fm.DEFAULT_PRETRAINED, fm.DEFAULT_LAYER)
+    return dict(batch) | _song_embeddings(songs, layer=fm.DEFAULT_LAYER, model_id=model_id)
