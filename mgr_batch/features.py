@@ -231,16 +231,33 @@ def _seq_steps(n: int, *, sr: int, cfg: FeatureConfig) -> tuple[int, int]:
 @register_feature(
     "classic58_seq",
     shape=_seq_steps,
-    description="58-value vectors of consecutive window_seconds windows of the clip (58 x windows)",
+    description="58-value vectors of consecutive window_seconds windows of the clip, padding windows first "
+    "(58 x windows)",
     chunk=1,
 )
 def _classic58_seq(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
+    return np.stack([_window_sequence(c, sr=sr, window_seconds=cfg.window_seconds) for c in clips])
+
+
+def _window_sequence(clip: np.ndarray, *, sr: int, window_seconds: float) -> np.ndarray:
+    """One clip (clip_samples,) -> its windows' 58-value vectors (58, n_windows), float32, pre-padded.
+
+    A song shorter than its clip arrives with trailing zeros. The windows that hold none of its audio go
+    first (as Keras's pre-padding), so the sequence ends with the song's last window, which is what a
+    recurrent model reads. Column ``length`` is the window's samples of audio (0 for a padding window),
+    not the window's constant size: a constant column has no variance for a BatchNorm to divide by.
+    """
+    from mgr_batch.clips import cut
     from mgr_batch.features_classic import gtzan_features_windows
 
-    w = cfg.window_seconds
-    return np.stack([gtzan_features_windows(c, sr=sr, window_seconds=w, hop_seconds=w).T for c in clips]).astype(
-        np.float32
-    )
+    vectors = gtzan_features_windows(clip, sr=sr, window_seconds=window_seconds, hop_seconds=window_seconds)
+    windows, starts = cut(clip, sr=sr, clip_seconds=window_seconds, hop_seconds=window_seconds)
+    nonzero = np.flatnonzero(clip)
+    end = int(nonzero[-1]) + 1 if nonzero.size else 0
+    offsets = np.round(starts * sr).astype(np.int64)
+    vectors[:, 0] = np.clip(end - offsets, 0, windows.shape[1])
+    audio = offsets < end
+    return np.concatenate([vectors[~audio], vectors[audio]]).T.astype(np.float32)
 
 
 def feature_kind(name: str) -> FeatureKind:

@@ -206,3 +206,17 @@ def test_long_batches_are_featurized_in_chunks_with_the_same_result():
     cfg = FeatureConfig(n_mels=16, n_fft=512, hop_length=256)
     together = features.featurize(clips, sr=22050, cfg=cfg)
     np.testing.assert_allclose(together[-5:], features.featurize(clips[-5:], sr=22050, cfg=cfg), atol=1e-4)
+
+
+def test_classic58_seq_puts_a_short_songs_padding_first():
+    from mgr_batch.features_classic import gtzan_features
+
+    sr, w = 8000, 8000  # 1 s windows of a 4 s clip holding 1.5 s of audio, then zeros
+    audio = white_noise(int(1.5 * sr), seed=7) + sine(300.0, int(1.5 * sr), sr)
+    clip = np.concatenate([audio, np.zeros(4 * sr - len(audio), np.float32)])
+    out = features.featurize(clip[None], sr=sr, cfg=FeatureConfig(kind="classic58_seq", window_seconds=1.0))[0]
+    assert out.shape == (58, 4)
+    np.testing.assert_array_equal(out[0], [0, 0, w, len(audio) - w])  # length: samples of audio per window
+    assert not out[1:17, :2].any() and out[1:17, 2:].all()  # padding windows first, then the audio's
+    np.testing.assert_allclose(out[1:, 2], gtzan_features(clip[:w], sr=sr)[1:].astype(np.float32), rtol=1e-5)
+    np.testing.assert_allclose(out[1:, 3], gtzan_features(clip[w : 2 * w], sr=sr)[1:].astype(np.float32), rtol=1e-5)
