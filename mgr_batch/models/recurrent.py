@@ -152,7 +152,12 @@ class GenreGRU(_SequenceClassifier):
 class GenreSequenceLSTM(_SequenceClassifier):
     """Feature-vector sequence (batch, 58, n_windows) -> genre logits (batch, n_classes).
 
-    The LSTM's last top-layer output goes through a ReLU dense layer (``dense``) before the ``head``.
+    The LSTM's last top-layer output goes through a ReLU dense layer (``dense``) before the ``head``, so a
+    short song's sequence must end with its audio (``classic58_seq`` puts the padding windows first).
+    The input BatchNorm keeps its statistics in float64: a feature that is constant in training (say a
+    window length of 66150) has variance 0, and the float32 running mean's rounding (0.06 at 66150)
+    over sqrt(eps) made it a constant input of about 20 in eval mode, which turned every prediction
+    into one genre.
     """
 
     NAME = "lstm_seq"
@@ -176,8 +181,13 @@ class GenreSequenceLSTM(_SequenceClassifier):
             dropout=dropout,
         )
         check_positive(self.NAME, dense_size=dense_size)
+        self.input_norm = self.input_norm.double()
         self.dense = nn.Linear(hidden_size, dense_size)
         self.head = nn.Linear(dense_size, n_classes)
+
+    def sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """Top-layer outputs (batch, n_windows, hidden_size) and the final state of every layer."""
+        return self.rnn(self.input_norm(x.to(self.input_norm.running_mean.dtype)).to(x.dtype).transpose(1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.sequence(x)
