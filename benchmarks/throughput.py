@@ -454,7 +454,7 @@ def stage_split(files: list[str], catalog: Path, spec, clip_cfg: ClipConfig, son
 
     read/decode/mono/resample/validate/cut/featurize replay ``audio.load`` + ``featurize_batch`` step by step
     (the same calls in the same blocks); ``featurize_batch`` is then also timed whole, as a check that the
-    steps add up; infer is ``Predictor`` (the actor's code) and write is ``write_tables`` (Parquet parts).
+    steps add up; infer is ``Predictor`` (what the decode tasks run on CPU) and write is ``write_tables`` (Parquet parts).
     """
     clock = Clock()
     listing = clock.time("list", storage.list_inputs, str(catalog), None)
@@ -921,7 +921,7 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         "## Where the time goes",
         "",
         f"Single thread, mgr-batch's own functions in the graph's batches (8 songs per task, {CPU_BATCH_SIZE} clips per "
-        "forward pass, the model's weights channels-last as the CPU inference actor holds them), "
+        "forward pass, the model's weights channels-last as the Predictor holds them on CPU), "
         "CPU seconds:",
         "",
         "| stage | CPU s | s per audio minute | share |",

@@ -229,6 +229,16 @@ class InferenceConfig:
     #: inference actors (True: on their GPUs; the decode tasks only compute its log-mel) or in the decode
     #: tasks (False: spread over every CPU). None: in the actors exactly when they have GPUs.
     embed_in_actor: bool | None = None
+    #: Where the model runs: in the decode tasks (True: each CPU task worker loads it once and reads, decodes,
+    #: featurizes, predicts and writes its batch in one task, no actor; what a CPU-only run needs to keep all
+    #: its cores busy) or in the actor pool (False). None: in the decode tasks exactly when no GPU is asked
+    #: for and the pre-trained network of an embedding model is not sent to the actors (``embed_in_actor``).
+    in_decode_tasks: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.in_decode_tasks and (self.num_gpus > 0 or self.embed_in_actor):
+            raise ConfigError("inference.in_decode_tasks runs the model on CPU tasks: it cannot be combined with "
+                              "num_gpus or embed_in_actor, which need the actor pool")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -372,6 +374,27 @@ class Embedder:
         songs = np.split(clip_vectors, np.cumsum(counts)[:-1]) if counts else []
         out = {k: v for k, v in batch.items() if k != "embedding_input"}
         return out | _song_embeddings(songs, layer=self.layer, model_id=self.model_id)
+
+
+#: Stage objects :func:`call_cached` built in this process, least recently used first.
+_CACHED: OrderedDict[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] = OrderedDict()
+#: How many a process keeps (a worker process of a long Ray session may serve several runs).
+CACHED_STAGES = 2
+
+
+def call_cached(batch: dict[str, np.ndarray], *, stage: type, kwargs: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """``stage(**kwargs)(batch)``, building the stage object (e.g. a :class:`Predictor`, which loads a model)
+    once per process and keeping it for the next batches, as an actor would: plain tasks can then run the
+    model where they decode."""
+    kwargs = kwargs or {}
+    key = f"{stage.__module__}.{stage.__qualname__}:{json.dumps(kwargs, sort_keys=True, default=repr)}"
+    obj = _CACHED.pop(key, None)
+    if obj is None:
+        obj = stage(**kwargs)
+        while len(_CACHED) >= CACHED_STAGES:
+            _CACHED.popitem(last=False)
+    _CACHED[key] = obj
+    return obj(batch)
 
 
 def _song_embeddings(clip_vectors: list[np.ndarray], *, layer: str, model_id: str) -> dict[str, np.ndarray]:

@@ -140,7 +140,8 @@ def test_manifest_glob_and_hop(tmp_path, tiny_model):
 
 
 def test_decode_stays_apart_from_the_inference_actors(corpus, tiny_model):
-    """Ray Data must not fuse the decode tasks into the actor pool (decoding would then scale with actors)."""
+    """Ray Data must not fuse the decode tasks into the actor pool (decoding would then scale with actors):
+    the path of GPU runs, here on CPU actors."""
     from mgr_batch.checkpoint import load_spec as spec_of
     from mgr_batch.config import InferenceConfig
     from mgr_batch.execution.tag import featurized, predicted
@@ -149,13 +150,44 @@ def test_decode_stays_apart_from_the_inference_actors(corpus, tiny_model):
     root, _, _ = corpus
     spec = spec_of(tiny_model)
     files = list_inputs(str(root / "good")).files
-    inference = InferenceConfig(songs_per_task=2)
+    inference = InferenceConfig(songs_per_task=2, in_decode_tasks=False)
     ds = featurized(files, spec=spec, clip_cfg=spec.clips, inference=inference, storage_options=None)
     ds = predicted(ds, model=tiny_model, inference=inference, storage_options=None).materialize()
     stats = ds.stats()
     assert "MapBatches(featurize_batch):" in stats
     assert "MapBatches(Predictor):" in stats
     assert "featurize_batch)->MapBatches(Predictor)" not in stats
+
+
+def test_cpu_runs_decode_predict_and_write_in_one_task_like_the_actor_path(corpus, tagged, tiny_model, tmp_path):
+    """Without GPUs the model runs in the decode tasks: Ray Data fuses decode, inference and writing into one
+    task stage (so it can run one task per CPU); the tables equal those of the actor pool path."""
+    from mgr_batch.checkpoint import load_spec as spec_of
+    from mgr_batch.config import InferenceConfig
+    from mgr_batch.execution.tag import featurized, in_decode_tasks, predicted
+    from mgr_batch.storage import list_inputs
+
+    root, _, _ = corpus
+    spec = spec_of(tiny_model)
+    assert in_decode_tasks(spec, InferenceConfig()) and not in_decode_tasks(spec, InferenceConfig(num_gpus=1))
+    files = list_inputs(str(root / "good")).files
+    inference = InferenceConfig(songs_per_task=2, in_decode_tasks=True)
+    ds = featurized(files, spec=spec, clip_cfg=spec.clips, inference=inference, storage_options=None)
+    stats = predicted(ds, model=tiny_model, inference=inference, storage_options=None).materialize().stats()
+    assert "MapBatches(featurize_batch)->MapBatches(call_cached)" in stats
+    assert "MapWorker" not in stats and "MapBatches(Predictor)" not in stats
+
+    config = tmp_path / "actors.yaml"
+    config.write_text("inference:\n  in_decode_tasks: false\n")
+    out = tmp_path / "actors"
+    assert main(["tag", str(root), "-o", str(out), "--model", tiny_model, "--songs-per-task", "3", "--config", str(config)]) == 0
+    for table, key in (("songs", "path"), ("errors", "path"), ("clips", ["path", "clip_index"])):
+        fused, actors = (read(o, table).sort_values(key).reset_index(drop=True) for o in (tagged, out))
+        assert len(fused) == len(actors) > 0
+        probs = [c for c in fused.columns if c.startswith("p_")]
+        pd.testing.assert_frame_equal(fused.drop(columns=probs), actors.drop(columns=probs))
+        if probs:
+            assert (fused[probs] - actors[probs]).abs().to_numpy().max() < 1e-5
 
 
 def test_a_one_cpu_ray_tags_without_deadlock(tmp_path, tiny_model):

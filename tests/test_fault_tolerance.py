@@ -1,9 +1,13 @@
-"""A worker killed mid-run must not fail ``mgr-batch tag``: the inference actor is SIGKILLed once, mid-batch.
+"""A worker killed mid-run must not fail ``mgr-batch tag``: the worker running the model is SIGKILLed once,
+mid-batch, on both inference paths.
 
-Ray Data's actor pools default to ``max_restarts=-1`` and ``max_task_retries=-1``
-(``ActorPoolMapOperator``), so Ray restarts the actor (its ``__init__`` loads the model again) and retries
-the batch it was running; part names derive from the batch's song ids, so a retried batch overwrites its
-own parts and nothing is written twice.
+- Actor pool (GPU runs; here on CPU with ``in_decode_tasks: false``): Ray Data's actor pools default to
+  ``max_restarts=-1`` and ``max_task_retries=-1`` (``ActorPoolMapOperator``), so Ray restarts the actor (its
+  ``__init__`` loads the model again) and retries the batch it was running.
+- Decode tasks (CPU runs): Ray retries a task whose worker died, in a new worker that loads the model again.
+
+Part names derive from the batch's song ids, so a retried batch overwrites its own parts and nothing is
+written twice.
 """
 
 from __future__ import annotations
@@ -54,23 +58,25 @@ def _descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
-def predictor_pids() -> list[int]:
-    """Live inference actors of this process's own Ray: workers under our raylet whose title names Predictor."""
+def predictor_pids(marker: str = "Predictor") -> list[int]:
+    """Live workers of this process's own Ray (under our raylet) whose title names ``marker``: the inference
+    actors for ``Predictor``; decode tasks running the model (while they run a batch) for ``call_cached``."""
     return [
         int(e)
         for e in os.listdir("/proc")
-        if e.isdigit() and (t := _title(int(e))).startswith("ray::") and "Predictor" in t
+        if e.isdigit() and (t := _title(int(e))).startswith("ray::") and marker in t
         and _descends_from(int(e), os.getpid())
     ]  # fmt: skip
 
 
 @dataclass
 class Killer:
-    """SIGKILLs the inference actor while it runs its ``kill_at``-th batch (its title then ends in ``.submit``),
-    or, where the poll misses batches on a loaded machine, once ``kill_at`` batches are written; then watches
-    for the actor that replaces it."""
+    """SIGKILLs the worker running the model while it runs its ``kill_at``-th batch (an actor's title then ends
+    in ``.submit``; a decode task's names ``call_cached`` only while it runs), or, where the poll misses batches
+    on a loaded machine, once ``kill_at`` batches are written; then watches for the worker that takes over."""
 
     out: Path
+    marker: str = "Predictor"
     kill_at: int = 3  # batches 1..kill_at-1 are done, ~18 of 21 are still to come
     timeout_s: float = 240.0
     done: threading.Event = field(default_factory=threading.Event)  # set by the test when main() returns
@@ -83,10 +89,13 @@ class Killer:
 
     def run(self) -> None:
         deadline = time.monotonic() + self.timeout_s
-        stale = set(predictor_pids())  # actors of earlier runs in this session, still exiting: not ours
+        stale = set(predictor_pids(self.marker))  # workers of earlier runs in this session, still exiting: not ours
 
         def ours() -> list[int]:
-            return [p for p in predictor_pids() if p not in stale]
+            return [p for p in predictor_pids(self.marker) if p not in stale]
+
+        def busy(title: str) -> bool:
+            return title.endswith(".submit") if self.marker == "Predictor" else self.marker in title
 
         pids: list[int] = []
         while not pids and time.monotonic() < deadline and not self.done.is_set():
@@ -100,12 +109,12 @@ class Killer:
                 pids, running = ours(), False
                 time.sleep(0.01)
                 continue
-            if title.endswith(".submit") and not running:
+            if busy(title) and not running:
                 self.batches_seen += 1
             parts = len(list(songs.glob("part-*.parquet"))) if songs.is_dir() else 0
             # Mid-batch when the title shows it; on a loaded machine the poll can miss every short batch, so
             # the actor is killed anyway once a few batches are written (work remains either way).
-            if (title.endswith(".submit") and self.batches_seen >= self.kill_at) or parts >= self.kill_at:
+            if (busy(title) and self.batches_seen >= self.kill_at) or parts >= self.kill_at:
                 try:
                     os.kill(pids[0], signal.SIGKILL)
                 except ProcessLookupError:  # it exited just now: look again
@@ -113,34 +122,39 @@ class Killer:
                     continue
                 self.killed, self.killed_title, self.killed_before_done = pids[0], title, not self.done.is_set()
                 self.parts_at_kill = parts
-            running = title.endswith(".submit")
+            running = busy(title)
             time.sleep(0.001)
         while self.killed is not None and time.monotonic() < deadline and not self.done.is_set():
             self.replacements.update(set(ours()) - {self.killed})
             time.sleep(0.05)
 
 
-def test_inference_actor_killed_mid_batch(tmp_path):
+@pytest.mark.parametrize("path", ["actors", "tasks"])
+def test_inference_worker_killed_mid_batch(tmp_path, path):
     src, out = tmp_path / "in", tmp_path / "out"
+    marker, flags = "call_cached", []
+    if path == "actors":
+        (tmp_path / "actors.yaml").write_text("inference:\n  in_decode_tasks: false\n")
+        marker, flags = "Predictor", ["--config", str(tmp_path / "actors.yaml")]
     for i in range(N_SONGS):
         if i % 2:
             write_noise(src / f"noise_{i:02d}.wav", seconds=SECONDS, seed=i)
         else:
             write_tone(src / f"tone_{i:02d}.flac", seconds=SECONDS, freq=200.0 + 20 * i)
     (src / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")
-    killer = Killer(out)
+    killer = Killer(out, marker=marker)
     thread = threading.Thread(target=killer.run, daemon=True)
     thread.start()
     try:  # the packaged CNN: real inference work in the actor, so the actor is caught mid-batch
-        code = main(["tag", str(src), "--output", str(out), "--model", "logmel-cnn", "--songs-per-task", str(SONGS_PER_TASK)])
+        code = main(["tag", str(src), "--output", str(out), "--model", "logmel-cnn", "--songs-per-task", str(SONGS_PER_TASK), *flags])
     finally:
         killer.done.set()
         thread.join(timeout=10)
 
     assert killer.killed is not None and killer.killed_before_done, f"not killed mid-batch: {killer}"
-    assert "Predictor" in killer.killed_title, killer.killed_title
+    assert marker in killer.killed_title, killer.killed_title
     assert killer.parts_at_kill < N_SONGS // SONGS_PER_TASK, "killed after all batches were written"
-    assert killer.replacements, "no new inference actor took over after the kill"
+    assert killer.replacements, "no other worker ran the model after the kill"
     assert code == 0
 
     songs, clips, errors = (pd.read_parquet(out / t) for t in ("songs", "clips", "errors"))

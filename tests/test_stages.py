@@ -153,6 +153,32 @@ def test_predictor_batch_size_does_not_change_results(tiny_model, featurized):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_call_cached_builds_a_stage_once_per_process_and_keeps_a_few(tiny_model, featurized, monkeypatch):
+    """Plain tasks run the model where they decode: the Predictor is loaded on the first batch only, equals a
+    fresh one's output, and only the last CACHED_STAGES stage objects stay loaded."""
+    built = []
+
+    class Counting(stages.Predictor):
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(stages, "_CACHED", type(stages._CACHED)())
+    kw = {"model_uri": tiny_model, "device": "cpu", "batch_size": 2}
+    first = stages.call_cached(dict(featurized), stage=Counting, kwargs=kw)
+    again = stages.call_cached(dict(featurized), stage=Counting, kwargs=dict(kw))
+    assert len(built) == 1
+    fresh = stages.Predictor(tiny_model, batch_size=2, device="cpu")(dict(featurized))
+    for a, b, c in zip(first["clip_probs"], again["clip_probs"], fresh["clip_probs"], strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, atol=1e-6)
+    for bs in (3, 4, 5):  # other arguments are other stage objects; the oldest are dropped
+        stages.call_cached(dict(featurized), stage=Counting, kwargs=kw | {"batch_size": bs})
+    assert len(built) == 4 and len(stages._CACHED) == stages.CACHED_STAGES
+    stages.call_cached(dict(featurized), stage=Counting, kwargs=kw)
+    assert len(built) == 5  # batch_size 2 had been dropped, so it is built again
+
+
 def test_predictor_on_a_batch_of_errors_only(tiny_model):
     empty = np.empty(2, dtype=object)
     empty[0] = np.zeros((0, 32, 65), np.float32)

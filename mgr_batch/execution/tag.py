@@ -1,7 +1,9 @@
-"""The tagging graph: listing -> decode+featurize (CPU tasks) -> inference (actor pool) -> Parquet."""
+"""The tagging graph: listing -> decode+featurize (CPU tasks) -> inference (actor pool, or the same CPU
+tasks when no GPU is asked for) -> Parquet."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -23,6 +25,7 @@ from mgr_batch.stages import (
     LISTING_COLUMNS,
     Embedder,
     Predictor,
+    call_cached,
     embeddings_from_features,
     featurize_batch,
     has_timeline,
@@ -45,9 +48,32 @@ def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: Infer
                        **({"embedding_input": True} if embedding_input else {})),  # fmt: skip
         batch_size=inference.songs_per_task,
         batch_format="numpy",
-        num_cpus=1,
-        max_calls=DECODE_MAX_CALLS,
+        **DECODE_TASK,
     )
+
+
+#: Remote arguments of the decode tasks. Every stage given exactly these joins the decode tasks: Ray Data
+#: fuses consecutive task stages whose remote arguments are equal into one task.
+DECODE_TASK = {"num_cpus": 1, "max_calls": DECODE_MAX_CALLS}
+
+
+def write_task_args(inference: InferenceConfig) -> dict[str, Any]:
+    """Remote arguments of the write tasks behind an actor pool: a quarter CPU, and a bounded pool, so that
+    Ray Data's resource budget leaves the CPUs they do not use to the decode tasks (an unbounded stage is
+    handed every CPU no other stage claims, and short write tasks never use them)."""
+    return {"num_cpus": 0.25, "compute": ray.data.TaskPoolStrategy(size=max(2, inference.num_workers))}
+
+
+def in_decode_tasks(spec: ModelSpec, inference: InferenceConfig) -> bool:
+    """Whether the model runs in the decode tasks rather than an actor pool (``inference.in_decode_tasks``).
+
+    On CPU the fused task is what keeps every core busy: with separate decode, inference and write stages,
+    Ray Data's resource budget split the CPUs among them and, on 2 CPUs, let only one decode task run at a
+    time (benchmarks/results/throughput.md), and each batch crossed the object store twice.
+    """
+    if inference.in_decode_tasks is not None:
+        return inference.in_decode_tasks
+    return inference.num_gpus == 0 and not embeds_in_actor(spec, inference)
 
 
 def embeds_in_actor(spec: ModelSpec, inference: InferenceConfig) -> bool:
@@ -66,7 +92,8 @@ def reuses_features_as_embeddings(spec: ModelSpec, inference: InferenceConfig) -
 def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceConfig,
               storage_options: dict[str, Any] | None, timeline: bool = False) -> ray.data.Dataset:  # fmt: skip
     """Adds ``clip_probs`` (and with ``timeline`` the per-step columns, see :class:`Predictor`) with an
-    actor pool that loads the model once per actor.
+    actor pool that loads the model once per actor, or, with ``inference.in_decode_tasks``, in the decode
+    tasks, which load it once per worker process (:func:`mgr_batch.stages.call_cached`).
 
     A CPU actor reserves no CPU (``num_cpus=0``): it works only when decode tasks hand it a batch, so
     reserving a whole CPU for it left that CPU idle most of the time (with 2 CPUs only one decode task
@@ -74,10 +101,14 @@ def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceCo
     Its share of the CPUs is taken from the decode tasks by the OS; if it falls behind, Ray Data's
     backpressure pauses decoding. A GPU actor keeps Ray Data's default of one CPU to feed the GPU.
     """
+    kwargs = dict(storage_options=storage_options, batch_size=inference.batch_size, timeline=timeline)
+    if inference.in_decode_tasks:
+        return ds.map_batches(call_cached, fn_kwargs=dict(stage=Predictor, kwargs=dict(model_uri=model, device="cpu", **kwargs)),
+                              batch_size=inference.songs_per_task, batch_format="numpy", **DECODE_TASK)  # fmt: skip
     return ds.map_batches(
         Predictor,
         fn_constructor_args=(model,),
-        fn_constructor_kwargs=dict(storage_options=storage_options, batch_size=inference.batch_size, timeline=timeline),
+        fn_constructor_kwargs=kwargs,
         batch_size=inference.songs_per_task,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=inference.num_workers),
@@ -88,7 +119,11 @@ def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceCo
 
 def embedded(ds: ray.data.Dataset, *, inference: InferenceConfig) -> ray.data.Dataset:
     """Adds each song's musicnn ``embedding`` (see :class:`Embedder`) with an actor pool that loads the network
-    once per actor; CPU actors reserve no CPU, as in :func:`predicted`."""
+    once per actor; CPU actors reserve no CPU, as in :func:`predicted`. With ``inference.in_decode_tasks``,
+    in the decode tasks (once per worker process) instead."""
+    if inference.in_decode_tasks:
+        return ds.map_batches(call_cached, fn_kwargs=dict(stage=Embedder, kwargs={"device": "cpu"}),
+                              batch_size=inference.songs_per_task, batch_format="numpy", **DECODE_TASK)  # fmt: skip
     return ds.map_batches(
         Embedder,
         batch_size=inference.songs_per_task,
@@ -107,11 +142,13 @@ def tag_files(files: pd.DataFrame, *, spec: ModelSpec, model: str | None, clip_c
     Writes songs/, clips/ and errors/ (and with ``timeline``, timeline/; with ``embeddings``, embeddings/)
     under ``output``; fails if any file is missing from both songs and errors.
     """
+    inference = dataclasses.replace(inference, in_decode_tasks=in_decode_tasks(spec, inference))
     reuse = embeddings and reuses_features_as_embeddings(spec, inference)
     ds = featurized(files, spec=spec, clip_cfg=clip_cfg, inference=inference, storage_options=storage_options,
                     embedding_input=embeddings and not reuse)  # fmt: skip
     if reuse:
-        ds = ds.map_batches(embeddings_from_features, batch_size=None, batch_format="numpy", num_cpus=0.25)
+        ds = ds.map_batches(embeddings_from_features, batch_size=None, batch_format="numpy",
+                            **(DECODE_TASK if inference.in_decode_tasks else {"num_cpus": 0.25}))  # fmt: skip
     elif embeddings:
         ds = embedded(ds, inference=inference)
     return tag_featurized(ds, len(files), spec=spec, model=model, clip_cfg=clip_cfg, inference=inference,
@@ -122,6 +159,7 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
                    inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None,
                    timeline: bool = False) -> dict[str, Any]:  # fmt: skip
     """The rest of the tagging graph (inference, tables) over already featurized songs."""
+    inference = dataclasses.replace(inference, in_decode_tasks=in_decode_tasks(spec, inference))
     ds = predicted(ds, model=model, inference=inference, storage_options=storage_options, timeline=timeline)
     ds = ds.map_batches(
         write_tables,
@@ -129,7 +167,7 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
                        clip_seconds=clip_cfg.clip_seconds, storage_options=storage_options),  # fmt: skip
         batch_size=None,
         batch_format="numpy",
-        num_cpus=0.25,
+        **(DECODE_TASK if inference.in_decode_tasks else write_task_args(inference)),
     )
     totals: Counter = Counter()
     error_types: Counter = Counter()
