@@ -73,7 +73,7 @@ import soxr  # noqa: E402
 import torch  # noqa: E402
 
 from mgr_batch import audio, checkpoint, clips, features, segmentation, storage  # noqa: E402
-from mgr_batch.config import ClipConfig, SegmentationConfig  # noqa: E402
+from mgr_batch.config import ClipConfig, InferenceConfig, SegmentationConfig  # noqa: E402
 from mgr_batch.features_classic import gtzan_features, gtzan_features_reference  # noqa: E402
 from mgr_batch.stages import CPU_BATCH_SIZE, Predictor, featurize_batch  # noqa: E402
 from mgr_batch.writer import write_tables  # noqa: E402
@@ -89,6 +89,8 @@ FORMATS = ("mp3", "flac", "wav")
 CATALOG_SR = 44100
 #: How often the process tree of a tag run is sampled (s).
 POLL_S = 0.2
+#: Songs per task of the tag runs (mgr-batch's default), also the batches of the single-thread stage split.
+SONGS_PER_TASK = InferenceConfig().songs_per_task
 #: Stage names, in pipeline order.
 STAGES = ("list", "read", "decode", "mono", "resample", "validate", "cut", "featurize", "infer", "write")
 
@@ -696,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     result["decode_floor"] = decode_floor(files, spec.audio.sr)
     print(f"  {result['decode_floor']['cpu_s']}", flush=True)
     print("stage split ...", flush=True)
-    result["stage_split"] = stage_split(files, catalog, spec, clip_cfg, 8, None, work)
+    result["stage_split"] = stage_split(files, catalog, spec, clip_cfg, SONGS_PER_TASK, None, work)
     result["load_average"]["after_in_process"] = loadavg()
 
     # Featurization and inference alone.
@@ -739,11 +741,13 @@ def main(argv: list[str] | None = None) -> int:
         runs[name]["walls_s"] = [t["wall_s"] for t in tries]
     if args.scale > 1:
         big = link_catalog(files, work / f"catalog-x{args.scale}", args.scale)
-        for cpus in (args.cpus, 1):  # memory at scale, and 1 -> N scaling where start-up weighs little
-            name = f"tag_{cpus}cpu_x{args.scale}"
-            print(f"{name}: {args.scale}x the catalog ...", flush=True)
+        scaled = [(f"tag_{cpus}cpu_x{args.scale}", cpus, []) for cpus in (args.cpus, 1)]  # memory at scale, and
+        scaled += [(f"tag_{args.cpus}cpu_variant{i}_x{args.scale}", args.cpus, v.split())  # 1 -> N scaling where
+                   for i, v in enumerate(variants)]  # start-up weighs little; each variant at scale too  # fmt: skip
+        for name, cpus, extra in scaled:
+            print(f"{name}: {args.scale}x the catalog {' '.join(extra)} ...", flush=True)
             la = loadavg()
-            runs[name] = run_tag(big, work, name, cpus, [])
+            runs[name] = run_tag(big, work, name, cpus, extra)
             runs[name]["load_average"] = [la, loadavg()]
             print(f"  wall {runs[name]['wall_s']:.1f} s, tree CPU {runs[name]['cpu_s']['total']:.1f} s", flush=True)
     result["tag_runs"] = runs
@@ -920,7 +924,7 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         "",
         "## Where the time goes",
         "",
-        f"Single thread, mgr-batch's own functions in the graph's batches (8 songs per task, {CPU_BATCH_SIZE} clips per "
+        f"Single thread, mgr-batch's own functions in the graph's batches ({SONGS_PER_TASK} songs per task, {CPU_BATCH_SIZE} clips per "
         "forward pass, the model's weights channels-last as the Predictor holds them on CPU), "
         "CPU seconds:",
         "",

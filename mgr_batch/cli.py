@@ -30,7 +30,7 @@ from mgr_batch.errors import ConfigError, MgrBatchError
 TAG_EXAMPLES = """examples:
   mgr-batch tag ~/music --output tags/
   mgr-batch tag 'songs/**/*.mp3' --output tags/ --clip-seconds 3 --hop-seconds 1.5
-  mgr-batch tag manifest.csv --output tags/ --model runs/cnn/ --num-workers 2
+  mgr-batch tag manifest.csv --output tags/ --model runs/cnn/ --num-gpus 1 --num-workers 2
   mgr-batch tag ~/music --output tags/ --model runs/crnn/ --timeline
   mgr-batch tag ~/music --output tags/ --embeddings
   mgr-batch tag ~/music --output tags/ --model msd-tags
@@ -172,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's, 3)")
     tag.add_argument("--hop-seconds", type=float, help="seconds between clip starts (default: = clip length)")
     tag.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
-    tag.add_argument("--num-workers", type=int, help="inference actors in the pool (default 1)")
-    tag.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0: CPU)")
-    tag.add_argument("--songs-per-task", type=int, help="songs per decode/featurize task (default 8)")
+    tag.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
+    tag.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0: the model runs in the decode tasks, on every CPU)")
+    tag.add_argument("--songs-per-task", type=int, help="songs per decode/featurize task (default 16)")
     tag.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
     tag.add_argument("--force", action="store_true", default=None,
                      help="redo every file (default: a rerun skips files OUTPUT already holds, unchanged, for the same model)")  # fmt: skip
@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", help="only the manifest rows of this split (e.g. valid)")
     ev.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
     ev.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
-    ev.add_argument("--num-workers", type=int, help="inference actors in the pool (default 1)")
-    ev.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0)")
+    ev.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
+    ev.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0: the model runs in the decode tasks)")
     _common(ev)
 
     cv = sub.add_parser("cv", help="K-fold cross-validation by song", epilog=CV_EXAMPLES,
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--window-seconds", type=float, help="analysis window (default 2)")
     seg.add_argument("--n-clusters", type=int, help="clusters per song (default: from the eigen-gap)")
     seg.add_argument("--representative", choices=REPRESENTATIVES, help="largest cluster (default) or its longest run")
-    seg.add_argument("--songs-per-task", type=int, help="songs per task (default 8)")
+    seg.add_argument("--songs-per-task", type=int, help="songs per task (default 16)")
     _common(seg)
 
     pt = sub.add_parser("plot-timeline", help="draw a song's genre belief over time (from 'tag --timeline') as a PNG",
