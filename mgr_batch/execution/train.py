@@ -205,6 +205,10 @@ def train_loop(config: dict[str, Any]) -> None:
     net = spec.build()
     if config.get("init_state"):  # transfer learning: the layers whose names and shapes fit
         net.load_state_dict(torch.load(io.BytesIO(config["init_state"]), map_location="cpu", weights_only=True), strict=False)
+    if device.type == "cpu" and getattr(net, "TRAIN_CHANNELS_LAST", True):
+        # oneDNN trains most of our CNNs faster channels-last (s per batch, 2 threads: cnn 0.31 vs 0.53,
+        # cnn3 0.54 vs 0.74, vgg 0.18 vs 0.24); models where it is slower say so (musicnn)
+        net = net.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(net)
     opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
     sched, per_batch = lr_schedule(opt, optim, steps_per_epoch=max(1, int(config.get("steps_per_epoch", 1))))
