@@ -213,9 +213,13 @@ WHY = """## Why ours differ from the studies' figures
   (balanced 0.590) on the same 128 valid songs (README, "The shipped model").
 - **Features on 30 s vs padded excerpts.** The 58-value vector of a 3 s excerpt describes 3 s, not 30 s.
 - **Short CPU schedules.** Every network here trained on 2 CPU cores. The quarter-width VGG and ResNet ran 8
-  epochs and were still improving at the last one (best epoch 7 and 8), so their rows are a floor. The 2 s crop
-  study's CNN (0.578 on 8 random crops per training song) is the best from-scratch row, above the packaged
-  log-mel CNN (0.555): the crops are a cheap augmentation that helps here too.
+  epochs and were still improving at the last one, so their rows are a floor. The 2 s crop study's CNN (0.578
+  on 8 random crops per training song) is the best from-scratch row, above the packaged log-mel CNN (0.555):
+  the crops are a cheap augmentation that helps here too.
+- **Run-to-run spread.** Seeds are fixed, but the order in which Ray Data hands blocks to training is not, so
+  retraining a row moves its valid figure: VGG 0.469 -> 0.445, ResNet 0.492 -> 0.445, the 3 s MLP 0.438 ->
+  0.453 when they were run again for their CV. On 128 valid songs one song is 0.8 points; the CV column
+  (five folds, mean ± std) is the steadier figure.
 - **`lstm_seq` first did not learn; three causes, fixed.** It predicted rock (the largest valid genre) for
   every valid song on 3 s and 6 s vectors (0.188 = 24/128). (1) The windows' `length` column was a constant
   66150: variance 0, so the float32 running mean's rounding (-0.06) over sqrt(eps) of the input BatchNorm
