@@ -247,15 +247,15 @@ def _window_sequence(clip: np.ndarray, *, sr: int, window_seconds: float) -> np.
     recurrent model reads. Column ``length`` is the window's samples of audio (0 for a padding window),
     not the window's constant size: a constant column has no variance for a BatchNorm to divide by.
     """
-    from mgr_batch.clips import cut
+    from mgr_batch.clips import clip_starts
     from mgr_batch.features_classic import gtzan_features_windows
 
     vectors = gtzan_features_windows(clip, sr=sr, window_seconds=window_seconds, hop_seconds=window_seconds)
-    windows, starts = cut(clip, sr=sr, clip_seconds=window_seconds, hop_seconds=window_seconds)
+    starts = clip_starts(len(clip) / sr, clip_seconds=window_seconds, hop_seconds=window_seconds)
     nonzero = np.flatnonzero(clip)
     end = int(nonzero[-1]) + 1 if nonzero.size else 0
     offsets = np.round(starts * sr).astype(np.int64)
-    vectors[:, 0] = np.clip(end - offsets, 0, windows.shape[1])
+    vectors[:, 0] = np.clip(end - offsets, 0, int(round(window_seconds * sr)))
     audio = offsets < end
     return np.concatenate([vectors[~audio], vectors[audio]]).T.astype(np.float32)
 

@@ -101,31 +101,24 @@ def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceCo
     Its share of the CPUs is taken from the decode tasks by the OS; if it falls behind, Ray Data's
     backpressure pauses decoding. A GPU actor keeps Ray Data's default of one CPU to feed the GPU.
     """
-    kwargs = dict(storage_options=storage_options, batch_size=inference.batch_size, timeline=timeline)
-    if inference.in_decode_tasks:
-        return ds.map_batches(call_cached, fn_kwargs=dict(stage=Predictor, kwargs=dict(model_uri=model, device="cpu", **kwargs)),
-                              batch_size=inference.songs_per_task, batch_format="numpy", **DECODE_TASK)  # fmt: skip
-    return ds.map_batches(
-        Predictor,
-        fn_constructor_args=(model,),
-        fn_constructor_kwargs=kwargs,
-        batch_size=inference.songs_per_task,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=inference.num_workers),
-        num_gpus=inference.num_gpus or None,
-        **({} if inference.num_gpus else {"num_cpus": 0}),
-    )
+    kwargs = dict(model_uri=model, storage_options=storage_options, batch_size=inference.batch_size, timeline=timeline)
+    return _model_stage(ds, Predictor, kwargs, inference)
 
 
 def embedded(ds: ray.data.Dataset, *, inference: InferenceConfig) -> ray.data.Dataset:
-    """Adds each song's musicnn ``embedding`` (see :class:`Embedder`) with an actor pool that loads the network
-    once per actor; CPU actors reserve no CPU, as in :func:`predicted`. With ``inference.in_decode_tasks``,
-    in the decode tasks (once per worker process) instead."""
+    """Adds each song's musicnn ``embedding`` (see :class:`Embedder`), where :func:`predicted` runs its model."""
+    return _model_stage(ds, Embedder, {}, inference)
+
+
+def _model_stage(ds: ray.data.Dataset, stage: type, kwargs: dict[str, Any], inference: InferenceConfig) -> ray.data.Dataset:
+    """``stage(**kwargs)`` over ``ds``'s batches of songs: built once per worker process in the decode tasks
+    (``inference.in_decode_tasks``, on CPU), or once per actor of a pool (0 CPUs, or ``num_gpus`` each)."""
     if inference.in_decode_tasks:
-        return ds.map_batches(call_cached, fn_kwargs=dict(stage=Embedder, kwargs={"device": "cpu"}),
+        return ds.map_batches(call_cached, fn_kwargs=dict(stage=stage, kwargs=dict(kwargs, device="cpu")),
                               batch_size=inference.songs_per_task, batch_format="numpy", **DECODE_TASK)  # fmt: skip
     return ds.map_batches(
-        Embedder,
+        stage,
+        fn_constructor_kwargs=kwargs,
         batch_size=inference.songs_per_task,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=inference.num_workers),
