@@ -24,13 +24,47 @@ from mgr_batch.errors import ConfigError
 
 #: Floor of the power spectrum before the log (librosa's ``amin``): -100 dB.
 AMIN = 1e-10
-#: Clips featurized at a time: bounds the STFT's complex intermediate (about 1 MB per 3 s clip).
+#: Clips featurized at a time by :func:`featurize` (bounds the memory of a kind's intermediates).
 CHUNK_CLIPS = 64
+#: Bytes of complex STFT computed at a time on CPU (one 3 s clip's is 1 MB at n_fft 2048): chunks that stay
+#: in cache ran the 128-band log-mel of 3 s clips 2.6x faster than 64 clips at once (4x with the banded
+#: mel product of :func:`mel_power`).
+STFT_CHUNK_BYTES = 4 << 20
+#: Mel filters per band of the CPU mel product (:func:`_mel_bands`).
+MEL_BAND_FILTERS = 16
 
 
 @functools.lru_cache(maxsize=16)
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> torch.Tensor:
     return torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_bands(
+    sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None
+) -> tuple[tuple[int, int, torch.Tensor], ...]:
+    """The mel basis cut into bands of :data:`MEL_BAND_FILTERS` filters: ``(first_bin, end_bin, weights)``,
+    weights (filters, end_bin - first_bin) covering the bins where any filter of the band is non-zero."""
+    basis = _mel_basis(sr, n_fft, n_mels, fmin, fmax)
+    bands = []
+    for lo in range(0, n_mels, MEL_BAND_FILTERS):
+        nonzero = torch.nonzero(basis[lo : lo + MEL_BAND_FILTERS].abs().sum(0)).flatten()
+        first, end = (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 1)
+        bands.append((first, end, basis[lo : lo + MEL_BAND_FILTERS, first:end].contiguous()))
+    return tuple(bands)
+
+
+def mel_power(power: torch.Tensor, *, sr: int, n_fft: int, n_mels: int, fmin: float = 0.0,
+              fmax: float | None = None) -> torch.Tensor:  # fmt: skip
+    """Mel filter bank applied to a power spectrogram (..., 1 + n_fft // 2, n_frames) -> (..., n_mels, n_frames).
+
+    On CPU, band by band over the bins each band's filters cover (about a tenth of the dense product's
+    work, 4x faster for 128 bands of n_fft 2048); elsewhere one dense product.
+    """
+    if power.device.type != "cpu":
+        return torch.matmul(_mel_basis(sr, n_fft, n_mels, fmin, fmax).to(power.device), power)
+    bands = _mel_bands(sr, n_fft, n_mels, fmin, fmax)
+    return torch.cat([torch.matmul(w, power[..., first:end, :]) for first, end, w in bands], dim=-2)
 
 
 @functools.lru_cache(maxsize=16)
@@ -67,8 +101,23 @@ def power_spectrogram(y: torch.Tensor, *, n_fft: int, hop_length: int) -> torch.
         pad_mode="constant",
         return_complex=True,
     )
-    power = spec.real.square() + spec.imag.square()
+    power = spec.real.square().addcmul_(spec.imag, spec.imag)
     return power.reshape(*lead, *power.shape[-2:])
+
+
+def _per_chunk(
+    x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], *, n_fft: int, hop_length: int
+) -> torch.Tensor:
+    """``fn`` (power spectrogram -> features) over the rows of ``x`` (..., n_samples), on CPU a few rows at
+    a time (at most :data:`STFT_CHUNK_BYTES` of STFT, at least one row) so the STFT stays in cache."""
+    lead, flat = x.shape[:-1], x.reshape(-1, x.shape[-1])
+    rows = max(len(flat), 1)
+    if x.device.type == "cpu":
+        rows = max(1, STFT_CHUNK_BYTES // (8 * (1 + n_fft // 2) * n_frames(x.shape[-1], hop_length=hop_length)))
+    parts = [fn(power_spectrogram(flat[i : i + rows], n_fft=n_fft, hop_length=hop_length))
+             for i in range(0, max(len(flat), 1), rows)]  # fmt: skip
+    out = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return out.reshape(*lead, *out.shape[-2:])
 
 
 def scale_power(power: torch.Tensor, scale: str) -> torch.Tensor:
@@ -102,9 +151,8 @@ def log_mel(
     A torch tensor stays on its device (so the GPU path is the same code); numpy in gives numpy out.
     """
     x, as_numpy = _as_tensor(y)
-    power = power_spectrogram(x, n_fft=n_fft, hop_length=hop_length)
-    mel = torch.matmul(_mel_basis(sr, n_fft, n_mels, fmin, fmax).to(x.device), power)
-    out = scale_power(mel, scale)
+    mel = functools.partial(mel_power, sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    out = _per_chunk(x, lambda power: scale_power(mel(power), scale), n_fft=n_fft, hop_length=hop_length)
     return out.numpy() if as_numpy else out
 
 
@@ -113,7 +161,7 @@ def stft_spectrogram(
 ) -> np.ndarray | torch.Tensor:
     """Scaled STFT spectrogram: (..., n_samples) -> (..., 1 + n_fft // 2, n_frames) float32."""
     x, as_numpy = _as_tensor(y)
-    out = scale_power(power_spectrogram(x, n_fft=n_fft, hop_length=hop_length), scale)
+    out = _per_chunk(x, lambda power: scale_power(power, scale), n_fft=n_fft, hop_length=hop_length)
     return out.numpy() if as_numpy else out
 
 

@@ -89,6 +89,33 @@ def test_batched_equals_per_clip():
         )
 
 
+@pytest.mark.parametrize(
+    ("sr", "n_fft", "n_mels", "fmin", "fmax"),
+    [(22050, 2048, 128, 0.0, None), (16000, 512, 96, 0.0, None), (22050, 1024, 40, 300.0, 5000.0), (8000, 256, 60, 0.0, None)],
+)
+def test_banded_mel_product_equals_the_dense_one(sr, n_fft, n_mels, fmin, fmax):
+    # (8000, 256, 60): so many bands for so few bins that some filters are all zero
+    power = torch.from_numpy(np.abs(white_noise(3 * (1 + n_fft // 2) * 7)).reshape(3, 1 + n_fft // 2, 7))
+    dense = torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)) @ power
+    banded = features.mel_power(power, sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert banded.shape == (3, n_mels, 7)
+    np.testing.assert_allclose(banded.numpy(), dense.numpy(), rtol=1e-5, atol=1e-7 * float(dense.max()))
+    bands = features._mel_bands(sr, n_fft, n_mels, fmin, fmax)
+    assert sum(w.numel() for _, _, w in bands) < n_mels * (1 + n_fft // 2)  # it skips the zeros
+
+
+def test_many_clips_are_transformed_a_few_at_a_time_with_the_same_result(monkeypatch):
+    clips = np.stack([white_noise(4096, seed=i) for i in range(7)])
+    whole = features.log_mel(clips, sr=22050, n_fft=512, hop_length=256, n_mels=16)
+    one_stft = 8 * 257 * (1 + 4096 // 256)
+    monkeypatch.setattr(features, "STFT_CHUNK_BYTES", 3 * one_stft)  # chunks of 3, 3 and 1 clips
+    np.testing.assert_allclose(features.log_mel(clips, sr=22050, n_fft=512, hop_length=256, n_mels=16), whole, atol=1e-5)
+    monkeypatch.setattr(features, "STFT_CHUNK_BYTES", 1)  # never less than one clip
+    chunked = features.stft_spectrogram(clips.reshape(7, 1, 4096), n_fft=512, hop_length=256)
+    assert chunked.shape == (7, 1, 257, 17)
+    np.testing.assert_allclose(chunked[4, 0], features.stft_spectrogram(clips[4], n_fft=512, hop_length=256), atol=1e-4)
+
+
 def test_leading_dimensions_are_kept():
     y = white_noise(2 * 3 * 4096).reshape(2, 3, 4096)
     out = features.log_mel(y, sr=22050, n_mels=16, hop_length=1024)
