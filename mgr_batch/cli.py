@@ -95,7 +95,8 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="checkpoint to start from (transfer learning: every layer whose shape fits)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3, or the model type's own: "
+                   "`mgr-batch models` lists it)")  # fmt: skip
     p.add_argument("--weight-decay", type=float, help="L2 penalty (AdamW weight decay)")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine)")
     p.add_argument("--seed", type=int)
@@ -131,8 +132,10 @@ def _training_dict(args: argparse.Namespace) -> dict[str, Any]:
 def with_preset(train: dict[str, Any]) -> dict[str, Any]:
     """A train config dict with its preset's sample rate, clips and features under the values it sets.
 
-    The preset is ``train["preset"]``, else the default one of the model type's feature kind.
+    The preset is ``train["preset"]``, else the default one of the model type's feature kind. Training
+    settings the model type's registry entry gives (``ModelInfo.optim``) go under those ``train`` sets.
     """
+    from mgr_batch.config import merge
     from mgr_batch.features import default_preset, preset
     from mgr_batch.models import model_info
 
@@ -140,6 +143,7 @@ def with_preset(train: dict[str, Any]) -> dict[str, Any]:
     p = preset(train.get("preset") or default_preset(info.name, info.features))
     set_clips = {k: v for k, v in (train.get("clips") or {}).items() if v is not None}
     return train | {"preset": p.name, "audio": p.audio | (train.get("audio") or {}),
+                    "optim": merge(info.optim, train.get("optim") or {}),
                     "clips": p.clips | set_clips, "features": p.features | (train.get("features") or {})}  # fmt: skip
 
 
@@ -353,7 +357,8 @@ def list_models(*, presets: bool = False) -> None:
     print(f"{'name':<16} {'family':<8} {'features (default preset)':<32} {'study':<44} description")
     for info in sorted(MODELS.values(), key=lambda m: (m.family, m.name)):
         features = f"{info.features} ({default_preset(info.name, info.features)})"
-        print(f"{info.name:<16} {info.family:<8} {features:<32} {info.study:<44} {info.description}")
+        own = "".join(f" [default {k} {v}]" for k, v in info.optim.items())
+        print(f"{info.name:<16} {info.family:<8} {features:<32} {info.study:<44} {info.description}{own}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,3 +75,16 @@ def test_segmentation_flag_reaches_the_clip_config(command):
     assert build(args).clips.select == "representative"
     plain = build(build_parser().parse_args([command, "x", "-o", "y"]))
     assert plain.clips is None or plain.clips.select == "fixed"
+
+
+def test_a_model_types_own_training_defaults_apply_unless_the_user_sets_them(tmp_path):
+    from mgr_batch.cli import build_parser, train_config
+
+    def cfg(*extra):
+        return train_config(build_parser().parse_args(["train", "x", "-o", "y", *extra]))
+
+    assert cfg("--model-type", "lstm_seq").optim.lr == 1e-2  # its registry entry's lr
+    assert cfg("--model-type", "lstm_seq", "--lr", "3e-4").optim.lr == 3e-4  # a flag wins
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 0.005\n")
+    assert cfg("--model-type", "lstm_seq", "--config", str(tmp_path / "c.yaml")).optim.lr == 0.005  # so does a file
+    assert cfg("--model-type", "cnn").optim.lr == 1e-3  # the general default

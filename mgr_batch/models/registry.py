@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -21,16 +21,20 @@ class ModelInfo:
     study: str
     description: str
     build: Callable[..., nn.Module]
+    #: Training settings (``OptimConfig`` fields) this model needs instead of the general defaults; a config
+    #: or flag that sets one still wins.
+    optim: dict[str, Any] = field(default_factory=dict)
 
 
 MODELS: dict[str, ModelInfo] = {}
 
 
-def register(name: str, *, family: str, features: str, study: str, description: str):
+def register(name: str, *, family: str, features: str, study: str, description: str,
+             optim: dict[str, Any] | None = None):  # fmt: skip
     """Class decorator adding a model to :data:`MODELS`."""
 
     def deco(cls):
-        MODELS[name] = ModelInfo(name, family, features, study, description, cls)
+        MODELS[name] = ModelInfo(name, family, features, study, description, cls, dict(optim or {}))
         return cls
 
     return deco
