@@ -5,7 +5,26 @@ from __future__ import annotations
 import math
 import numbers
 
+import torch
+from torch import nn
+
 from mgr_batch.errors import ConfigError
+
+
+class InputNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d over raw input features, (batch, n_features[, n_steps]), that keeps its statistics and does
+    its arithmetic in float64, returning the input's dtype.
+
+    A feature that is constant in training (say a window length of 66150 samples) has variance 0. A float32
+    running mean rounds it by up to 0.06 (at 66150), and that over sqrt(eps) made it a constant input of
+    about 20 in eval mode, which turned every prediction into one genre.
+    """
+
+    def __init__(self, num_features: int, **kwargs) -> None:
+        super().__init__(num_features, dtype=torch.float64, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.to(torch.float64)).to(x.dtype)
 
 
 def check_input_shape(input_shape: tuple[int, ...], *, model: str) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mgr_batch.models.common import check_dropout, check_input_shape, check_positive
+from mgr_batch.models.common import InputNorm1d, check_dropout, check_input_shape, check_positive
 from mgr_batch.models.registry import register
 
 
@@ -22,8 +22,9 @@ class GenreMLP(nn.Module):
     """Feature array (batch, n_features, n_steps) -> genre logits (batch, n_classes).
 
     A 2-layer perceptron: the flattened input (standardized per value by a BatchNorm, since spectrogram
-    bins and the 58 classic features differ by orders of magnitude), ``hidden_size`` sigmoid units, and
-    the linear ``head``.
+    bins and the 58 classic features differ by orders of magnitude; its statistics in float64, since the
+    58 values' length is constant when every clip is full: :class:`~mgr_batch.models.common.InputNorm1d`),
+    ``hidden_size`` sigmoid units, and the linear ``head``.
     """
 
     def __init__(
@@ -38,7 +39,7 @@ class GenreMLP(nn.Module):
         n_features, n_steps = check_input_shape(input_shape, model="mlp")
         check_positive("mlp", hidden_size=hidden_size)
         n_in = n_features * n_steps
-        self.input_norm = nn.BatchNorm1d(n_in)
+        self.input_norm = InputNorm1d(n_in)
         self.hidden = nn.Linear(n_in, hidden_size)
         self.dropout = nn.Dropout(check_dropout(dropout, model="mlp"))
         self.head = nn.Linear(hidden_size, n_classes)

@@ -305,3 +305,24 @@ def test_lstm_seq_learns_two_classes_of_padded_sequences():
         assert model.input_norm(x.to(model.input_norm.running_mean.dtype))[:, 0].abs().max() < 0.1
         assert (model(x).argmax(1) == y).float().mean() == 1.0
         assert (model(x_new).argmax(1) == y_new).float().mean() >= 0.95
+
+
+def test_mlp_keeps_a_constant_feature_at_zero_in_eval_mode():
+    # 58-value vectors of full 30 s clips: the length column is 661500 in every one of them
+    torch.manual_seed(0)
+    model = build_model("mlp", n_classes=2, input_shape=(58, 1))
+    x, y = classic58_sequences(64, n_steps=1)
+    x[:, 0] = 661500.0
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(200):
+        batch = torch.randperm(64)[:16]
+        loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x_new, y_new = classic58_sequences(64, n_steps=1, seed=1)
+    x_new[:, 0] = 661500.0
+    with torch.no_grad():
+        assert model.input_norm(x.flatten(1))[:, 0].abs().max() < 1.0  # float32 statistics: 138
+        assert (model(x_new).argmax(1) == y_new).float().mean() >= 0.8  # float32 statistics: 0.5, one class
