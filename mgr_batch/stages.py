@@ -21,6 +21,7 @@ from mgr_batch import checkpoint, clips, features, segmentation, storage
 from mgr_batch import features_musicnn as fm
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, SegmentationConfig
 from mgr_batch.errors import AudioError, AudioReadError, ConfigError, error_type
+from mgr_batch.models.common import fold_batch_norm
 from mgr_batch.segmentation_plot import segmentation_png
 
 #: Columns a listing gives the first stage.
@@ -190,7 +191,8 @@ class Predictor:
     ``clip_probs[i]`` has shape (n_clips, n_genres). Clips of all songs in the batch are pooled and run
     through the model ``batch_size`` at a time (default: :data:`CPU_BATCH_SIZE` on CPU, where small
     batches stay in cache, and :data:`GPU_BATCH_SIZE` on a GPU). ``features`` is dropped from the output.
-    On CPU, a torch model's 4-D weights are kept channels-last, which oneDNN's convolutions run fastest.
+    On CPU, a torch model's 4-D weights are kept channels-last, which oneDNN's convolutions run fastest, and
+    its BatchNorms are folded into the convolutions before them (:func:`~mgr_batch.models.common.fold_batch_norm`).
     A model on ``musicnn_embedding`` features also takes musicnn's log-mel (n_clips, 96, n_frames), and then
     runs the pre-trained network here first (on this actor's GPU when it has one; see
     ``InferenceConfig.embed_in_actor``).
@@ -212,8 +214,11 @@ class Predictor:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.spec = checkpoint.load(model_uri, storage_options, device=self.device)
         on_cpu = torch.device(self.device).type == "cpu"
+        #: What ``predict_proba`` calls: the model, on CPU with BatchNorms folded into the convolutions before them.
+        self.forward = self.model
         if on_cpu and isinstance(self.model, torch.nn.Module):
             self.model = self.model.to(memory_format=torch.channels_last)
+            self.forward = fold_batch_norm(self.model).to(memory_format=torch.channels_last)
         self.batch_size = batch_size or (CPU_BATCH_SIZE if on_cpu else GPU_BATCH_SIZE)
         if timeline and not has_timeline(self.model):
             raise ConfigError(f"model {self.spec.model_id!r} ({self.spec.model.name}) has no timeline (a belief per time step)")
@@ -241,7 +246,7 @@ class Predictor:
         with torch.inference_mode():
             for lo in range(0, len(x), self.batch_size):
                 xb = torch.from_numpy(np.ascontiguousarray(x[lo : lo + self.batch_size])).to(self.device)
-                out[lo : lo + len(xb)] = activate(self.model(xb).float()).cpu().numpy()
+                out[lo : lo + len(xb)] = activate(self.forward(xb).float()).cpu().numpy()
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -326,3 +326,31 @@ def test_mlp_keeps_a_constant_feature_at_zero_in_eval_mode():
     with torch.no_grad():
         assert model.input_norm(x.flatten(1))[:, 0].abs().max() < 1.0  # float32 statistics: 138
         assert (model(x_new).argmax(1) == y_new).float().mean() >= 0.8  # float32 statistics: 0.5, one class
+
+
+# every neural model of the registry, small: (input_shape, params)
+INFERENCE = {name: (shape, params) for name, (_, shape, params) in ZOO.items()} | {
+    "cnn": ((32, 65), {"channels": (4, 8)}),
+    "musicnn": ((96, 40), {}),
+    "musicnn_vgg": ((96, 187), {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(n for n, info in MODELS.items() if info.family == "neural"))
+def test_folding_batch_norms_for_inference_keeps_the_outputs(name):
+    from mgr_batch.models.common import fold_batch_norm
+
+    shape, params = INFERENCE[name]  # a new neural model needs an entry here
+    torch.manual_seed(0)
+    model = build_model(name, n_classes=4, input_shape=shape, params=params).train()
+    for _ in range(3):  # running statistics off their defaults
+        model(features(8, shape, seed=5))
+    model.eval()
+    folded = fold_batch_norm(model)
+    x = features(5, shape)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(folded(x[:2]), model(x[:2]), rtol=1e-4, atol=1e-4)  # any batch size
+    norms = [m for m in folded.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if name == "cnn":  # every BatchNorm of its blocks follows a convolution
+        assert len(norms) == 1  # only the input normalization is left
