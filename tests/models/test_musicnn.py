@@ -10,6 +10,7 @@ of four GTZAN songs, from audio through our features, < 1e-4 (measured 4e-6; the
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import json
 import zlib
@@ -177,6 +178,46 @@ def test_fine_tuning_step_lowers_the_loss():
     optimizer.step()
     with torch.no_grad():
         assert loss_fn(model(x), y).item() < loss.item()
+
+
+def _front_end_as_written(model: Musicnn, x: torch.Tensor) -> torch.Tensor:
+    """musicnn's front end the plain way: input norm, each block on the (padded) map, max over frequency."""
+    h = model.input_norm(x.unsqueeze(1))
+    timbral = [blk(h).amax(dim=2) for blk in model.timbral]
+    temporal = [blk(torch.nn.functional.pad(h, ((k - 1) // 2, k // 2))).amax(dim=2)
+                for k, blk in zip(model.temporal_lengths, model.temporal, strict=True)]  # fmt: skip
+    return torch.cat(timbral + temporal, dim=1)
+
+
+def test_training_front_end_has_the_plain_gradients():
+    """Training takes a cheaper road through the front end (Musicnn.max_over_frequency_of_affine): the same
+    outputs, parameter gradients and running statistics as the plain computation."""
+    torch.manual_seed(0)
+    fast = Musicnn(n_classes=10, pretrained="MSD_musicnn").train()
+    with torch.no_grad():  # a norm of other scale and sign than the pre-trained one, to see its gradient flow
+        fast.input_norm.weight.fill_(-0.7)
+        fast.input_norm.bias.fill_(0.3)
+    plain = copy.deepcopy(fast)
+    x = torch.from_numpy(reference_patch()[:, :60].copy()).expand(4, -1, -1) + 0.3 * torch.randn(4, N_MELS, 60)
+    out = fast.extract(x)
+    got = torch.cat([out["timbral"], out["temporal"]], dim=1)
+    want = _front_end_as_written(plain, x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    weights = torch.randn_like(want)
+    (got * weights).sum().backward()
+    (want * weights).sum().backward()
+    front = ["input_norm", "timbral", "temporal"]
+    named = [(n, p) for n, p in fast.named_parameters() if n.split(".")[0] in front]
+    assert len(named) == 2 + 5 * 4  # the input norm; conv and norm, weight and bias, of 5 blocks
+    plain_params = dict(plain.named_parameters())
+    for name, param in named:
+        reference = plain_params[name].grad
+        assert param.grad is not None and reference.abs().max() > 0, name
+        torch.testing.assert_close(param.grad, reference, rtol=1e-3, atol=1e-3 * reference.abs().max().item(), msg=name)
+    plain_buffers = dict(plain.named_buffers())
+    for name, buffer in fast.named_buffers():
+        if name.split(".")[0] in front:
+            torch.testing.assert_close(buffer, plain_buffers[name], msg=name)
 
 
 @pytest.mark.parametrize(
