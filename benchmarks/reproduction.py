@@ -11,8 +11,10 @@ model of that preset is fitted with the same code (`execution.train.fit`: Ray Tr
 scikit-learn with song-grouped grid search for classic models) on the artist-filtered train list and
 scored on the valid list; `--cv GROUP` adds 5-fold cross-validation by song over train+valid
 (`execution.evaluate.cross_validate`). Results accumulate in benchmarks/results/reproduction.json
-(a rerun skips configurations already measured unless --force) and docs/reproduction.md is rewritten
-from it.
+(a rerun skips configurations already measured unless --force, and adding CV to a measured row does not
+refit its valid model) and docs/reproduction.md is rewritten from it. Models, Ray Train runs and CV folds
+go to --work (default runs/reproduction/, ignored by git): an interrupted CV resumes from its finished
+folds, and an interrupted fold from its last epoch, when rerun with the same --work.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,7 @@ ROWS: list[Row] = [
 ]
 
 
-def run(rows: list[Row], cv_groups: set[str], work: Path, results: dict[str, Any]) -> None:
+def run(rows: list[Row], cv_groups: set[str], work: Path, results: dict[str, Any], keep_valid: set[str] = frozenset()) -> None:
     from mgr_batch import datasets
     from mgr_batch.cli import with_preset
     from mgr_batch.config import CVConfig, TrainConfig, from_dict
@@ -134,21 +135,23 @@ def run(rows: list[Row], cv_groups: set[str], work: Path, results: dict[str, Any
             for row in group:
                 cfg = config(row, work / row.key)
                 spec = training_spec(files, cfg)
-                started = time.time()
-                trained = fit(songs, files, spec, cfg)
-                m = trained["metrics"]
-                out = {"key": row.key, "model": row.model, "preset": preset_name, "model_id": trained["model_id"],
-                       "valid_song_accuracy": m.get("valid_song_accuracy"),
-                       "valid_song_balanced_accuracy": m.get("valid_song_balanced_accuracy"),
-                       "valid_n_songs": m.get("valid_n_songs"), "n_train_songs": trained["n_songs"].get("train"),
-                       "best_epoch": trained.get("best_epoch"), "epochs": row.epochs, "featurize_seconds": round(featurize_s),
-                       "fit_seconds": round(time.time() - started)}  # fmt: skip
+                out = results.get(row.key, {}) if row.key in keep_valid else {}
+                if not out:
+                    started = time.time()
+                    trained = fit(songs, files, spec, cfg)
+                    m = trained["metrics"]
+                    out = {"key": row.key, "model": row.model, "preset": preset_name, "model_id": trained["model_id"],
+                           "valid_song_accuracy": m.get("valid_song_accuracy"),
+                           "valid_song_balanced_accuracy": m.get("valid_song_balanced_accuracy"),
+                           "valid_n_songs": m.get("valid_n_songs"), "n_train_songs": trained["n_songs"].get("train"),
+                           "best_epoch": trained.get("best_epoch"), "epochs": row.epochs, "featurize_seconds": round(featurize_s),
+                           "fit_seconds": round(time.time() - started)}  # fmt: skip
                 if row.group in cv_groups:
                     cv_files = files.assign(split="train")
                     cv_cfg = CVConfig(folds=5, train=dataclasses.replace(cfg, output=str(work / f"{row.key}-cv")))
                     s = cross_validate(songs, cv_files, spec, cv_cfg)
                     out |= {"cv_song_accuracy": s["song_accuracy"], "cv_song_balanced_accuracy": s["song_balanced_accuracy"],
-                            "cv_n_songs": s["n_songs"], "cv_group_by": s["group_by"]}  # fmt: skip
+                            "cv_n_songs": s["n_songs"], "cv_group_by": s["group_by"], "cv_seconds": s["wall_seconds"]}  # fmt: skip
                 results[row.key] = out
                 save(results)
                 print(f"[{row.key}] {json.dumps(out)}", flush=True)
@@ -250,6 +253,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="groups or keys to run (default: all)")
     parser.add_argument("--cv", nargs="*", default=[], help="groups to cross-validate too (5 folds by song)")
     parser.add_argument("--force", action="store_true", help="rerun configurations already in the results")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "reproduction"),
+                        help="models, Ray Train runs and CV folds (reuse to resume an interrupted CV)")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     if args.list:
@@ -260,8 +265,8 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     todo = [r for r in ROWS if (not args.only or r.group in args.only or r.key in args.only)
             and (args.force or r.key not in results or (r.group in args.cv and "cv_song_accuracy" not in results[r.key]))]  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="mgr-repro-") as work:
-        run(todo, set(args.cv), Path(work), results)
+    keep_valid = set() if args.force else {r.key for r in todo if r.key in results}
+    run(todo, set(args.cv), Path(args.work).resolve(), results, keep_valid)
     save(results)
 
 

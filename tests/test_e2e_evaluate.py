@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -76,11 +77,21 @@ def test_evaluate_refuses_unknown_labels_and_training_songs(labelled, tiny_model
     assert "rock.00001" in capsys.readouterr().err
 
 
-def test_cv_folds_are_made_of_whole_songs(labelled, tmp_path):
-    out = tmp_path / "cv"
-    rc = main(["cv", str(labelled), "--model-type", "cnn", "--folds", "2", "--output", str(out),
-               "--config", str(labelled / "tiny.yaml"), "--storage-path", str(tmp_path / "runs")])  # fmt: skip
-    assert rc == 0
+def cv_args(labelled: Path, out: Path, runs: Path, *extra: str) -> list[str]:
+    return ["cv", str(labelled), "--model-type", "cnn", "--folds", "2", "--output", str(out),
+            "--config", str(labelled / "tiny.yaml"), "--storage-path", str(runs), *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cross_validated(labelled, tmp_path_factory) -> tuple[Path, Path]:
+    """A 2-fold CV of the tiny CNN: (its output folder, its Ray Train storage path)."""
+    root = tmp_path_factory.mktemp("cv")
+    assert main(cv_args(labelled, root / "cv", root / "runs")) == 0
+    return root / "cv", root / "runs"
+
+
+def test_cv_folds_are_made_of_whole_songs(cross_validated):
+    out, _ = cross_validated
     summary = json.loads((out / "cv.json").read_text())
     assert summary["folds"] == 2 and len(summary["per_fold"]) == 2
     assert summary["group_by"] == "stem"
@@ -95,3 +106,27 @@ def test_cv_folds_are_made_of_whole_songs(labelled, tmp_path):
     for m in ("song_accuracy", "song_balanced_accuracy"):
         assert summary[m]["mean"] == pytest.approx(sum(f[m] for f in summary["per_fold"]) / 2)
     assert (out / "cv.md").read_text().startswith("# 2-fold cross-validation")
+
+
+def test_cv_resumes_finished_folds_and_redoes_changed_ones(labelled, cross_validated, tmp_path):
+    first, runs = cross_validated
+    out = tmp_path / "cv"
+    shutil.copytree(first, out)
+    before = json.loads((out / "cv.json").read_text())
+    weights = [out / f"fold-{k}" / "model" / "model.pt" for k in range(2)]
+    stamps = [w.stat().st_mtime_ns for w in weights]
+    # Fold 1 as an interrupted run leaves it: no result file, and a stray row in its tags.
+    (out / "fold-1" / "fold.json").unlink()
+    stray = out / "fold-1" / "tags" / "songs" / "stray.parquet"
+    pd.read_parquet(out / "fold-1" / "tags" / "songs").head(1).to_parquet(stray)
+    assert main(cv_args(labelled, out, runs)) == 0
+    again = json.loads((out / "cv.json").read_text())
+    assert weights[0].stat().st_mtime_ns == stamps[0]  # fold 0 is reused as it was
+    assert weights[1].stat().st_mtime_ns != stamps[1]  # fold 1 trains again
+    assert again["per_fold"][0] == before["per_fold"][0]
+    assert not stray.exists()
+    assert [f["n_songs"] for f in again["per_fold"]] == [f["n_songs"] for f in before["per_fold"]]
+    # Other settings make other folds: nothing is reused.
+    stamps = [w.stat().st_mtime_ns for w in weights]
+    assert main(cv_args(labelled, out, runs, "--lr", "0.003")) == 0
+    assert all(w.stat().st_mtime_ns != s for w, s in zip(weights, stamps, strict=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -14,7 +15,7 @@ import ray
 
 from mgr_batch import checkpoint, datasets, storage
 from mgr_batch.checkpoint import ModelSpec
-from mgr_batch.config import ClipConfig, CVConfig, EvaluateConfig, dump_yaml, redacted
+from mgr_batch.config import ClipConfig, CVConfig, EvaluateConfig, dump_yaml, redacted, to_dict
 from mgr_batch.evaluation import evaluate_tables
 from mgr_batch.execution.runtime import ray_session
 from mgr_batch.execution.tag import check_output_free, tag_featurized, tag_files
@@ -92,9 +93,17 @@ def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec
         split = pd.Series(np.where(folds == k, "test", "train"), index=files.index)
         fold_files = files.assign(split=split)
         datasets.check_no_leakage(fold_files.assign(group=groups), groups=("song_id", "stem", "group"))
+        key = fold_key(cfg, spec, fold_files)
+        done = _finished_fold(fold_dir, key, so)
+        if done is not None:
+            log.info("fold %d/%d: already done by an earlier run with the same settings, reusing it", k + 1, cfg.folds)
+            results.append(done)
+            continue
+        _remove(storage.join(fold_dir, "tags"), so)  # rows of an interrupted earlier attempt
         by_song = dict(zip(fold_files["song_id"], fold_files["split"], strict=True))
         fold_songs = songs.map_batches(_assign_split, fn_kwargs={"splits": by_song}, batch_format="numpy").materialize()
-        fold_cfg = dataclasses.replace(tcfg, output=storage.join(fold_dir, "model"), run_name=f"{tcfg.run_name}-fold{k}")
+        # The key in the run name: an interrupted fold resumes from its last epoch's checkpoint, a changed one starts afresh.
+        fold_cfg = dataclasses.replace(tcfg, output=storage.join(fold_dir, "model"), run_name=f"{tcfg.run_name}-fold{k}-{key[:8]}")
         log.info("fold %d/%d: %d train, %d test songs", k + 1, cfg.folds, (split == "train").sum(), (split == "test").sum())
         trained = fit(fold_songs, fold_files, spec, fold_cfg)  # no valid split: the last epoch, no peeking at test
         fold_spec = checkpoint.load_spec(fold_cfg.output, so)
@@ -108,6 +117,8 @@ def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec
         write_report(fold_dir, metrics, metrics.pop("_songs"), so, title=f"Fold {k + 1} of {cfg.folds}")
         results.append({"fold": k, "model_id": trained["model_id"], **{m: metrics[m] for m in HEADLINE},
                         "n_songs": metrics["n_songs"]})  # fmt: skip
+        payload = {"key": key, "result": results[-1]}
+        storage.write_bytes_atomic(storage.join(fold_dir, FOLD_DONE), json.dumps(payload, indent=2).encode(), so)
     summary = {
         "model_type": tcfg.model.name,
         "folds": cfg.folds,
@@ -121,6 +132,37 @@ def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec
     storage.write_bytes_atomic(storage.join(tcfg.output, "cv.json"), json.dumps(summary, indent=2).encode(), so)
     storage.write_bytes_atomic(storage.join(tcfg.output, "cv.md"), cv_markdown(summary).encode(), so)
     return summary
+
+
+#: Written last in each fold's folder: the fold's result and the key of what produced it.
+FOLD_DONE = "fold.json"
+
+
+def fold_key(cfg: CVConfig, spec: ModelSpec, fold_files: pd.DataFrame) -> str:
+    """What a fold's result depends on, hashed: training settings (not where data is read or written, the Ray
+    connection or credentials), the model spec, and each song's stem, label and side (train or test)."""
+    train = to_dict(cfg.train)
+    for volatile in ("data", "train_list", "valid_list", "output", "storage_path", "storage_options", "run_name", "ray"):
+        train.pop(volatile, None)
+    model = {k: v for k, v in spec.to_json().items() if k not in ("model_id", "train", "metrics")}
+    blob = json.dumps({"folds": cfg.folds, "group_by": cfg.group_by, "train": train, "model": model,
+                       "songs": datasets.manifest_hash(fold_files)}, sort_keys=True, default=str)  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _finished_fold(fold_dir: str, key: str, so: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The result an earlier run recorded for this fold, if it had the same ``key``; else None."""
+    fs, path = storage.filesystem(storage.join(fold_dir, FOLD_DONE), so)
+    if not fs.exists(path):
+        return None
+    done = json.loads(storage.read_text(storage.join(fold_dir, FOLD_DONE), so))
+    return done["result"] if done.get("key") == key else None
+
+
+def _remove(uri: str, so: dict[str, Any] | None) -> None:
+    fs, path = storage.filesystem(uri, so)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def _assign_split(batch: dict[str, np.ndarray], *, splits: dict[str, str]) -> dict[str, np.ndarray]:
