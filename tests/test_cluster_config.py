@@ -155,9 +155,42 @@ def test_job_script_help(command: str) -> None:
 
 def test_commands_join_the_job_cluster_inside_a_ray_job() -> None:
     from mgr_batch.config import RayConfig
-    from mgr_batch.execution.runtime import init_kwargs
+    from mgr_batch.execution.runtime import WORKER_SETUP, init_kwargs
 
-    assert init_kwargs(RayConfig(num_cpus=3), {}) == {"include_dashboard": False, "log_to_driver": True, "num_cpus": 3}
+    assert init_kwargs(RayConfig(num_cpus=3), {}) == {"include_dashboard": False, "log_to_driver": True, "num_cpus": 3,
+                                                      "runtime_env": {"worker_process_setup_hook": WORKER_SETUP}}
     inside = init_kwargs(RayConfig(), {"RAY_ADDRESS": "10.0.0.1:6379"})  # what Ray's job supervisor sets
     assert inside["address"] == "auto" and "num_cpus" not in inside
     assert init_kwargs(RayConfig(address="ray://head:10001"), {"RAY_ADDRESS": "x"})["address"] == "ray://head:10001"
+
+
+def test_worker_setup_quiets_the_placement_group_cleaner() -> None:
+    """The embedded Ray's worker hook keeps the cleaner's every-second warning out of the log, errors in,
+    and survives Ray Train's dictConfig of ``ray.train`` (which resets its children's levels)."""
+    import importlib
+    import logging.config
+
+    from mgr_batch.execution import worker_setup
+    from mgr_batch.execution.runtime import WORKER_SETUP
+
+    module, _, name = WORKER_SETUP.rpartition(".")
+    assert getattr(importlib.import_module(module), name) is worker_setup.setup
+    seen: list[int] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.levelno)
+
+    (cleaner,) = (logging.getLogger(n) for n in worker_setup.QUIET_LOGGERS)
+    handler = Keep()
+    try:
+        worker_setup.setup()
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                                   "loggers": {"ray.train": {"level": "DEBUG"}}})  # fmt: skip
+        cleaner.addHandler(handler)
+        cleaner.warning("Failed to query Ray Train Controller actor state.")
+        cleaner.error("a real error")
+    finally:
+        cleaner.removeHandler(handler)
+        cleaner.removeFilter(worker_setup._errors_only)
+    assert seen == [logging.ERROR]

@@ -43,7 +43,12 @@ def init_kwargs(cfg: RayConfig, environ: Mapping[str, str]) -> dict[str, Any]:
         kwargs["address"] = "auto"  # Ray refuses num_cpus when it joins a cluster
     else:
         kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count()
+        kwargs["runtime_env"] = {"worker_process_setup_hook": WORKER_SETUP}
     return kwargs
+
+
+#: Hook of the embedded Ray's workers (a cluster started by ``ray start`` has a dashboard, so no need).
+WORKER_SETUP = "mgr_batch.execution.worker_setup.setup"
 
 
 def dataset_from_listing(files: pd.DataFrame, *, rows_per_block: int) -> ray.data.Dataset:

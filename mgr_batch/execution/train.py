@@ -257,7 +257,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 with open(os.path.join(d, "history.json"), "w") as f:
                     json.dump(history, f)
                 ckpt = Checkpoint.from_directory(d)
-                print("epoch " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
+                # A logger, not print: Ray Train 2.60 both prints and logs a worker's print, so it showed twice.
+                log.info("epoch %s", " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
             ray.train.report(metrics, checkpoint=ckpt)
 
 
