@@ -6,16 +6,19 @@ Run from the repository root (../shared/data beside it):
     python benchmarks/accuracy.py --cv logreg:musicnn_embedding   # also 5-fold CV of the shipped default's recipe
     python benchmarks/accuracy.py --cv cnn --cv-epochs 12   # also 5-fold CV of the CNN (slow on CPU)
 
-Writes benchmarks/results/accuracy.json and accuracy.md (the table quoted in the README).
+Writes benchmarks/results/accuracy.json and accuracy.md (the table quoted in the README). Models and CV
+folds go to --work (default runs/accuracy/, ignored by git), so an interrupted `--cv` resumes from its
+finished folds when rerun.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -93,12 +96,13 @@ PACKAGED = {"default": "MSD_musicnn embedding + logistic regression", "logmel-cn
 
 def packaged_model_row(name: str, work: Path) -> dict:
     out = work / f"eval-{name}"
+    shutil.rmtree(out, ignore_errors=True)  # evaluate refuses an output that holds an earlier run
     mgr("evaluate", str(DATA), "--model", name, "--list", str(DATA / "valid_filtered.txt"), "--output", str(out))
     m = json.loads((out / "metrics.json").read_text())
     which = "shipped default" if name == "default" else f"packaged `{name}`"
     return {"configuration": f"{which} ({m['model_id']}), {PACKAGED[name]}", "protocol": "train -> valid",
             "song_accuracy": m["song_accuracy"], "song_balanced_accuracy": m["song_balanced_accuracy"],
-            "n_songs": m["n_songs"], "clip_accuracy": m["clip_accuracy"], "report": str(out / "report.md")}  # fmt: skip
+            "n_songs": m["n_songs"], "clip_accuracy": m["clip_accuracy"], "report": os.path.relpath(out / "report.md", ROOT)}  # fmt: skip
 
 
 def cv_row(model: str, epochs: int, work: Path) -> dict:
@@ -155,15 +159,15 @@ def main() -> None:
     parser.add_argument("--cv", nargs="*", default=[], help="MODEL_TYPE[:FEATURES] to cross-validate through mgr-batch cv, e.g. cnn, logreg:musicnn_embedding")
     parser.add_argument("--cv-epochs", type=int, default=12)
     parser.add_argument("--skip-shipped", action="store_true")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "accuracy"), help="models and CV folds (reuse to resume a CV)")
     args = parser.parse_args()
     started = time.time()
     rows = classic_rows()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        if not args.skip_shipped:
-            rows += [packaged_model_row(name, work) for name in PACKAGED]
-        for model_type in args.cv:
-            rows.append(cv_row(model_type, args.cv_epochs, work))
+    work = Path(args.work).resolve()
+    if not args.skip_shipped:
+        rows += [packaged_model_row(name, work) for name in PACKAGED]
+    for model_type in args.cv:
+        rows.append(cv_row(model_type, args.cv_epochs, work))
     rows += reproduced_rows()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
