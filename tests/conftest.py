@@ -23,8 +23,11 @@ def ray_cluster():
     """A real local Ray with 2 CPUs, started once (unless one is already up) and shut down at the end."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
+    from mgr_batch.config import RayConfig
+    from mgr_batch.execution.runtime import init_kwargs
+
+    if not ray.is_initialized():  # as mgr-batch starts its embedded Ray, with 2 CPUs
+        ray.init(**init_kwargs(RayConfig(num_cpus=2), {}))
     yield ray
     ray.shutdown()
 

@@ -164,7 +164,7 @@ def test_commands_join_the_job_cluster_inside_a_ray_job() -> None:
     assert init_kwargs(RayConfig(address="ray://head:10001"), {"RAY_ADDRESS": "x"})["address"] == "ray://head:10001"
 
 
-def test_worker_setup_quiets_the_placement_group_cleaner() -> None:
+def test_worker_setup_quiets_the_placement_group_cleaner(monkeypatch) -> None:
     """The embedded Ray's worker hook keeps the cleaner's every-second warning out of the log, errors in,
     and survives Ray Train's dictConfig of ``ray.train`` (which resets its children's levels)."""
     import importlib
@@ -183,6 +183,7 @@ def test_worker_setup_quiets_the_placement_group_cleaner() -> None:
 
     (cleaner,) = (logging.getLogger(n) for n in worker_setup.QUIET_LOGGERS)
     handler = Keep()
+    monkeypatch.setenv("RAY_ADDRESS", "set-by-the-test")  # this process is no Ray worker
     try:
         worker_setup.setup()
         logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
@@ -194,3 +195,20 @@ def test_worker_setup_quiets_the_placement_group_cleaner() -> None:
         cleaner.removeHandler(handler)
         cleaner.removeFilter(worker_setup._errors_only)
     assert seen == [logging.ERROR]
+
+
+def test_workers_of_the_embedded_ray_run_the_hook(ray_cluster) -> None:
+    """The test session's Ray is started as the product starts its own: its workers ran the hook."""
+
+    @ray_cluster.remote
+    def probe() -> tuple[str | None, list[str]]:
+        import logging
+        import os
+
+        from mgr_batch.execution.worker_setup import QUIET_LOGGERS
+
+        return os.environ.get("RAY_ADDRESS"), [f.__name__ for f in logging.getLogger(QUIET_LOGGERS[0]).filters]
+
+    address, filters = ray_cluster.get(probe.remote())
+    assert address == ray_cluster.get_runtime_context().gcs_address
+    assert filters == ["_errors_only"]
