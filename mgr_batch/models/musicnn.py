@@ -264,7 +264,6 @@ class _ConvBlock(nn.Module):
         pooled = torch.where((scale >= 0)[None, :, None], _over_frequency(torch.amax, z), _over_frequency(torch.amin, z))
         return F.relu(pooled) * scale[None, :, None] + shift[None, :, None]
 
-
     def max_over_frequency_of_affine(self, xhat: torch.Tensor, ones: torch.Tensor, gamma: torch.Tensor,
                                      beta: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """``self(gamma * xhat + beta).amax(dim=2)`` for training, with ``xhat`` (batch, 1, mel, time) data
@@ -384,18 +383,18 @@ class Musicnn(nn.Module):
             xhat = self._standardized(x.unsqueeze(1))  # (batch, 1, mel, time), the norm's affine part to come
             ones = torch.ones_like(xhat[:1])
 
-            def front(blk: _ConvBlock, pad: tuple[int, int] | None) -> torch.Tensor:
+            def pooled(blk: _ConvBlock, pad: tuple[int, int] | None) -> torch.Tensor:
                 padded = (F.pad(xhat, pad), F.pad(ones, pad)) if pad else (xhat, ones)
                 return blk.max_over_frequency_of_affine(*padded, norm.weight, norm.bias)
         else:
             h = norm(x.unsqueeze(1))  # (batch, 1, mel, time)
 
-            def front(blk: _ConvBlock, pad: tuple[int, int] | None) -> torch.Tensor:
+            def pooled(blk: _ConvBlock, pad: tuple[int, int] | None) -> torch.Tensor:
                 return blk.max_over_frequency(F.pad(h, pad) if pad else h)
 
-        timbral = [front(blk, None) for blk in self.timbral]  # (batch, c, time) each
+        timbral = [pooled(blk, None) for blk in self.timbral]  # (batch, c, time) each
         # TF's "same" padding: for an even length k, (k - 1) // 2 frames before and k // 2 after
-        temporal = [front(blk, ((k - 1) // 2, k // 2)) for k, blk in zip(self.temporal_lengths, self.temporal, strict=True)]
+        temporal = [pooled(blk, ((k - 1) // 2, k // 2)) for k, blk in zip(self.temporal_lengths, self.temporal, strict=True)]
         front = torch.cat(timbral + temporal, dim=1)
         cnn1 = self.midend[0](front)
         cnn2 = self.midend[1](cnn1) + cnn1
