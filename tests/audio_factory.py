@@ -9,7 +9,7 @@ import soundfile as sf
 from scipy.signal import lfilter
 
 #: Extensions soundfile writes here, with the subtype each gets when none is given.
-DEFAULT_SUBTYPES = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS", ".mp3": "MPEG_LAYER_III"}
+DEFAULT_SUBTYPES = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS", ".opus": "OPUS", ".mp3": "MPEG_LAYER_III"}
 
 
 def _write(path: str | Path, y: np.ndarray, sr: int, subtype: str | None = None) -> Path:
@@ -19,7 +19,8 @@ def _write(path: str | Path, y: np.ndarray, sr: int, subtype: str | None = None)
     if ext not in DEFAULT_SUBTYPES:
         raise ValueError(f"audio_factory writes {', '.join(DEFAULT_SUBTYPES)}, not {ext!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), y, sr, subtype=subtype or DEFAULT_SUBTYPES[ext])
+    fmt = "OGG" if ext == ".opus" else None  # Opus in Ogg (libsndfile: 8, 12, 16, 24 or 48 kHz only)
+    sf.write(str(path), y, sr, subtype=subtype or DEFAULT_SUBTYPES[ext], format=fmt)
     return path
 
 

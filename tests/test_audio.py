@@ -146,7 +146,7 @@ def test_silence_threshold_is_on_peak_deviation_from_the_mean(threshold, raises)
         audio.validate(y, silence_threshold=threshold)
 
 
-@pytest.mark.parametrize("ext", [".wav", ".flac", ".mp3"])
+@pytest.mark.parametrize("ext", [".wav", ".flac", ".mp3", ".ogg"])
 @pytest.mark.parametrize("max_duration", [0.5, 2.0])
 def test_max_duration_caps_decoded_length_but_not_duration(tmp_path, ext, max_duration):
     path = write_tone(tmp_path / f"long{ext}", seconds=4.0, sr=44100)
@@ -214,6 +214,49 @@ def test_stereo_m4a_is_mixed_like_stereo_wav(tmp_path):
     assert decoded_m4a.channels == 2
     rms = [float(np.sqrt(np.mean(d.y[22050:66150] ** 2))) for d in (decoded_m4a, decoded_wav)]
     assert rms[0] == pytest.approx(rms[1], rel=0.02)
+
+
+@pytest.mark.parametrize("ext, sr, atol", [(".ogg", 44100, 1e-5), (".opus", 48000, None)])
+def test_ogg_goes_to_ffmpeg_first_and_decodes_like_libsndfile(tmp_path, ext, sr, atol):
+    path = write_noise(tmp_path / f"noise{ext}", seconds=4.0, sr=sr, channels=2, amplitude=0.2)
+    decoded = audio.load(str(path), sr=22050)
+    with open(path, "rb") as f:
+        from_file = audio.load(f, sr=22050)
+    by_libsndfile = audio._load_soundfile(str(path), 22050, None, "HQ")
+    assert decoded.decoder == from_file.decoder == "ffmpeg"
+    np.testing.assert_array_equal(decoded.y, from_file.y)
+    assert (decoded.native_sr, decoded.channels) == (by_libsndfile.native_sr, by_libsndfile.channels) == (sr, 2)
+    assert len(decoded.y) == len(by_libsndfile.y)
+    assert decoded.duration == pytest.approx(by_libsndfile.duration, abs=1e-3)
+    if atol is not None:  # Vorbis: one specified decoder, two float implementations
+        np.testing.assert_allclose(decoded.y, by_libsndfile.y, atol=atol)
+    else:  # Opus: FFmpeg's own decoder and libopus may differ within the format's tolerance
+        error = np.sqrt(np.mean((decoded.y - by_libsndfile.y) ** 2) / np.mean(by_libsndfile.y**2))
+        assert error < 1e-3
+
+
+@pytest.mark.parametrize("ext", [".wav", ".flac", ".mp3"])
+def test_other_formats_go_to_libsndfile_first(tmp_path, ext):
+    path = write_tone(tmp_path / f"tone{ext}", seconds=1.0, sr=44100)
+    assert audio.load(str(path)).decoder == "libsndfile"
+
+
+@pytest.mark.parametrize("ext", [".wav", ".flac"])
+def test_ffmpeg_converts_integer_samples_to_the_same_waveform(tmp_path, ext, monkeypatch):
+    """PCM and FLAC frames pass through FFmpeg's format converter, which must give every sample back."""
+    path = write_noise(tmp_path / f"noise{ext}", seconds=3.0, sr=44100, channels=2, seed=5)
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", 0.7)  # several blocks, and a last one cut short
+    by_ffmpeg = audio._load_pyav(str(path), 22050, None, "HQ")
+    by_libsndfile = audio._load_soundfile(str(path), 22050, None, "HQ")
+    assert by_ffmpeg.decoder == "ffmpeg"
+    np.testing.assert_array_equal(by_ffmpeg.y, by_libsndfile.y)
+    assert by_ffmpeg.duration == by_libsndfile.duration == 3.0
+
+
+def test_an_undecodable_ogg_names_both_decoders(tmp_path):
+    (tmp_path / "x.ogg").write_bytes(b"OggS" + bytes(range(256)) * 8)
+    with pytest.raises(AudioDecodeError, match="libsndfile.*ffmpeg"):
+        audio.load(str(tmp_path / "x.ogg"))
 
 
 def test_a_decode_error_message_names_both_decoders(tmp_path):
