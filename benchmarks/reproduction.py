@@ -124,7 +124,7 @@ def run(rows: list[Row], cv_groups: set[str], work: Path, results: dict[str, Any
     by_preset: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
         by_preset.setdefault((row.preset, json.dumps(row.clips, sort_keys=True)), []).append(row)
-    with ray_session(TrainConfig().ray):
+    with ray_session(TrainConfig().ray, trains=True):
         for (preset_name, _), group in by_preset.items():
             cfg = config(group[0], work / "x")
             files = datasets.labelled(cfg.data, train_list=cfg.train_list, valid_list=cfg.valid_list)

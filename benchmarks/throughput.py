@@ -3,12 +3,15 @@
 Run from the repository root (../shared/data beside it):
 
     python benchmarks/throughput.py                    # 30 min catalog, memory check at 10x (300 min)
-    python benchmarks/throughput.py --minutes 3 --scale 0 --quick   # a smoke run (~2 min)
+    python benchmarks/throughput.py --minutes 3 --scale 0   # a smoke run (~2 min)
+    python benchmarks/throughput.py --formats ogg,opus --minutes 240 --name throughput-ogg
+                                                       # the issue's catalog: 4 h of Ogg Vorbis and Opus
 
 The catalog is real music: the tracks of ``data/long`` and the ``kind == full`` GTZAN songs, in a seeded
-order, each re-encoded to mp3, flac or wav (in turn) at 44.1 kHz stereo, so decoding and resampling cost
-what they cost on a real catalog; files are added until the catalog holds ``--minutes`` of audio (when the
-sources run out they come round again in another format). Encoded files are cached under ``--cache``
+order, each re-encoded to one of ``--formats`` (in turn; default mp3, flac, wav) at 44.1 kHz stereo (Opus:
+48 kHz, the rates it codes at), so decoding and resampling cost what they cost on a real catalog; files are
+added until the catalog holds ``--minutes`` of audio (when the sources run out they come round again in
+another format). Encoded files are cached under ``--cache``
 (default ``~/.cache/mgr-batch-bench``), never in the repository; ``../shared`` is only read.
 
 In one run, on the same files, it times:
@@ -35,7 +38,7 @@ CPU-bound timings use thread/process CPU time where they run in this process (ro
 shared machine); the tag runs are timed by wall clock (what a user waits for) and by the CPU time of their
 process tree. Ratios are meaningful within one run; absolute times depend on the machine's load.
 
-Writes benchmarks/results/throughput.json and throughput.md.
+Writes benchmarks/results/<name>.json and <name>.md (``--name``, default ``throughput``).
 """
 
 from __future__ import annotations
@@ -85,8 +88,15 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 #: The model every run uses: the packaged log-mel CNN, the kind of model the plain loop runs.
 MODEL = "logmel-cnn"
 RESULTS = ROOT / "benchmarks" / "results"
+#: Formats the catalog can be encoded to: (libsndfile format, subtype, sample rate).
+ENCODINGS = {
+    "mp3": ("MP3", "MPEG_LAYER_III", 44100),
+    "flac": ("FLAC", "PCM_16", 44100),
+    "wav": ("WAV", "PCM_16", 44100),
+    "ogg": ("OGG", "VORBIS", 44100),
+    "opus": ("OGG", "OPUS", 48000),  # Opus codes at 48 kHz (libsndfile: 8, 12, 16, 24 or 48 kHz)
+}
 FORMATS = ("mp3", "flac", "wav")
-CATALOG_SR = 44100
 #: How often the process tree of a tag run is sampled (s).
 POLL_S = 0.2
 #: Songs per task of the tag runs (mgr-batch's default), also the batches of the single-thread stage split.
@@ -112,14 +122,14 @@ def sources(data: Path) -> pd.DataFrame:
     )
 
 
-def plan_catalog(data: Path, minutes: float, seed: int) -> list[tuple[str, str, float]]:
+def plan_catalog(data: Path, minutes: float, seed: int, formats=FORMATS) -> list[tuple[str, str, float]]:
     """(source path, format, seconds) of each catalog file, in a seeded order, ``minutes`` in all."""
     src = sources(data)
     order = np.random.default_rng(seed).permutation(len(src))
     plan, total, k = [], 0.0, 0
     while total < minutes * 60:
         i = order[k % len(src)]
-        fmt = FORMATS[(k + k // len(src)) % len(FORMATS)]  # a source comes round again in another format
+        fmt = formats[(k + k // len(src)) % len(formats)]  # a source comes round again in another format
         plan.append((src["path"][i], fmt, float(src["seconds"][i])))
         total += float(src["seconds"][i])
         k += 1
@@ -132,22 +142,25 @@ def encoded_name(source: str, fmt: str) -> str:
 
 
 def encode(source: str, fmt: str, target: str) -> None:
-    """``source`` as a 44.1 kHz stereo ``fmt`` file at ``target`` (written via a temp name)."""
+    """``source`` as a stereo ``fmt`` file (44.1 kHz; Opus 48 kHz) at ``target`` (written via a temp name)."""
     y, sr = sf.read(source, dtype="float32", always_2d=True)
-    if sr != CATALOG_SR:
-        y = soxr.resample(y, sr, CATALOG_SR, quality="VHQ")
+    container, subtype, rate = ENCODINGS[fmt]
+    if sr != rate:
+        y = soxr.resample(y, sr, rate, quality="VHQ")
     if y.shape[1] == 1:
         y = np.repeat(y, 2, axis=1)
     y = np.clip(y, -1.0, 1.0)
-    subtype = {"mp3": "MPEG_LAYER_III", "flac": "PCM_16", "wav": "PCM_16"}[fmt]
     tmp = f"{target}.tmp-{os.getpid()}.{fmt}"
-    sf.write(tmp, y, CATALOG_SR, subtype=subtype, format=fmt.upper() if fmt != "mp3" else "MP3")
+    with sf.SoundFile(tmp, "w", rate, 2, subtype=subtype, format=container) as out:
+        for at in range(0, len(y), 1 << 16):  # in blocks: libsndfile's Vorbis encoder crashed on a 5-minute write
+            out.write(y[at : at + (1 << 16)])
     os.replace(tmp, target)
 
 
-def build_catalog(data: Path, minutes: float, seed: int, cache: Path, jobs: int) -> tuple[Path, float]:
+def build_catalog(data: Path, minutes: float, seed: int, cache: Path, jobs: int,
+                  formats=FORMATS) -> tuple[Path, float]:  # fmt: skip
     """A folder of hard links to cached encoded files; returns (folder, seconds of audio in it)."""
-    plan = plan_catalog(data, minutes, seed)
+    plan = plan_catalog(data, minutes, seed, formats)
     files = cache / "files"
     files.mkdir(parents=True, exist_ok=True)
     todo = {(s, f) for s, f, _ in plan if not (files / encoded_name(s, f)).exists()}
@@ -157,7 +170,8 @@ def build_catalog(data: Path, minutes: float, seed: int, cache: Path, jobs: int)
             list(
                 pool.map(encode, *zip(*[(s, f, str(files / encoded_name(s, f))) for s, f in sorted(todo)], strict=True))
             )
-    folder = cache / f"catalog-{minutes:g}min-seed{seed}"
+    folder = cache / f"catalog-{minutes:g}min-seed{seed}" if formats == FORMATS else \
+        cache / f"catalog-{minutes:g}min-seed{seed}-{'-'.join(formats)}"  # fmt: skip
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
@@ -167,7 +181,7 @@ def build_catalog(data: Path, minutes: float, seed: int, cache: Path, jobs: int)
 
 
 def catalog_files(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.iterdir() if p.suffix.lstrip(".") in FORMATS)
+    return sorted(str(p) for p in folder.iterdir() if p.suffix.lstrip(".") in ENCODINGS)
 
 
 # ------------------------------------------------------------------------------------- process tree
@@ -437,6 +451,9 @@ def _mono_resample(y: np.ndarray, sr_in: int, sr: int) -> np.ndarray:
 def decode_floor(files: list[str], sr: int) -> dict:
     """soundfile + mix + soxr and nothing else; and FFmpeg (PyAV) + mix + soxr; per format, CPU seconds."""
     clock = Clock()
+    for path in {Path(f).suffix: f for f in files}.values():  # warm-up, one file a format: first-call costs
+        sf.read(path, dtype="float32")
+        audio._load_pyav(path, sr, None, "HQ")
     for path in files:
         fmt = Path(path).suffix.lstrip(".")
         y, sr_in = clock.time(f"soundfile:{fmt}", sf.read, path, dtype="float32", always_2d=True)
@@ -472,23 +489,23 @@ def stage_split(files: list[str], catalog: Path, spec, clip_cfg: ClipConfig, son
             f = clock.time("read", storage.open_input, path, None)
             data = clock.time("read", f.read)
             f.close()
-            with clock.time("decode", sf.SoundFile, io.BytesIO(data)) as snd:
-                native_sr, frames = snd.samplerate, snd.frames
-                limit = min(frames, int(audio_cfg.max_duration * native_sr))
-                block = int(audio.BLOCK_SECONDS * native_sr)
-                stream = soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality=audio_cfg.resample_quality)
-                chunks, done = [], 0
-                while done < limit:
-                    x = clock.time("decode", snd.read, min(block, limit - done), dtype="float32", always_2d=True)
-                    if not len(x):
-                        break
-                    c = time.thread_time()
-                    x.mean(axis=1, dtype=np.float32)  # what the mix cost before audio.mix_down
-                    old_mix += time.thread_time() - c
-                    mono = clock.time("mono", audio.mix_down, x)
-                    chunks.append(clock.time("resample", stream.resample_chunk, mono))
-                    done += len(x)
-                chunks.append(clock.time("resample", stream.resample_chunk, np.zeros(0, np.float32), last=True))
+            # Decode as audio.load does (FFmpeg for Ogg, else libsndfile), in its blocks; "decode" is the
+            # whole loop less the mix and resample timed inside it.
+            inside = sum(clock.cpu.get(k, 0.0) for k in ("mono", "resample")), sum(clock.wall.get(k, 0.0) for k in ("mono", "resample"))
+            c, w, old_before = time.thread_time(), time.perf_counter(), old_mix
+            native_sr, blocks = _decode_blocks(data, audio_cfg.max_duration)
+            stream = soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality=audio_cfg.resample_quality)
+            chunks = []
+            for x in blocks:
+                m = time.thread_time()
+                x.mean(axis=1, dtype=np.float32)  # what the mix cost before audio.mix_down
+                old_mix += time.thread_time() - m
+                mono = clock.time("mono", audio.mix_down, x)
+                chunks.append(clock.time("resample", stream.resample_chunk, mono))
+            chunks.append(clock.time("resample", stream.resample_chunk, np.zeros(0, np.float32), last=True))
+            now = sum(clock.cpu.get(k, 0.0) for k in ("mono", "resample")), sum(clock.wall.get(k, 0.0) for k in ("mono", "resample"))
+            clock.cpu["decode"] = clock.cpu.get("decode", 0.0) + time.thread_time() - c - (now[0] - inside[0]) - (old_mix - old_before)
+            clock.wall["decode"] = clock.wall.get("decode", 0.0) + time.perf_counter() - w - (now[1] - inside[1]) - (old_mix - old_before)
             y = clock.time("resample", np.concatenate, chunks)
             clock.time("validate", audio.validate, y, silence_threshold=audio_cfg.silence_threshold)
             song_clips, _, _ = clock.time("cut", _select, y, sr, clip_cfg)
@@ -502,6 +519,47 @@ def stage_split(files: list[str], catalog: Path, spec, clip_cfg: ClipConfig, son
                    clip_seconds=clip_cfg.clip_seconds)  # fmt: skip
     shutil.rmtree(out_dir, ignore_errors=True)
     return {"cpu_s": clock.cpu, "wall_s": clock.wall, "mono_before_mix_down_cpu_s": old_mix}
+
+
+def _decode_blocks(data: bytes, max_duration: float):
+    """(native rate, generator of (frames, channels) float32 blocks) of ``data``, decoded as ``audio.load``
+    decodes it: the same library, the same block size, the same cap."""
+    if data[: len(audio.OGG_MAGIC)] == audio.OGG_MAGIC:
+        container = av.open(io.BytesIO(data), metadata_errors="replace")
+        stream = container.streams.audio[0]
+        native_sr, limit = stream.rate, int(max_duration * stream.rate)
+
+        def pyav_blocks():
+            planes, pending, done = [], 0, 0
+            for out in audio._float_frames(container.decode(stream), native_sr, stream.codec_context.layout):
+                n = min(out.samples, limit - done)
+                planes.append([np.frombuffer(p, np.float32, n) for p in out.planes])
+                pending, done = pending + n, done + n
+                if pending >= audio.BLOCK_SECONDS * native_sr:
+                    yield audio._stack_planes(planes)
+                    planes, pending = [], 0
+                if done >= limit:
+                    break
+            if planes:
+                yield audio._stack_planes(planes)
+            container.close()
+
+        return native_sr, pyav_blocks()
+    snd = sf.SoundFile(io.BytesIO(data))
+    native_sr = snd.samplerate
+    limit, block = min(snd.frames, int(max_duration * native_sr)), int(audio.BLOCK_SECONDS * native_sr)
+
+    def soundfile_blocks():
+        done = 0
+        with snd:
+            while done < limit:
+                x = snd.read(min(block, limit - done), dtype="float32", always_2d=True)
+                if not len(x):
+                    break
+                yield x
+                done += len(x)
+
+    return native_sr, soundfile_blocks()
 
 
 def _select(y: np.ndarray, sr: int, clip_cfg: ClipConfig):
@@ -649,15 +707,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=None,
                     help="extra flags for one more --cpus tag run (repeatable), e.g. '--batch-size 8'")  # fmt: skip
     ap.add_argument("--repeats", type=int, default=1, help="tries of each tag run on the catalog; the fastest is kept")
+    ap.add_argument("--formats", default=",".join(FORMATS),
+                    help=f"catalog formats, in turn (default {','.join(FORMATS)}; also {','.join(sorted(set(ENCODINGS) - set(FORMATS)))})")  # fmt: skip
+    ap.add_argument("--name", default="throughput", help="result file names: <name>.json and <name>.md")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    formats = tuple(args.formats.split(","))
+    if not formats or set(formats) - set(ENCODINGS):
+        ap.error(f"--formats: choose from {', '.join(ENCODINGS)}")
     variants = args.variant or []
     if os.path.commonpath([str(args.cache.resolve()), str(ROOT)]) == str(ROOT):
         sys.exit("--cache must lie outside the repository")
     started = time.perf_counter()
     rerun = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    catalog, audio_s = build_catalog(args.data, args.minutes, args.seed, args.cache, jobs=os.cpu_count() or 1)
+    catalog, audio_s = build_catalog(args.data, args.minutes, args.seed, args.cache, jobs=os.cpu_count() or 1,
+                                     formats=formats)  # fmt: skip
     files = catalog_files(catalog)
     fmt_counts = pd.Series([Path(f).suffix for f in files]).value_counts().to_dict()
     print(f"catalog {catalog}: {len(files)} files, {audio_s / 60:.1f} min ({fmt_counts})", flush=True)
@@ -682,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
             "audio_s": audio_s,
             "formats": fmt_counts,
             "seed": args.seed,
-            "sample_rate": CATALOG_SR,
+            "sample_rates": {f: ENCODINGS[f][2] for f in formats},
             "channels": 2,
         },  # fmt: skip
         "model_id": spec.model_id,
@@ -765,9 +830,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
 
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "throughput.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    (args.results / "throughput.md").write_text(markdown(result, args.cpus, args.scale))
-    print((args.results / "throughput.md").read_text())
+    (args.results / f"{args.name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (args.results / f"{args.name}.md").write_text(markdown(result, args.cpus, args.scale))
+    print((args.results / f"{args.name}.md").read_text())
     return 0
 
 
@@ -857,6 +922,7 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
     s, runs = r["summary"], r["tag_runs"]
     a_min = s["audio_minutes"]
     fmts = ", ".join(f"{v} {k.lstrip('.')}" for k, v in sorted(r["catalog"]["formats"].items()))
+    rates = " and ".join(sorted({f"{sr / 1000:g} kHz" for sr in r["catalog"].get("sample_rates", {"": 44100}).values()}))
     la = r["load_average"]
     lines = [
         "# Throughput: `mgr-batch tag` against a plain loop and the decode floor",
@@ -865,7 +931,7 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         f"Machine: {r['machine']['cpus']} CPUs, {r['machine']['platform']}; load average {la['start']:.1f} at start, "
         f"{la['end']:.1f} at the end (the CPUs are shared with other work: quote ratios, not absolute times).  ",
         f"Catalog: {r['catalog']['files']} files, {a_min:.1f} min of real music (the `long/` tracks and GTZAN songs, "
-        f"re-encoded at 44.1 kHz stereo: {fmts}); model `{r['model_id']}`, 3 s clips.",
+        f"re-encoded in stereo at {rates}: {fmts}); model `{r['model_id']}`, 3 s clips.",
         "",
         "x real time per core = seconds of audio per second of one core. *wall*: core-seconds = wall time x CPUs "
         "of the run (Ray start-up, Python imports and idle cores included); *CPU*: CPU seconds actually used "

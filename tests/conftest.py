@@ -26,8 +26,8 @@ def ray_cluster():
     from mgr_batch.config import RayConfig
     from mgr_batch.execution.runtime import init_kwargs
 
-    if not ray.is_initialized():  # as mgr-batch starts its embedded Ray, with 2 CPUs
-        ray.init(**init_kwargs(RayConfig(num_cpus=2), {}))
+    if not ray.is_initialized():  # as mgr-batch starts its embedded Ray for training, with 2 CPUs
+        ray.init(**init_kwargs(RayConfig(num_cpus=2), {}, trains=True))
     yield ray
     ray.shutdown()
 

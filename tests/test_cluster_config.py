@@ -157,8 +157,11 @@ def test_commands_join_the_job_cluster_inside_a_ray_job() -> None:
     from mgr_batch.config import RayConfig
     from mgr_batch.execution.runtime import WORKER_SETUP, init_kwargs
 
-    assert init_kwargs(RayConfig(num_cpus=3), {}) == {"include_dashboard": False, "log_to_driver": True, "num_cpus": 3,
-                                                      "runtime_env": {"worker_process_setup_hook": WORKER_SETUP}}
+    assert init_kwargs(RayConfig(num_cpus=3), {}) == {"include_dashboard": False, "log_to_driver": True, "num_cpus": 3}
+    assert init_kwargs(RayConfig(num_cpus=3), {}, trains=True) == {
+        "include_dashboard": False, "log_to_driver": True, "num_cpus": 3,
+        "runtime_env": {"worker_process_setup_hook": WORKER_SETUP}}  # fmt: skip
+    assert "runtime_env" not in init_kwargs(RayConfig(), {"RAY_ADDRESS": "10.0.0.1:6379"}, trains=True)
     inside = init_kwargs(RayConfig(), {"RAY_ADDRESS": "10.0.0.1:6379"})  # what Ray's job supervisor sets
     assert inside["address"] == "auto" and "num_cpus" not in inside
     assert init_kwargs(RayConfig(address="ray://head:10001"), {"RAY_ADDRESS": "x"})["address"] == "ray://head:10001"

@@ -76,7 +76,7 @@ def run_cv(cfg: CVConfig) -> dict[str, Any]:
     tcfg = cfg.train
     files = datasets.labelled(tcfg.data, tcfg.storage_options, train_list=tcfg.train_list, valid_list=tcfg.valid_list)
     spec = training_spec(files, tcfg)
-    with ray_session(tcfg.ray):
+    with ray_session(tcfg.ray, trains=True):
         return cross_validate(featurized_songs(files, spec, tcfg), files, spec, cfg)
 
 

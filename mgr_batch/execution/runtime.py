@@ -21,21 +21,25 @@ MAX_INPUT_BLOCKS = 20_000
 
 
 @contextmanager
-def ray_session(cfg: RayConfig) -> Iterator[None]:
-    """Use the Ray already initialized in this process, or start/join one for the duration."""
+def ray_session(cfg: RayConfig, *, trains: bool = False) -> Iterator[None]:
+    """Use the Ray already initialized in this process, or start/join one for the duration
+    (``trains``: a session that runs Ray Train, see :func:`init_kwargs`)."""
     if ray.is_initialized():
         yield
         return
-    ray.init(**init_kwargs(cfg, os.environ))
+    ray.init(**init_kwargs(cfg, os.environ, trains=trains))
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def init_kwargs(cfg: RayConfig, environ: Mapping[str, str]) -> dict[str, Any]:
+def init_kwargs(cfg: RayConfig, environ: Mapping[str, str], *, trains: bool = False) -> dict[str, Any]:
     """Arguments for ``ray.init``: the configured address; inside ``ray job submit`` (which sets
-    RAY_ADDRESS for the entrypoint) the job's cluster; else an embedded local Ray with ``num_cpus``."""
+    RAY_ADDRESS for the entrypoint) the job's cluster; else an embedded local Ray with ``num_cpus``,
+    whose workers run :data:`WORKER_SETUP` when the session ``trains``. Only then: a job with a runtime
+    environment cannot use the workers Ray starts ahead for every job, so the hook cost a tagging run
+    about 1 s of wall time and 1.2 CPU-s of worker start-up (benchmarks/results/throughput-ogg.md)."""
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if cfg.address:
         kwargs["address"] = cfg.address
@@ -43,11 +47,13 @@ def init_kwargs(cfg: RayConfig, environ: Mapping[str, str]) -> dict[str, Any]:
         kwargs["address"] = "auto"  # Ray refuses num_cpus when it joins a cluster
     else:
         kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count()
-        kwargs["runtime_env"] = {"worker_process_setup_hook": WORKER_SETUP}
+        if trains:
+            kwargs["runtime_env"] = {"worker_process_setup_hook": WORKER_SETUP}
     return kwargs
 
 
-#: Hook of the embedded Ray's workers (a cluster started by ``ray start`` has a dashboard, so no need).
+#: Hook of the embedded Ray's workers in sessions that train (a cluster started by ``ray start`` has a
+#: dashboard, so no need there).
 WORKER_SETUP = "mgr_batch.execution.worker_setup.setup"
 
 

@@ -40,7 +40,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     model_info(cfg.model.name)  # an unknown --model-type fails before any work
     files = datasets.labelled(cfg.data, cfg.storage_options, train_list=cfg.train_list, valid_list=cfg.valid_list)
     spec = training_spec(files, cfg)
-    with ray_session(cfg.ray):
+    with ray_session(cfg.ray, trains=True):
         return fit(featurized_songs(files, spec, cfg), files, spec, cfg)
 
 
