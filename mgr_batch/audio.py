@@ -108,10 +108,14 @@ def _rewound(source: BinaryIO | str) -> BinaryIO | str:
 
 
 def _fresh(source: BinaryIO | str) -> BinaryIO | str:
-    """The source again from its start, as an in-memory file (FFmpeg's seeks are not all fsspec's)."""
+    """The source again from its start for FFmpeg: a path or a local file as it is (streamed, so a long
+    file is never held whole), anything else (fsspec's remote files, whose seeks are not all FFmpeg's)
+    read into memory."""
     if isinstance(source, str):
         return source
     source.seek(0)
+    if isinstance(source, io.BufferedReader):  # what storage.open_input gives for a local path
+        return source
     return io.BytesIO(source.read())
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -251,6 +253,18 @@ def test_ffmpeg_converts_integer_samples_to_the_same_waveform(tmp_path, ext, mon
     assert by_ffmpeg.decoder == "ffmpeg"
     np.testing.assert_array_equal(by_ffmpeg.y, by_libsndfile.y)
     assert by_ffmpeg.duration == by_libsndfile.duration == 3.0
+
+
+def test_ffmpeg_streams_local_files_and_copies_only_other_file_objects(tmp_path):
+    """A long local Ogg is never read whole into memory; a remote file (no FFmpeg-safe seeks) is."""
+    path = write_tone(tmp_path / "tone.ogg", seconds=1.0)
+    with open(path, "rb") as f:
+        f.read(10)
+        assert audio._fresh(f) is f and f.tell() == 0
+        other = io.BytesIO(path.read_bytes())
+        other.read(10)
+        fresh = audio._fresh(other)
+        assert fresh is not other and fresh.read() == path.read_bytes()
 
 
 def test_an_undecodable_ogg_names_both_decoders(tmp_path):
