@@ -53,10 +53,10 @@ def load(
 ) -> Decoded:
     """Decode a file (path or seekable binary file object) to mono float32 at ``sr`` Hz.
 
-    Ogg files (Vorbis, Opus) go to FFmpeg through PyAV first: its decoders ran 2.2x (Vorbis) and 2.8x
-    (Opus) faster than libsndfile's (benchmarks/results/throughput-ogg.md). Everything else goes to
-    libsndfile first (wav, flac, mp3, aiff, ...: faster there), and then to FFmpeg (m4a/aac and anything
-    else FFmpeg reads). Raises an ``AudioError`` leaf for files that are not usable audio: undecodable,
+    Ogg files (Vorbis, Opus) go to FFmpeg through PyAV first: decoding, mixing and resampling them took
+    0.57x libsndfile's CPU time on the throughput benchmark's Ogg catalog (README, Throughput). Everything
+    else goes to libsndfile first (wav, flac, mp3, aiff, ...: faster there), and then to FFmpeg (m4a/aac
+    and anything else FFmpeg reads). Raises an ``AudioError`` leaf for files that are not usable audio: undecodable,
     empty, NaN/inf samples, or silent.
     """
     if isinstance(source, str):
@@ -220,9 +220,9 @@ def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Dec
 
 
 def _float_frames(frames, sr: int, layout: av.AudioLayout):
-    """``frames`` as float planes (``fltp``) at ``sr`` Hz in channel ``layout``. Frames that already
-    are pass as they are (Vorbis, Opus, MP3, AAC); from the first one that is not (FLAC, PCM, a chained
-    stream that changes), all go through FFmpeg's converter, which is flushed at the end."""
+    """``frames`` as float planes (``fltp``) at ``sr`` Hz in channel ``layout``. Frames already in that form
+    pass as they are (Vorbis, Opus, MP3, AAC); from the first one that is not (FLAC, PCM, a chained stream
+    that changes), all go through FFmpeg's converter, which is flushed at the end."""
     to_float, channels = None, len(layout.channels)
     for frame in frames:
         if to_float is None and frame.format.name == "fltp" and frame.rate == sr and len(frame.planes) == channels:

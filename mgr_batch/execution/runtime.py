@@ -39,7 +39,7 @@ def init_kwargs(cfg: RayConfig, environ: Mapping[str, str], *, trains: bool = Fa
     RAY_ADDRESS for the entrypoint) the job's cluster; else an embedded local Ray with ``num_cpus``,
     whose workers run :data:`WORKER_SETUP` when the session ``trains``. Only then: a job with a runtime
     environment cannot use the workers Ray starts ahead for every job, so the hook cost a tagging run
-    about 1 s of wall time and 1.2 CPU-s of worker start-up (benchmarks/results/throughput-ogg.md)."""
+    about 1 s of wall time and 1.2 CPU-s of worker start-up (README, Throughput)."""
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if cfg.address:
         kwargs["address"] = cfg.address
