@@ -25,6 +25,7 @@ In one run, on the same files, it times:
 - the same work split by stage with mgr-batch's own functions, single thread: read (bytes), decode,
   mono mix, resample, validate, cut, featurize, infer, write (Parquet), and the whole of ``audio.load``;
 - ``mgr-batch tag`` as a subprocess (Ray start-up included) with ``--num-cpus 1`` and ``--num-cpus N``,
+  each pinned to that many cores with everything it starts (``--no-pin``: free to use every core),
   plus the fixed cost of a run (a 1-file catalog), with the process tree polled for CPU time and memory
   (RSS and PSS of the driver, the Ray workers and Ray's own daemons), and Ray Data's per-operator stats
   read from the run's ``ray-data.log``;
@@ -314,8 +315,10 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run_tag(catalog: Path, work: Path, name: str, cpus: int, extra: list[str]) -> dict:
-    """``mgr-batch tag catalog`` in a subprocess with its own Ray temp dir; timed and polled."""
+def run_tag(catalog: Path, work: Path, name: str, cpus: int, extra: list[str], pin: bool = True) -> dict:
+    """``mgr-batch tag catalog`` in a subprocess with its own Ray temp dir; timed and polled. With ``pin``
+    the process and all it starts (Ray's daemons and workers inherit it) run on the first ``cpus`` cores
+    only, so that a 1-CPU run is a 1-core run, driver and daemons included."""
     out = work / f"out-{name}"
     raytmp = Path(tempfile.mkdtemp(prefix="tpr-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     cmd = [sys.executable, "-c", _TAG_BOOTSTRAP, "tag", str(catalog), "--output", str(out), "--force",
@@ -326,6 +329,8 @@ def run_tag(catalog: Path, work: Path, name: str, cpus: int, extra: list[str]) -
     t0, busy0 = time.perf_counter(), machine_busy_s()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+        if pin:  # at once: the interpreter takes over a second to import its way to starting Ray
+            os.sched_setaffinity(proc.pid, range(cpus))
         with TreeMonitor(proc.pid) as mon:
             rc = proc.wait()
     wall, busy = time.perf_counter() - t0, machine_busy_s() - busy0
@@ -346,6 +351,7 @@ def run_tag(catalog: Path, work: Path, name: str, cpus: int, extra: list[str]) -
     return {
         "name": name,
         "cpus": cpus,
+        "pinned_cores": cpus if pin else None,
         "flags": extra,
         "wall_s": wall,
         "run_json_wall_s": run["wall_seconds"],
@@ -710,12 +716,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formats", default=",".join(FORMATS),
                     help=f"catalog formats, in turn (default {','.join(FORMATS)}; also {','.join(sorted(set(ENCODINGS) - set(FORMATS)))})")  # fmt: skip
     ap.add_argument("--name", default="throughput", help="result file names: <name>.json and <name>.md")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="let each tag run use every core (default: pinned to as many cores as it gets CPUs)")  # fmt: skip
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     formats = tuple(args.formats.split(","))
     if not formats or set(formats) - set(ENCODINGS):
         ap.error(f"--formats: choose from {', '.join(ENCODINGS)}")
     variants = args.variant or []
+    if args.pin and (os.cpu_count() or 1) < args.cpus:
+        ap.error(f"--cpus {args.cpus} is more than this machine's {os.cpu_count()} cores: pass --no-pin")
     if os.path.commonpath([str(args.cache.resolve()), str(ROOT)]) == str(ROOT):
         sys.exit("--cache must lie outside the repository")
     started = time.perf_counter()
@@ -751,6 +761,7 @@ def main(argv: list[str] | None = None) -> int:
             "channels": 2,
         },  # fmt: skip
         "model_id": spec.model_id,
+        "pinned": args.pin,
         "load_average": {"start": loadavg()},
     }
 
@@ -799,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(args.repeats):
             print(f"{name}: mgr-batch tag --num-cpus {cpus} {' '.join(extra)} ({k + 1}/{args.repeats}) ...", flush=True)
             la = loadavg()
-            tries.append(run_tag(cat, work, name, cpus, extra))
+            tries.append(run_tag(cat, work, name, cpus, extra, args.pin))
             tries[-1]["load_average"] = [la, loadavg()]
             print(f"  wall {tries[-1]['wall_s']:.1f} s, tree CPU {tries[-1]['cpu_s']['total']:.1f} s", flush=True)
         runs[name] = min(tries, key=lambda t: t["wall_s"])  # the least disturbed try
@@ -812,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, cpus, extra in scaled:
             print(f"{name}: {args.scale}x the catalog {' '.join(extra)} ...", flush=True)
             la = loadavg()
-            runs[name] = run_tag(big, work, name, cpus, extra)
+            runs[name] = run_tag(big, work, name, cpus, extra, args.pin)
             runs[name]["load_average"] = [la, loadavg()]
             print(f"  wall {runs[name]['wall_s']:.1f} s, tree CPU {runs[name]['cpu_s']['total']:.1f} s", flush=True)
     result["tag_runs"] = runs
@@ -935,7 +946,10 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         "",
         "x real time per core = seconds of audio per second of one core. *wall*: core-seconds = wall time x CPUs "
         "of the run (Ray start-up, Python imports and idle cores included); *CPU*: CPU seconds actually used "
-        "(by the process tree for `mgr-batch tag`), which other load on the machine disturbs less.",
+        "(by the process tree for `mgr-batch tag`), which other load on the machine disturbs less. "
+        + ("Each `tag` run is pinned to as many cores as it has CPUs (its driver, Ray's daemons and workers "
+           "together), so a 1-CPU run is a 1-core run." if r.get("pinned") else
+           "The `tag` runs are not pinned: a 1-CPU run's driver and Ray daemons may use the other cores."),
         "",
         "| run | CPUs | wall (s) | x real time per core (wall / CPU) | vs plain loop per core (wall / CPU) | core-s / decode floor (wall / CPU) | same without the fixed cost (wall / CPU) | load avg (start-end), CPU used by other processes |",
         "|---|---|---|---|---|---|---|---|",
