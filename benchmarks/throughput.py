@@ -535,22 +535,11 @@ def _decode_blocks(data: bytes, max_duration: float):
         stream = container.streams.audio[0]
         native_sr, limit = stream.rate, int(max_duration * stream.rate)
 
-        def pyav_blocks():
-            planes, pending, done = [], 0, 0
-            for out in audio._float_frames(container.decode(stream), native_sr, stream.codec_context.layout):
-                n = min(out.samples, limit - done)
-                planes.append([np.frombuffer(p, np.float32, n) for p in out.planes])
-                pending, done = pending + n, done + n
-                if pending >= audio.BLOCK_SECONDS * native_sr:
-                    yield audio._stack_planes(planes)
-                    planes, pending = [], 0
-                if done >= limit:
-                    break
-            if planes:
-                yield audio._stack_planes(planes)
+        def blocks():
+            yield from audio.pyav_blocks(container.decode(stream), native_sr, stream.codec_context.layout, limit)
             container.close()
 
-        return native_sr, pyav_blocks()
+        return native_sr, blocks()
     snd = sf.SoundFile(io.BytesIO(data))
     native_sr = snd.samplerate
     limit, block = min(snd.frames, int(max_duration * native_sr)), int(audio.BLOCK_SECONDS * native_sr)

@@ -195,28 +195,36 @@ def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Dec
         channels = stream.channels or 1
         resampler = _MonoResampler(native_sr, sr, quality)
         limit = None if max_duration is None else int(max_duration * native_sr)
-        block = max(1, int(BLOCK_SECONDS * native_sr))
-        planes: list[list[np.ndarray]] = []  # per frame, one (samples,) view per channel
-        pending = done = 0
-        for out in _float_frames(container.decode(stream), native_sr, stream.codec_context.layout):
-            n = out.samples if limit is None else min(out.samples, limit - done)
-            # np.frombuffer per plane: 3x cheaper than to_ndarray's vstack, which Ogg's 1-20 ms frames felt.
-            planes.append([np.frombuffer(p, np.float32, n) for p in out.planes])
-            pending += n
-            done += n
-            if pending >= block:
-                resampler.add(_stack_planes(planes))
-                planes, pending = [], 0
-            if limit is not None and done >= limit:
-                break
-        if planes:
-            resampler.add(_stack_planes(planes))
+        done = 0
+        for block in pyav_blocks(container.decode(stream), native_sr, stream.codec_context.layout, limit):
+            resampler.add(block)
+            done += len(block)
         stopped_early = limit is not None and done >= limit
         # The header's length where we stopped early, else what was decoded (Opus headers count the
         # encoder's pre-skip; a cut file holds less than its header says).
         duration = float(stream.duration * stream.time_base) if stopped_early and stream.duration else done / native_sr
     return Decoded(y=resampler.result(), sr=sr, native_sr=native_sr, channels=channels, duration=duration,
                    decoder="ffmpeg")  # fmt: skip
+
+
+def pyav_blocks(frames, sr: int, layout: av.AudioLayout, limit: int | None):
+    """PyAV's decoded ``frames`` as (n, channels) float32 blocks of about :data:`BLOCK_SECONDS`, at most
+    ``limit`` samples in all (None: every sample)."""
+    planes: list[list[np.ndarray]] = []  # per frame, one (samples,) view per channel
+    block, pending, done = max(1, int(BLOCK_SECONDS * sr)), 0, 0
+    for out in _float_frames(frames, sr, layout):
+        n = out.samples if limit is None else min(out.samples, limit - done)
+        # np.frombuffer per plane: 3x cheaper than to_ndarray's vstack, which Ogg's 1-20 ms frames felt.
+        planes.append([np.frombuffer(p, np.float32, n) for p in out.planes])
+        pending += n
+        done += n
+        if pending >= block:
+            yield _stack_planes(planes)
+            planes, pending = [], 0
+        if limit is not None and done >= limit:
+            break
+    if planes:
+        yield _stack_planes(planes)
 
 
 def _float_frames(frames, sr: int, layout: av.AudioLayout):
