@@ -495,23 +495,17 @@ def stage_split(files: list[str], catalog: Path, spec, clip_cfg: ClipConfig, son
             f = clock.time("read", storage.open_input, path, None)
             data = clock.time("read", f.read)
             f.close()
-            # Decode as audio.load does (FFmpeg for Ogg, else libsndfile), in its blocks; "decode" is the
-            # whole loop less the mix and resample timed inside it.
-            inside = sum(clock.cpu.get(k, 0.0) for k in ("mono", "resample")), sum(clock.wall.get(k, 0.0) for k in ("mono", "resample"))
-            c, w, old_before = time.thread_time(), time.perf_counter(), old_mix
-            native_sr, blocks = _decode_blocks(data, audio_cfg.max_duration)
+            # Decode as audio.load does (FFmpeg for Ogg, else libsndfile), in its blocks.
+            native_sr, blocks = clock.time("decode", _decode_blocks, data, audio_cfg.max_duration)
             stream = soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality=audio_cfg.resample_quality)
             chunks = []
-            for x in blocks:
-                m = time.thread_time()
+            while (x := clock.time("decode", next, blocks, None)) is not None:
+                c = time.thread_time()
                 x.mean(axis=1, dtype=np.float32)  # what the mix cost before audio.mix_down
-                old_mix += time.thread_time() - m
+                old_mix += time.thread_time() - c
                 mono = clock.time("mono", audio.mix_down, x)
                 chunks.append(clock.time("resample", stream.resample_chunk, mono))
             chunks.append(clock.time("resample", stream.resample_chunk, np.zeros(0, np.float32), last=True))
-            now = sum(clock.cpu.get(k, 0.0) for k in ("mono", "resample")), sum(clock.wall.get(k, 0.0) for k in ("mono", "resample"))
-            clock.cpu["decode"] = clock.cpu.get("decode", 0.0) + time.thread_time() - c - (now[0] - inside[0]) - (old_mix - old_before)
-            clock.wall["decode"] = clock.wall.get("decode", 0.0) + time.perf_counter() - w - (now[1] - inside[1]) - (old_mix - old_before)
             y = clock.time("resample", np.concatenate, chunks)
             clock.time("validate", audio.validate, y, silence_threshold=audio_cfg.silence_threshold)
             song_clips, _, _ = clock.time("cut", _select, y, sr, clip_cfg)
