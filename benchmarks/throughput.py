@@ -303,8 +303,8 @@ def take_all(self, *args, **kwargs):
     print("MGR_BENCH_STATS_BEGIN", self.stats(), "MGR_BENCH_STATS_END", sep="\\n", flush=True)
     return out
 ray.data.Dataset.take_all = take_all
-from mgr_batch.cli import main
-sys.exit(main(sys.argv[1:]))
+from mgr_batch.cli import run
+run(sys.argv[1:])
 """
 
 

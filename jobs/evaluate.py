@@ -14,8 +14,8 @@ from pathlib import Path
 # The submitted working directory (this file's parent's parent) wins over an installed mgr_batch.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgr_batch.cli import main  # noqa: E402
+from mgr_batch.cli import run  # noqa: E402
 
 if __name__ == "__main__":
     # Inside a job Ray sets RAY_ADDRESS, and mgr-batch then joins that cluster (see execution.runtime).
-    sys.exit(main(["evaluate", *sys.argv[1:]]))
+    run(["evaluate", *sys.argv[1:]])

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import logging
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -385,5 +386,19 @@ def main(argv: list[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def run(argv: list[str] | None = None) -> NoReturn:
+    """The ``mgr-batch`` command: :func:`main`, then exit with its code.
+
+    Before the interpreter shuts down, every object still alive moves to the cyclic GC's permanent
+    generation (``gc.freeze``), which its shutdown collections skip: they would otherwise walk every
+    object of every imported module, 0.5-0.7 s of a ``tag`` run with torch loaded (README, Throughput).
+    Memory is the OS's to reclaim by then. :func:`main` stays free of this, for callers in a process
+    that goes on.
+    """
+    code = main(argv)
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -66,6 +66,15 @@ def test_console_script_runs():
     assert out.returncode == 0 and out.stdout.startswith("mgr-batch ")
 
 
+def test_console_script_exits_with_the_commands_code(tmp_path):
+    """``mgr-batch`` (cli.run) exits with main's code: 0 for a listing, 2 for a user error."""
+    ok = subprocess.run([sys.executable, "-m", "mgr_batch.cli", "models"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "cnn" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "mgr_batch.cli", "tag", str(tmp_path / "missing"), "-o", str(tmp_path / "o")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("mgr-batch: error:")
+
+
 @pytest.mark.parametrize("command", ["tag", "train", "evaluate"])
 def test_segmentation_flag_reaches_the_clip_config(command):
     from mgr_batch.cli import build_parser, evaluate_config, tag_config, train_config
