@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from audio_factory import write_broken_corpus, write_chirp, write_noise, write_tone
@@ -345,3 +347,25 @@ def test_predictor_timeline_needs_a_model_with_one(tiny_model):
     with pytest.raises(ConfigError, match="has no timeline"):
         stages.Predictor(tiny_model, device="cpu", timeline=True)
     assert not stages.has_timeline(checkpoint.load(tiny_model)[0])
+
+
+def test_call_cached_freezes_the_gc_when_it_builds_a_stage_if_asked(tiny_model, featurized, monkeypatch):
+    """freeze_gc moves what is alive after a build (modules, the model) to the GC's permanent generation;
+    a call that finds its stage cached, or one without freeze_gc, freezes nothing."""
+    monkeypatch.setattr(stages, "_CACHED", type(stages._CACHED)())
+    kw = {"model_uri": tiny_model, "device": "cpu", "batch_size": 2}
+    gc.unfreeze()
+    try:
+        stages.call_cached(dict(featurized), stage=stages.Predictor, kwargs=kw)
+        assert gc.get_freeze_count() == 0
+        out = stages.call_cached(dict(featurized), stage=stages.Predictor, kwargs=kw | {"batch_size": 3}, freeze_gc=True)
+        assert gc.get_freeze_count() > 1000
+        assert len(out["clip_probs"]) == len(featurized["features"])
+    finally:
+        gc.unfreeze()
+    freezes = []
+    monkeypatch.setattr(gc, "freeze", lambda: freezes.append(1))
+    stages.call_cached(dict(featurized), stage=stages.Predictor, kwargs=kw | {"batch_size": 3}, freeze_gc=True)
+    assert freezes == []  # cached: built before
+    stages.call_cached(dict(featurized), stage=stages.Predictor, kwargs=kw | {"batch_size": 4}, freeze_gc=True)
+    assert freezes == [1]

@@ -114,8 +114,10 @@ def _model_stage(ds: ray.data.Dataset, stage: type, kwargs: dict[str, Any], infe
     """``stage(**kwargs)`` over ``ds``'s batches of songs: built once per worker process in the decode tasks
     (``inference.in_decode_tasks``, on CPU), or once per actor of a pool (0 CPUs, or ``num_gpus`` each)."""
     if inference.in_decode_tasks:
-        return ds.map_batches(call_cached, fn_kwargs=dict(stage=stage, kwargs=dict(kwargs, device="cpu")),
-                              batch_size=inference.songs_per_task, batch_format="numpy", **DECODE_TASK)  # fmt: skip
+        # freeze_gc: the worker process keeps its modules and the model for good (see call_cached).
+        fn_kwargs = dict(stage=stage, kwargs=dict(kwargs, device="cpu"), freeze_gc=True)
+        return ds.map_batches(call_cached, fn_kwargs=fn_kwargs, batch_size=inference.songs_per_task,
+                              batch_format="numpy", **DECODE_TASK)  # fmt: skip
     return ds.map_batches(
         stage,
         fn_constructor_kwargs=kwargs,
