@@ -58,7 +58,13 @@ WORKER_SETUP = "mgr_batch.execution.worker_setup.setup"
 
 
 def dataset_from_listing(files: pd.DataFrame, *, rows_per_block: int) -> ray.data.Dataset:
-    """A Ray Dataset over the listing, one block per ``rows_per_block`` files (so one task each)."""
+    """A Ray Dataset over the listing, one block per ``rows_per_block`` files (so one task each).
+
+    Largest files first (by the listing's ``size``; a manifest's sizes are unknown, 0, and keep its order):
+    the tasks that finish last are then the short ones, instead of a long song keeping one CPU busy while
+    the others have nothing left to do.
+    """
+    files = files.sort_values("size", ascending=False, kind="stable")
     rows = max(rows_per_block, math.ceil(len(files) / MAX_INPUT_BLOCKS))
     chunks = [files.iloc[i : i + rows].reset_index(drop=True) for i in range(0, len(files), rows)]
     return ray.data.from_pandas(chunks)
