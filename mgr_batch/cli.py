@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
     tag.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
     tag.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0: the model runs in the decode tasks, on every CPU)")
-    tag.add_argument("--songs-per-task", type=int, help="songs per decode/featurize task (default 16)")
+    tag.add_argument("--songs-per-task", type=int,
+                     help="songs per batch of a decode/featurize task (default 16; a task runs 1 to 4 batches)")
     tag.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
     tag.add_argument("--force", action="store_true", default=None,
                      help="redo every file (default: a rerun skips files OUTPUT already holds, unchanged, for the same model)")  # fmt: skip
@@ -244,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--window-seconds", type=float, help="analysis window (default 2)")
     seg.add_argument("--n-clusters", type=int, help="clusters per song (default: from the eigen-gap)")
     seg.add_argument("--representative", choices=REPRESENTATIVES, help="largest cluster (default) or its longest run")
-    seg.add_argument("--songs-per-task", type=int, help="songs per task (default 16)")
+    seg.add_argument("--songs-per-task", type=int, help="songs per batch of a task (default 16; a task runs 1 to 4)")
     _common(seg)
 
     pt = sub.add_parser("plot-timeline", help="draw a song's genre belief over time (from 'tag --timeline') as a PNG",

@@ -224,9 +224,10 @@ class InferenceConfig:
     batch_size: int | None = None  # clips per forward pass; None: 8 on CPU, 64 on a GPU
     num_workers: int = 1  # actors in the pool
     num_gpus: float = 0.0  # GPUs per actor
-    #: Songs per decode/featurize task. Ray Data's executor notices a finished task only every 0.1-0.2 s,
-    #: during which its CPU idles: 16 songs (a few seconds of work) ran the 10x benchmark catalog on 2 CPUs
-    #: about 10% faster than 8 (paired runs), for twice the features held per task.
+    #: Songs per batch of the decode/featurize tasks (the features a task holds at a time). A task runs one
+    #: to a few batches, fewer as the run nears its end (``execution.runtime.task_rows``): Ray Data's
+    #: executor notices a finished task only every 0.1-0.2 s, during which its CPU idles. 16 songs ran the
+    #: 10x benchmark catalog on 2 CPUs about 10% faster than 8 when each task was one batch (paired runs).
     songs_per_task: int = 16
     #: Where a model on pre-trained embeddings (``musicnn_embedding``) runs the pre-trained network: in the
     #: inference actors (True: on their GPUs; the decode tasks only compute its log-mel) or in the decode

@@ -24,7 +24,7 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
     if any(fs.exists(storage.join(root, t)) for t in ("segments", "errors")):
         raise ConfigError(f"output {cfg.output!r} already holds segments/ or errors/ from an earlier run")
     with ray_session(cfg.ray):
-        ds = dataset_from_listing(files, rows_per_block=cfg.inference.songs_per_task)
+        ds = dataset_from_listing(files, songs_per_task=cfg.inference.songs_per_task)
         ds = ds.map_batches(
             segment_batch,
             fn_kwargs=dict(audio=cfg.audio, seg_cfg=cfg.segmentation, plot=cfg.plot, storage_options=so),

@@ -41,7 +41,7 @@ def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: Infer
     clips; see :func:`mgr_batch.stages.featurize_batch`). For a model on pre-trained embeddings whose network
     runs in the inference actors (``inference.embed_in_actor``), ``features`` is the network's log-mel."""
     feature_cfg = fm.INPUT_FEATURES if embeds_in_actor(spec, inference) else spec.features
-    ds = dataset_from_listing(files, rows_per_block=inference.songs_per_task)
+    ds = dataset_from_listing(files, songs_per_task=inference.songs_per_task)
     return ds.map_batches(
         featurize_batch,
         fn_kwargs=dict(audio=spec.audio, clip_cfg=clip_cfg, feature_cfg=feature_cfg, storage_options=storage_options,
@@ -114,7 +114,7 @@ def _model_stage(ds: ray.data.Dataset, stage: type, kwargs: dict[str, Any], infe
     """``stage(**kwargs)`` over ``ds``'s batches of songs: built once per worker process in the decode tasks
     (``inference.in_decode_tasks``, on CPU), or once per actor of a pool (0 CPUs, or ``num_gpus`` each)."""
     if inference.in_decode_tasks:
-        # freeze_gc: the worker process keeps its modules and the model for good (see call_cached).
+        # freeze_gc: the worker keeps its modules and the model until it is recycled (see call_cached).
         fn_kwargs = dict(stage=stage, kwargs=dict(kwargs, device="cpu"), freeze_gc=True)
         return ds.map_batches(call_cached, fn_kwargs=fn_kwargs, batch_size=inference.songs_per_task,
                               batch_format="numpy", **DECODE_TASK)  # fmt: skip
