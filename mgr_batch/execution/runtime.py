@@ -9,7 +9,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import ray
 
@@ -62,7 +61,7 @@ def dataset_from_listing(files: pd.DataFrame, *, songs_per_task: int) -> ray.dat
     """A Ray Dataset over the listing, one block per task of the first stage, cut by :func:`task_rows` for
     the CPUs the cluster has now. A task runs its block in batches of at most ``songs_per_task`` songs."""
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    rows = task_rows(files["size"].to_numpy(), songs_per_task=songs_per_task, n_cpus=cpus)
+    rows = task_rows(len(files), songs_per_task=songs_per_task, n_cpus=cpus)
     return ray.data.from_pandas([files.iloc[r].reset_index(drop=True) for r in rows])
 
 
@@ -72,36 +71,24 @@ def dataset_from_listing(files: pd.DataFrame, *, songs_per_task: int) -> ray.dat
 MAX_BATCHES_PER_TASK = 4
 
 
-def task_rows(sizes: np.ndarray, *, songs_per_task: int, n_cpus: int) -> list[np.ndarray]:
+def task_rows(n_files: int, *, songs_per_task: int, n_cpus: int) -> list[range]:
     """Rows of the listing for each task: runs of files in listing order, shrinking as the work left does.
 
-    Each task takes about ``1 / (2 n_cpus)`` of the bytes left (guided self-scheduling), at least a batch's
-    worth (``songs_per_task`` files of the average size) and at most :data:`MAX_BATCHES_PER_TASK` batches;
-    both grow where there would be more than about :data:`MAX_INPUT_BLOCKS` tasks. That makes fewer of
-    the idle gaps between tasks than batch-sized tasks do, and short tasks end the run, so that no CPU is
-    left finishing a long one while the others idle. Sizes are the listing's bytes (all 0 from a manifest:
-    every file then counts the same). Files keep their order, not largest first: batches of the largest
-    files raised the workers' peak memory by a third on the throughput benchmark.
+    Each task takes ``1 / (2 n_cpus)`` of the files left (guided self-scheduling), at least one batch of
+    ``songs_per_task`` and at most :data:`MAX_BATCHES_PER_TASK` batches; both grow where there would be
+    more than about :data:`MAX_INPUT_BLOCKS` tasks. That makes fewer of the idle gaps between tasks than
+    one-batch tasks do, and the run ends on one-batch tasks, so no CPU is left finishing a long one while
+    the others idle. It counts files, not bytes: a wav file holds ten times the bytes of an mp3 of the same
+    length, and tasks cut by bytes ran the mixed-format benchmark catalog slower; nor largest first, which
+    put the largest songs in the same batches and raised the workers' peak memory by a third.
     """
-    n = len(sizes)
-    if n == 0:
-        return []
-    weights = np.asarray(sizes, np.float64)
-    if weights.sum() <= 0:
-        weights = np.ones(n)
-    cum = np.cumsum(weights)
-    total = cum[-1]
-    least = max(songs_per_task, math.ceil(n / MAX_INPUT_BLOCKS))  # files of the average size
+    least = max(songs_per_task, math.ceil(n_files / MAX_INPUT_BLOCKS))
     most = max(MAX_BATCHES_PER_TASK * songs_per_task, least)
-    least_bytes = total / n * least
     out, start = [], 0
-    while start < n:
-        done = cum[start - 1] if start else 0.0
-        target = max((total - done) / (2 * n_cpus), least_bytes)
-        end = int(np.searchsorted(cum, done + target * (1 - 1e-9))) + 1  # up to the file that reaches it
-        end = min(max(end, start + 1), start + most, n)
-        out.append(np.arange(start, end))
-        start = end
+    while start < n_files:
+        size = min(max(math.ceil((n_files - start) / (2 * n_cpus)), least), most)
+        out.append(range(start, min(start + size, n_files)))
+        start += size
     return out
 
 
