@@ -21,6 +21,8 @@ def test_task_rows_take_a_quarter_of_what_is_left_on_2_cpus():
     assert [len(r) for r in task_rows(400, songs_per_task=16, n_cpus=2)] == [64, 64, 64, 52, 39, 30, 22, 17, 16, 16, 16]
     assert [len(r) for r in task_rows(50, songs_per_task=16, n_cpus=2)] == [16, 16, 16, 2]  # as one-batch tasks
     assert task_rows(0, songs_per_task=2, n_cpus=1) == []
+    assert [len(r) for r in task_rows(50, songs_per_task=16, n_cpus=None)] == [16, 16, 16, 2]  # CPUs unknown
+    assert len(task_rows(1000, songs_per_task=16, n_cpus=None)) == 63
 
 
 def test_task_rows_grow_to_keep_the_number_of_blocks_bounded(monkeypatch):

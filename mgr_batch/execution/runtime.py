@@ -59,9 +59,10 @@ WORKER_SETUP = "mgr_batch.execution.worker_setup.setup"
 
 def dataset_from_listing(files: pd.DataFrame, *, songs_per_task: int) -> ray.data.Dataset:
     """A Ray Dataset over the listing, one block per task of the first stage, cut by :func:`task_rows` for
-    the CPUs the cluster has now. A task runs its block in batches of at most ``songs_per_task`` songs."""
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    rows = task_rows(len(files), songs_per_task=songs_per_task, n_cpus=cpus)
+    the CPUs the cluster has now (none yet, as a cluster that scales up from no workers: one batch per
+    task). A task runs its block in batches of at most ``songs_per_task`` songs."""
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    rows = task_rows(len(files), songs_per_task=songs_per_task, n_cpus=cpus or None)
     return ray.data.from_pandas([files.iloc[r].reset_index(drop=True) for r in rows])
 
 
@@ -71,7 +72,7 @@ def dataset_from_listing(files: pd.DataFrame, *, songs_per_task: int) -> ray.dat
 MAX_BATCHES_PER_TASK = 4
 
 
-def task_rows(n_files: int, *, songs_per_task: int, n_cpus: int) -> list[range]:
+def task_rows(n_files: int, *, songs_per_task: int, n_cpus: int | None) -> list[range]:
     """Rows of the listing for each task: runs of files in listing order, shrinking as the work left does.
 
     Each task takes ``1 / (2 n_cpus)`` of the files left (guided self-scheduling), at least one batch of
@@ -80,13 +81,14 @@ def task_rows(n_files: int, *, songs_per_task: int, n_cpus: int) -> list[range]:
     one-batch tasks do, and the run ends on one-batch tasks, so no CPU is left finishing a long one while
     the others idle. It counts files, not bytes: a wav file holds ten times the bytes of an mp3 of the same
     length, and tasks cut by bytes ran the mixed-format benchmark catalog slower; nor largest first, which
-    put the largest songs in the same batches and raised the workers' peak memory by a third.
+    put the largest songs in the same batches and raised the workers' peak memory by a third. With
+    ``n_cpus`` None (not known yet), every task is one batch.
     """
     least = max(songs_per_task, math.ceil(n_files / MAX_INPUT_BLOCKS))
     most = max(MAX_BATCHES_PER_TASK * songs_per_task, least)
     out, start = [], 0
     while start < n_files:
-        size = min(max(math.ceil((n_files - start) / (2 * n_cpus)), least), most)
+        size = least if n_cpus is None else min(max(math.ceil((n_files - start) / (2 * n_cpus)), least), most)
         out.append(range(start, min(start + size, n_files)))
         start += size
     return out
