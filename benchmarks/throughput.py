@@ -987,7 +987,7 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         "",
         "## Where the time goes",
         "",
-        f"Single thread, mgr-batch's own functions in the graph's batches ({SONGS_PER_TASK} songs per task, {CPU_BATCH_SIZE} clips per "
+        f"Single thread, mgr-batch's own functions in the graph's batches ({SONGS_PER_TASK} songs per batch, {CPU_BATCH_SIZE} clips per "
         "forward pass, the model's weights channels-last as the Predictor holds them on CPU), "
         "CPU seconds:",
         "",
