@@ -33,17 +33,15 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import _PARENT_ENV, MODEL, RESULTS, ROOT, TreeMonitor, loadavg  # noqa: E402
+from throughput import MODEL, RESULTS, ROOT, loadavg, run_pinned  # noqa: E402
 
 #: A Ray step: ``ray.init`` as ``tag`` calls it, optionally a 1-row Ray Data graph, ``ray.shutdown``; prints
 #: its own timings as one JSON line.
@@ -78,20 +76,13 @@ def steps(cpus: int, catalog: Path, work: Path) -> dict[str, list[str]]:
 
 
 def run_step(cmd: list[str], cpus: int, work: Path) -> dict:
-    """One try: wall time, process-tree CPU, and the step's own timings where it prints them."""
-    raytmp = Path(tempfile.mkdtemp(prefix="sur-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    env = {k: v for k, v in _PARENT_ENV.items() if k != "RAY_ADDRESS"}
-    env["RAY_TMPDIR"] = str(raytmp)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=work)
-    os.sched_setaffinity(proc.pid, range(cpus))
-    with TreeMonitor(proc.pid) as mon:
-        out, _ = proc.communicate()
-    wall = time.perf_counter() - t0
-    subprocess.run(["rm", "-rf", str(raytmp)], check=False)
-    text = out.decode(errors="replace")
-    if proc.returncode != 0:
-        sys.exit(f"{cmd[:3]} failed (exit {proc.returncode}):\n{text[-3000:]}")
+    """One try (:func:`throughput.run_pinned`): wall time, process-tree CPU, and the step's own timings
+    where it prints them."""
+    log_path = work / "step.log"
+    rc, wall, mon = run_pinned(cmd, cpus=cpus, cwd=work, log_path=log_path)
+    text = log_path.read_text(errors="replace")
+    if rc != 0:
+        sys.exit(f"{cmd[:3]} failed (exit {rc}):\n{text[-3000:]}")
     inner = {}
     for line in text.splitlines():
         if line.startswith("MGR_STEP "):

@@ -315,25 +315,36 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run_tag(catalog: Path, work: Path, name: str, cpus: int, extra: list[str], pin: bool = True) -> dict:
-    """``mgr-batch tag catalog`` in a subprocess with its own Ray temp dir; timed and polled. With ``pin``
-    the process and all it starts (Ray's daemons and workers inherit it) run on the first ``cpus`` cores
-    only, so that a 1-CPU run is a 1-core run, driver and daemons included."""
-    out = work / f"out-{name}"
+def run_pinned(cmd: list[str], *, cpus: int, cwd: Path, log_path: Path, pin: bool = True) -> tuple[int, float, TreeMonitor]:
+    """``cmd`` in a subprocess that starts an embedded Ray of its own (no RAY_ADDRESS, its own Ray temp
+    dir), output to ``log_path``, its process tree polled. With ``pin`` the process and all it starts (Ray's
+    daemons and workers inherit it) run on the first ``cpus`` cores only, so that a 1-CPU run is a 1-core
+    run, driver and daemons included. Returns the exit code, the wall seconds and the monitor."""
     raytmp = Path(tempfile.mkdtemp(prefix="tpr-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    cmd = [sys.executable, "-c", _TAG_BOOTSTRAP, "tag", str(catalog), "--output", str(out), "--force",
-           "--num-cpus", str(cpus), "--model", MODEL, *extra]  # fmt: skip
     env = {k: v for k, v in _PARENT_ENV.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = str(raytmp)
+    t0 = time.perf_counter()
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            if pin:  # at once: the interpreter takes over a second to import its way to starting Ray
+                os.sched_setaffinity(proc.pid, range(cpus))
+            with TreeMonitor(proc.pid) as mon:
+                rc = proc.wait()
+        return rc, time.perf_counter() - t0, mon
+    finally:
+        shutil.rmtree(raytmp, ignore_errors=True)
+
+
+def run_tag(catalog: Path, work: Path, name: str, cpus: int, extra: list[str], pin: bool = True) -> dict:
+    """``mgr-batch tag catalog`` in a subprocess (:func:`run_pinned`), timed and polled."""
+    out = work / f"out-{name}"
+    cmd = [sys.executable, "-c", _TAG_BOOTSTRAP, "tag", str(catalog), "--output", str(out), "--force",
+           "--num-cpus", str(cpus), "--model", MODEL, *extra]  # fmt: skip
     log_path = work / f"{name}.log"
-    t0, busy0 = time.perf_counter(), machine_busy_s()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-        if pin:  # at once: the interpreter takes over a second to import its way to starting Ray
-            os.sched_setaffinity(proc.pid, range(cpus))
-        with TreeMonitor(proc.pid) as mon:
-            rc = proc.wait()
-    wall, busy = time.perf_counter() - t0, machine_busy_s() - busy0
+    busy0 = machine_busy_s()
+    rc, wall, mon = run_pinned(cmd, cpus=cpus, cwd=work, log_path=log_path, pin=pin)
+    busy = machine_busy_s() - busy0
     if rc != 0:
         sys.exit(f"{name}: mgr-batch tag failed (exit {rc}); see {log_path}:\n{log_path.read_text()[-3000:]}")
     run = json.loads((out / "run.json").read_text())
@@ -343,7 +354,6 @@ def run_tag(catalog: Path, work: Path, name: str, cpus: int, extra: list[str], p
         if "MGR_BENCH_STATS_BEGIN" in text
         else ""
     )
-    shutil.rmtree(raytmp, ignore_errors=True)
     ops = parse_ray_data_stats(stats)
     finished = re.findall(r"execution finished in ([\d.]+) seconds", text)
     exec_s = float(finished[-1]) if finished else float("nan")
