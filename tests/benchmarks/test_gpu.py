@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from audio_factory import write_chirp, write_tone
+
+pytestmark = pytest.mark.e2e  # tag and train in subprocesses, each with its own Ray
 
 ROOT = Path(__file__).resolve().parents[2]
 
