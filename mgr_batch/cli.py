@@ -364,6 +364,13 @@ def list_models(*, presets: bool = False) -> None:
         features = f"{info.features} ({default_preset(info.name, info.features)})"
         own = "".join(f" [default {k} {v}]" for k, v in info.optim.items())
         print(f"{info.name:<16} {info.family:<8} {features:<32} {info.study:<44} {info.description}{own}")
+    from mgr_batch.checkpoint import BUILTIN_MODELS, PACKAGED_MODELS
+    from mgr_batch.features import FEATURES
+
+    print(f"\npackaged models (tag/evaluate --model): {', '.join([*PACKAGED_MODELS, *BUILTIN_MODELS])}")
+    print("pre-trained embedding features (train --features PRESET, or features.kind):")
+    for kind in sorted(k for k in FEATURES if k.endswith("_embedding")):
+        print(f"  {kind:<22} {FEATURES[kind].description}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
 from mgr_batch.features import PRESETS, Preset, register_feature
 from mgr_batch.models import efficientat as eat
+from mgr_batch.models.common import fold_batch_norm
 
 #: Embedding layers and their sizes.
 LAYERS = {"embedding": eat.EMBEDDING_DIMS, "logits": eat.N_AUDIOSET}
@@ -43,10 +44,15 @@ def embedding_layer(cfg: FeatureConfig | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def pretrained_network() -> eat.MobileNetAT:
-    """The pre-trained ``mn04_as``, built once per process: eval mode, on CUDA when there is one."""
+def pretrained_network() -> torch.nn.Module:
+    """The pre-trained ``mn04_as``, built once per process, in eval mode: log-mel (batch, 1, 128, frames) ->
+    (logits (batch, 527), embedding (batch, 384)). On CUDA when there is one; on CPU with its BatchNorms
+    folded into the convolutions and channels-last weights (1.3-1.6x faster on one thread,
+    ``benchmarks/efficientat_cost.py``; outputs within 1e-5 of the unfolded network's)."""
     net = eat.pretrained_network(PRETRAINED)
-    return net.to("cuda") if torch.cuda.is_available() else net
+    if torch.cuda.is_available():
+        return net.to("cuda")
+    return fold_batch_norm(net).to(memory_format=torch.channels_last)
 
 
 @functools.cache

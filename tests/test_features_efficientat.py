@@ -23,6 +23,7 @@ from mgr_batch.features_efficientat import (
     pretrained_network,
     splits_into_actor,
 )
+from mgr_batch.models import efficientat as eat
 from mgr_batch.models.efficientat import audioset_labels, efficientat_logmel
 from mgr_batch.stages import actor_split
 
@@ -58,10 +59,11 @@ def test_shape_per_layer(clips, layer):
 
 
 def test_layers_are_the_networks_outputs(clips):
+    """The layers are the unfolded network's outputs (the feature kind runs it with BatchNorms folded on CPU)."""
     with torch.inference_mode():
-        logits, emb = pretrained_network()(torch.from_numpy(efficientat_logmel(clips, sr=SR))[:, None])
-    np.testing.assert_allclose(efficientat_embedding(clips, sr=SR), emb.numpy(), atol=1e-5)
-    np.testing.assert_allclose(efficientat_embedding(clips, sr=SR, layer="logits"), logits.numpy(), atol=1e-5)
+        logits, emb = eat.pretrained_network()(torch.from_numpy(efficientat_logmel(clips, sr=SR))[:, None])
+    np.testing.assert_allclose(efficientat_embedding(clips, sr=SR), emb.numpy(), atol=1e-4)
+    np.testing.assert_allclose(efficientat_embedding(clips, sr=SR, layer="logits"), logits.numpy(), atol=1e-4)
     # the logits layer is AudioSet's tagger: a pure tone is a sine wave, noise is not
     top = [audioset_labels()[i] for i in logits.argmax(dim=1)]
     assert top[0] == top[1] == "Sine wave" and top[2] != "Sine wave"
