@@ -19,6 +19,7 @@ import torch
 
 from mgr_batch import audio as audio_io
 from mgr_batch import checkpoint, clips, features, segmentation, storage
+from mgr_batch import features_efficientat as fe
 from mgr_batch import features_musicnn as fm
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, SegmentationConfig
 from mgr_batch.errors import AudioError, AudioReadError, ConfigError, error_type
@@ -186,6 +187,16 @@ CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 64
 
 
+def actor_split(cfg: FeatureConfig, *, sr: int):
+    """The feature module (:mod:`mgr_batch.features_musicnn` or :mod:`mgr_batch.features_efficientat`) whose
+    pre-trained network features ``cfg`` at ``sr`` Hz can leave to the inference actor (the decode tasks
+    compute the module's ``INPUT_FEATURES``, the actor its ``embed_inputs``), or None when they cannot split."""
+    for module in (fm, fe):
+        if module.splits_into_actor(cfg, sr=sr):
+            return module
+    return None
+
+
 class Predictor:
     """Loads a checkpoint once, then turns each batch's ``features`` into ``clip_probs``.
 
@@ -194,9 +205,9 @@ class Predictor:
     batches stay in cache, and :data:`GPU_BATCH_SIZE` on a GPU). ``features`` is dropped from the output.
     On CPU, a torch model's 4-D weights are kept channels-last, which oneDNN's convolutions run fastest, and
     its BatchNorms are folded into the convolutions before them (:func:`~mgr_batch.models.common.fold_batch_norm`).
-    A model on ``musicnn_embedding`` features also takes musicnn's log-mel (n_clips, 96, n_frames), and then
-    runs the pre-trained network here first (on this actor's GPU when it has one; see
-    ``InferenceConfig.embed_in_actor``).
+    A model on ``musicnn_embedding`` (``efficientat_embedding``) features also takes musicnn's log-mel
+    (n_clips, 96, n_frames) (EfficientAT's, (n_clips, 128, n_frames)), and then runs the pre-trained network
+    here first (on this actor's GPU when it has one; see ``InferenceConfig.embed_in_actor`` and :func:`actor_split`).
 
     With ``timeline`` (models with a ``timeline`` method, e.g. ``crnn``) it also adds, per song,
     ``timeline_probs`` (n_clips, n_steps, n_genres), the per-step probabilities, and ``timeline_s``
@@ -238,8 +249,9 @@ class Predictor:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (n, n_genres) of features (n, n_features, n_steps): the model's ``activation``
         (softmax over genres, or sigmoid per tag) of a torch model's outputs, or a classic model's own."""
-        if fm.splits_into_actor(self.spec.features, sr=self.spec.audio.sr) and x.shape[1:] != self.spec.input_shape:
-            x = fm.embed_inputs(x, self.spec.features)  # log-mel from the decode tasks
+        split = actor_split(self.spec.features, sr=self.spec.audio.sr)
+        if split is not None and x.shape[1:] != self.spec.input_shape:
+            x = split.embed_inputs(x, self.spec.features)  # log-mel from the decode tasks
         if not isinstance(self.model, torch.nn.Module):  # a fitted scikit-learn pipeline
             return self.model.predict_proba(x)
         activate = torch.sigmoid if self.spec.activation == "sigmoid" else functools.partial(torch.softmax, dim=-1)

@@ -25,6 +25,7 @@ from mgr_batch.stages import (
     LISTING_COLUMNS,
     Embedder,
     Predictor,
+    actor_split,
     call_cached,
     embeddings_from_features,
     featurize_batch,
@@ -40,7 +41,8 @@ def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: Infer
     """Dataset of per-song rows with ``features`` (and with ``embedding_input`` musicnn's input of the same
     clips; see :func:`mgr_batch.stages.featurize_batch`). For a model on pre-trained embeddings whose network
     runs in the inference actors (``inference.embed_in_actor``), ``features`` is the network's log-mel."""
-    feature_cfg = fm.INPUT_FEATURES if embeds_in_actor(spec, inference) else spec.features
+    split = actor_split(spec.features, sr=spec.audio.sr) if embeds_in_actor(spec, inference) else None
+    feature_cfg = split.INPUT_FEATURES if split is not None else spec.features
     ds = dataset_from_listing(files, songs_per_task=inference.songs_per_task)
     return ds.map_batches(
         featurize_batch,
@@ -77,9 +79,10 @@ def in_decode_tasks(spec: ModelSpec, inference: InferenceConfig) -> bool:
 
 
 def embeds_in_actor(spec: ModelSpec, inference: InferenceConfig) -> bool:
-    """Whether the pre-trained network of a ``musicnn_embedding`` model runs in the inference actors."""
+    """Whether the pre-trained network of a ``musicnn_embedding`` or ``efficientat_embedding`` model runs in
+    the inference actors."""
     in_actor = inference.num_gpus > 0 if inference.embed_in_actor is None else inference.embed_in_actor
-    return in_actor and fm.splits_into_actor(spec.features, sr=spec.audio.sr)
+    return in_actor and actor_split(spec.features, sr=spec.audio.sr) is not None
 
 
 def reuses_features_as_embeddings(spec: ModelSpec, inference: InferenceConfig) -> bool:
