@@ -34,6 +34,7 @@ def build_tables(
     song_probs = np.stack([song_probabilities(batch["clip_probs"][i], method=aggregation) for i in idx]) if len(idx) else np.zeros((0, len(genres)))
     order = np.argsort(-song_probs, axis=1, kind="stable")
     songs = {c: batch[c][idx] for c in _copied("songs", batch)}
+    songs.setdefault("decode_notes", [""] * len(idx))  # batches featurized without notes (e.g. by hand)
     songs.update({
         "genre": g[order[:, 0]] if len(idx) else np.zeros(0, str),
         "confidence": song_probs[np.arange(len(idx)), order[:, 0]] if len(idx) else np.zeros(0),
