@@ -7,7 +7,6 @@ from Ray Data's blocks. Plain Python, no Ray.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ class Settings:
     """
 
     verbose: bool = False
-    interval_s: float = float(os.environ.get("MGR_BATCH_PROGRESS_SECONDS", 10.0))
+    interval_s: float = 10.0
     enabled: bool = True
 
 

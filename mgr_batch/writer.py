@@ -208,6 +208,7 @@ def write_segments(batch: dict[str, np.ndarray], *, output: str, storage_options
     tables = {"segments": _table(rows, schemas.arrow_schema("segments")), "errors": _table(errors, schemas.arrow_schema("errors"))}
     _write_parts(tables, output, part_name(batch["song_id"]), storage_options)
     return {"n_songs": np.array([len(ok)]), "n_errors": np.array([len(bad)]), "n_segments": np.array([tables["segments"].num_rows]),
+            "audio_s": np.array([float(np.sum(np.asarray(batch["duration_s"], np.float64)[ok]))]),
             "error_types": np.array([json.dumps(Counter(tables["errors"].column("error_type").to_pylist()))])}  # fmt: skip
 
 

@@ -40,7 +40,8 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
         with Progress(len(files), desc="segment") as progress:
             for row in ds.iter_rows():  # one summary row per written batch, as it is written
                 rows.append(row)
-                progress.update(files=int(row["n_songs"] + row["n_errors"]), errors=int(row["n_errors"]))
+                progress.update(files=int(row["n_songs"] + row["n_errors"]), errors=int(row["n_errors"]),
+                                audio_s=float(row["audio_s"]))  # fmt: skip
     errors: Counter = Counter()
     for row in rows:
         errors.update(json.loads(row["error_types"]))

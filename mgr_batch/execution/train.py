@@ -58,6 +58,7 @@ def training_spec(files: pd.DataFrame, cfg: TrainConfig) -> ModelSpec:
 
 def featurized_songs(files: pd.DataFrame, spec: ModelSpec, cfg: TrainConfig) -> ray.data.Dataset:
     """Materialized per-song features (with ``label`` and ``split``) of labelled ``files``."""
+    say(f"featurizing {len(files)} songs ({cfg.preset} features)")
     return featurized(
         files[["path", "song_id", "size", "mtime", "label", "split"]],
         spec=spec, clip_cfg=cfg.clips, inference=cfg.inference, storage_options=cfg.storage_options,
