@@ -121,10 +121,6 @@ def save(
     return spec
 
 
-def default_model_dir() -> str:
-    return packaged_model_dir(DEFAULT_MODEL)
-
-
 def packaged_model_dir(name: str) -> str:
     """The folder of the packaged checkpoint ``name`` (a key of :data:`PACKAGED_MODELS`)."""
     return str(resources.files("mgr_batch") / "assets" / PACKAGED_MODELS[name])

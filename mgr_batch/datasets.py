@@ -13,8 +13,6 @@ import pandas as pd
 from mgr_batch import storage
 from mgr_batch.errors import ConfigError, LabelError, LeakageError
 
-SPLITS = ("train", "valid", "test")
-
 
 def stem(path: str) -> str:
     """File name without folder and extension: ``.../blues/blues.00012.ogg`` -> ``blues.00012``."""

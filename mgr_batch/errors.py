@@ -55,10 +55,6 @@ class SilentAudioError(AudioError):
     """The file holds only silence (or a constant DC offset), so it has no genre."""
 
 
-class AudioTooLongError(AudioError):
-    """The file is longer than the configured limit (``audio.max_duration``)."""
-
-
 def error_type(exc: BaseException) -> str:
     """The ``error_type`` column value for an exception: its class name."""
     return type(exc).__name__

@@ -14,6 +14,17 @@ from mgr_batch import checkpoint
 from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import GTZAN_GENRES, AudioConfig, ClipConfig, FeatureConfig, ModelConfig
 
+#: Fixtures that start or join a real Ray: a test that uses one (directly or through another fixture) is an
+#: end-to-end test, marked ``e2e`` so that ``pytest -m "not e2e"`` runs the Ray-free tests alone.
+RAY_FIXTURES = frozenset({"ray_cluster", "ray_head"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 #: The tiny model's features: few mels and a long hop keep every test that featurizes fast.
 TINY_FEATURES = FeatureConfig(n_mels=32, hop_length=1024)
 

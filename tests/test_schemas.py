@@ -5,24 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from mgr_batch import schemas
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-
-ARROW_TYPES = {
-    "string": pa.string(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "bool": pa.bool_(),
-    "list<string>": pa.list_(pa.string()),
-    "list<float32>": pa.list_(pa.float32()),
-    "list<float64>": pa.list_(pa.float64()),
-}
 
 
 def json_doc(name: str) -> dict:
@@ -41,21 +28,21 @@ def test_every_column_is_typed_and_described(name):
     names = [c["name"] for c in columns]
     assert len(names) == len(set(names))
     for column in columns:
-        assert column["type"] in ARROW_TYPES, column
         assert isinstance(column["nullable"], bool)
         assert column["description"].strip()
 
 
 @pytest.mark.parametrize("name", schemas.TABLES)
 @pytest.mark.parametrize("genres", [(), ("blues",), ("blues", "rock", "hip hop")])
-def test_arrow_schema_follows_the_json(name, genres):
+def test_arrow_schema_has_the_json_columns_in_order(name, genres):
+    """Names, order and nullability; the types are checked on written tables (tests/test_writer.py), and a
+    type the JSON names but the module cannot build fails here."""
     doc = json_doc(name)
     schema = schemas.arrow_schema(name, genres)
-    expected = [(c["name"], ARROW_TYPES[c["type"]], c["nullable"]) for c in doc["columns"]]
+    expected = [(c["name"], c["nullable"]) for c in doc["columns"]]
     if "genre_columns" in doc:
-        prefix = doc["genre_columns"]["prefix"]
-        expected += [(f"{prefix}{g}", ARROW_TYPES[doc["genre_columns"]["type"]], False) for g in genres]
-    assert [(f.name, f.type, f.nullable) for f in schema] == expected
+        expected += [(f"{doc['genre_columns']['prefix']}{g}", False) for g in genres]
+    assert [(f.name, f.nullable) for f in schema] == expected
 
 
 def test_genre_columns_only_where_declared():

@@ -21,11 +21,22 @@ class _SequenceClassifier(nn.Module):
 
     NAME = ""
     CELL: type[nn.RNNBase] = nn.RNN
+    #: Defaults of the hyper-parameters a subclass leaves unset (each the study's own).
+    HIDDEN_SIZE, NUM_LAYERS, DROPOUT = 128, 2, 0.0
 
     def __init__(
-        self, *, n_classes: int, input_shape: tuple[int, int], hidden_size: int, num_layers: int, dropout: float
+        self,
+        *,
+        n_classes: int,
+        input_shape: tuple[int, int],
+        hidden_size: int | None = None,
+        num_layers: int | None = None,
+        dropout: float | None = None,
     ) -> None:
         super().__init__()
+        hidden_size = self.HIDDEN_SIZE if hidden_size is None else hidden_size
+        num_layers = self.NUM_LAYERS if num_layers is None else num_layers
+        dropout = self.DROPOUT if dropout is None else dropout
         n_features, _ = check_input_shape(input_shape, model=self.NAME)
         check_positive(self.NAME, hidden_size=hidden_size, num_layers=num_layers)
         dropout = check_dropout(dropout, model=self.NAME)
@@ -62,22 +73,7 @@ class GenreRNN(_SequenceClassifier):
     NAME = "rnn"
     CELL = nn.RNN
 
-    def __init__(
-        self,
-        *,
-        n_classes: int,
-        input_shape: tuple[int, int],
-        hidden_size: int = 125,
-        num_layers: int = 2,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(
-            n_classes=n_classes,
-            input_shape=input_shape,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            dropout=dropout,
-        )
+    HIDDEN_SIZE, NUM_LAYERS, DROPOUT = 125, 2, 0.0
 
 
 @register(
@@ -93,22 +89,7 @@ class GenreLSTM(_SequenceClassifier):
     NAME = "lstm"
     CELL = nn.LSTM
 
-    def __init__(
-        self,
-        *,
-        n_classes: int,
-        input_shape: tuple[int, int],
-        hidden_size: int = 250,
-        num_layers: int = 2,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(
-            n_classes=n_classes,
-            input_shape=input_shape,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            dropout=dropout,
-        )
+    HIDDEN_SIZE, NUM_LAYERS, DROPOUT = 250, 2, 0.0
 
 
 @register(
@@ -124,22 +105,7 @@ class GenreGRU(_SequenceClassifier):
     NAME = "gru"
     CELL = nn.GRU
 
-    def __init__(
-        self,
-        *,
-        n_classes: int,
-        input_shape: tuple[int, int],
-        hidden_size: int = 128,
-        num_layers: int = 2,
-        dropout: float = 0.2,
-    ) -> None:
-        super().__init__(
-            n_classes=n_classes,
-            input_shape=input_shape,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            dropout=dropout,
-        )
+    HIDDEN_SIZE, NUM_LAYERS, DROPOUT = 128, 2, 0.2
 
 
 @register(

@@ -1,0 +1,207 @@
+"""output.plan and output.prune without Ray: a grid of what an output folder can hold for each listed file
+(done, done as an error, changed, another model's, missing a required table, leftovers of a killed run)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mgr_batch import output
+from mgr_batch.schemas import arrow_schema
+from mgr_batch.storage import list_inputs
+
+MODEL = "cnn-aaaaaaaaaaaa"
+OTHER = "cnn-bbbbbbbbbbbb"
+GENRES = ("blues", "rock")
+
+#: What the output holds for one listed file, and what plan must then say about it.
+STATES = {
+    "new": dict(todo=True, pruned=False),
+    "done": dict(todo=False, pruned=False),
+    "done_error": dict(todo=False, pruned=False),
+    "changed": dict(todo=True, pruned=True),  # tagged, then the file was rewritten
+    "other_model": dict(todo=True, pruned=True),
+    "no_timeline": dict(todo=True, pruned=True),  # tagged without --timeline, rerun with it
+    "orphan_clips": dict(todo=True, pruned=True),  # clips written, the run killed before its songs part
+}
+
+
+def _song(row: dict, model_id: str) -> dict:
+    return {
+        "song_id": row["song_id"],
+        "path": row["path"],
+        "size": int(row["size"]),
+        "mtime": float(row["mtime"]),
+        "duration_s": 3.0,
+        "analyzed_s": 3.0,
+        "sample_rate": 22050,
+        "channels": 1,
+        "n_clips": 1,
+        "used_start_s": [0.0],
+        "used_end_s": [3.0],
+        "genre": "rock",
+        "confidence": 0.9,
+        "certainty": 1.0,
+        "top3": ["rock", "blues"],
+        "model_id": model_id,
+        "p_blues": 0.1,
+        "p_rock": 0.9,
+    }
+
+
+def _clip(row: dict, model_id: str) -> dict:
+    return {
+        "song_id": row["song_id"],
+        "clip_id": f"{row['song_id']}-00000",
+        "path": row["path"],
+        "clip_index": 0,
+        "start_s": 0.0,
+        "end_s": 3.0,
+        "genre": "rock",
+        "confidence": 0.9,
+        "model_id": model_id,
+        "p_blues": 0.1,
+        "p_rock": 0.9,
+    }
+
+
+def _error(row: dict, model_id: str) -> dict:
+    return {
+        "song_id": row["song_id"],
+        "path": row["path"],
+        "size": int(row["size"]),
+        "mtime": float(row["mtime"]),
+        "stage": "decode",
+        "error_type": "AudioDecodeError",
+        "message": "not audio",
+        "model_id": model_id,
+    }
+
+
+def _timeline(row: dict, model_id: str) -> dict:
+    return {
+        "song_id": row["song_id"],
+        "path": row["path"],
+        "clip_index": 0,
+        "step_index": 0,
+        "time_s": 1.5,
+        "genre": "rock",
+        "probabilities": [0.1, 0.9],
+        "model_id": model_id,
+    }
+
+
+def _write(out: Path, table: str, rows: list[dict], part: str) -> None:
+    if rows:
+        (out / table).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema(table, GENRES)), out / table / f"{part}.parquet")
+
+
+def _listing(folder: Path, kind: str):
+    if kind == "folder":
+        return list_inputs(str(folder)).files
+    manifest = folder.parent / "manifest.csv"
+    manifest.write_text("path\n" + "".join(f"{p.name}\n" for p in sorted(folder.iterdir())))
+    return list_inputs(str(manifest)).files
+
+
+def _outputs(files, out: Path, *, require_timeline: bool) -> None:
+    """Write what earlier runs left for each file (its state is its name's stem), in two parts per table."""
+    rows = {t: [] for t in ("songs", "clips", "errors", "timeline")}
+    for row in files.to_dict("records"):
+        state = Path(row["path"]).stem.split("-")[0]
+        if state in ("done", "no_timeline"):
+            rows["songs"].append(_song(row, MODEL))
+            rows["clips"].append(_clip(row, MODEL))
+            if state == "done" and require_timeline:
+                rows["timeline"].append(_timeline(row, MODEL))
+        elif state == "done_error":
+            rows["errors"].append(_error(row, MODEL))
+        elif state == "changed":
+            rows["songs"].append(_song(row | {"size": row["size"] + 1, "mtime": row["mtime"] - 60}, MODEL))
+            rows["clips"].append(_clip(row, MODEL))
+        elif state == "other_model":
+            rows["songs"].append(_song(row, OTHER))
+            rows["clips"].append(_clip(row, OTHER))
+        elif state == "orphan_clips":
+            rows["clips"].append(_clip(row, MODEL))
+    for table, table_rows in rows.items():
+        half = len(table_rows) // 2
+        _write(out, table, table_rows[:half], "part-a")
+        _write(out, table, table_rows[half:], "part-b")
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for state in STATES:
+        for k in range(2):
+            (folder / f"{state}-{k}.wav").write_bytes(os.urandom(64 + k))
+    return folder
+
+
+@pytest.mark.parametrize("listing", ["folder", "manifest"])
+@pytest.mark.parametrize("require_timeline", [False, True])
+def test_plan_over_every_state(corpus, tmp_path, listing, require_timeline):
+    files = _listing(corpus, listing)
+    out = tmp_path / "out"
+    _outputs(files, out, require_timeline=require_timeline)
+    plan = output.plan(files, str(out), MODEL, None, require=("timeline",) if require_timeline else ())
+
+    state_of = {r["song_id"]: Path(r["path"]).stem.split("-")[0] for r in files.to_dict("records")}
+    expect = {s: dict(e) for s, e in STATES.items()}
+    if not require_timeline:
+        expect["no_timeline"] = STATES["done"]
+    todo = set(plan.todo["song_id"])
+    for song_id, state in state_of.items():
+        assert (song_id in todo) == expect[state]["todo"], f"{state}: todo"
+        assert (song_id in plan.prune) == expect[state]["pruned"], f"{state}: pruned"
+    assert plan.skipped == sum(not expect[s]["todo"] for s in state_of.values())
+    assert plan.skipped + len(plan.todo) == len(files)
+
+
+def test_rows_of_files_no_longer_listed(corpus, tmp_path):
+    """A file gone from the listing keeps its rows (another run may list it again), unless they are another
+    model's or leftovers of a killed run."""
+    files = list_inputs(str(corpus)).files
+    out = tmp_path / "out"
+    gone = {"song_id": "0123456789abcdef", "path": "/gone.wav", "size": 1, "mtime": 1.0}
+    gone_other = {"song_id": "fedcba9876543210", "path": "/gone-other.wav", "size": 1, "mtime": 1.0}
+    gone_orphan = {"song_id": "00000000ffffffff", "path": "/gone-orphan.wav", "size": 1, "mtime": 1.0}
+    _write(out, "songs", [_song(gone, MODEL), _song(gone_other, OTHER)], "part-x")
+    _write(out, "clips", [_clip(gone, MODEL), _clip(gone_other, OTHER), _clip(gone_orphan, MODEL)], "part-x")
+    plan = output.plan(files, str(out), MODEL, None)
+    assert gone["song_id"] not in plan.prune
+    assert {gone_other["song_id"], gone_orphan["song_id"]} <= plan.prune
+    assert len(plan.todo) == len(files)  # nothing listed is done
+
+
+def test_prune_removes_exactly_the_rows_and_drops_emptied_parts(corpus, tmp_path):
+    files = list_inputs(str(corpus)).files
+    out = tmp_path / "out"
+    _outputs(files, out, require_timeline=True)
+    before = output.table_counts(str(out), None)
+    plan = output.plan(files, str(out), MODEL, None, require=("timeline",))
+    kept = {t: output.read_column_set(str(out), t, ["song_id"], None) for t in ("songs", "clips", "errors")}
+    expected_removed = sum(int(kept[t]["song_id"].isin(plan.prune).sum()) for t in kept)
+
+    assert output.prune(str(out), plan.prune, None) == expected_removed > 0
+    after = output.table_counts(str(out), None)
+    for t in ("songs", "clips", "errors"):
+        left = output.read_column_set(str(out), t, ["song_id"], None)["song_id"]
+        assert not set(left) & plan.prune
+        assert len(left) == before[t] - int(kept[t]["song_id"].isin(plan.prune).sum()) == after[t]
+    # every part that held only pruned rows is gone; no part is left empty
+    for t in ("songs", "clips", "errors", "timeline"):
+        for part in (out / t).glob("*.parquet"):
+            assert pq.read_metadata(part).num_rows > 0
+    # a second plan after pruning finds nothing left to prune but the redone files' absence
+    again = output.plan(files, str(out), MODEL, None, require=("timeline",))
+    assert set(again.todo["song_id"]) == set(plan.todo["song_id"])
+    assert not again.prune
+    assert output.prune(str(out), frozenset(), None) == 0
