@@ -76,6 +76,7 @@ def _check_notes_kept(out: Path) -> None:
     assert "decoder notes:" in broken and "Illegal Audio-MPEG-Header" in broken
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (Debian package tmux; .ci/run installs it)")
 def test_tag_in_a_terminal_shows_a_bar_and_a_summary_only(folder, tiny_model, tmp_path, raytmp):
     out = tmp_path / "out"
@@ -120,6 +121,7 @@ def test_tag_in_a_terminal_shows_a_bar_and_a_summary_only(folder, tiny_model, tm
     _check_notes_kept(out)
 
 
+@pytest.mark.e2e
 def test_tag_in_a_pipe_prints_periodic_lines_and_json(folder, tiny_model, tmp_path, raytmp):
     out = tmp_path / "out"
     proc = subprocess.run(_tag_cmd(folder, out, tiny_model, "--progress-seconds", "0.5", "--json"),
