@@ -297,12 +297,11 @@ class TreeMonitor:
 #: per-operator stats of the whole graph) once the graph has run; nothing else differs.
 _TAG_BOOTSTRAP = """
 import sys, ray.data
-_take_all = ray.data.Dataset.take_all
-def take_all(self, *args, **kwargs):
-    out = _take_all(self, *args, **kwargs)
+_iter_rows = ray.data.Dataset.iter_rows
+def iter_rows(self, *args, **kwargs):
+    yield from _iter_rows(self, *args, **kwargs)
     print("MGR_BENCH_STATS_BEGIN", self.stats(), "MGR_BENCH_STATS_END", sep="\\n", flush=True)
-    return out
-ray.data.Dataset.take_all = take_all
+ray.data.Dataset.iter_rows = iter_rows
 from mgr_batch.cli import run
 run(sys.argv[1:])
 """
@@ -339,8 +338,9 @@ def run_pinned(cmd: list[str], *, cpus: int, cwd: Path, log_path: Path, pin: boo
 def run_tag(catalog: Path, work: Path, name: str, cpus: int, extra: list[str], pin: bool = True) -> dict:
     """``mgr-batch tag catalog`` in a subprocess (:func:`run_pinned`), timed and polled."""
     out = work / f"out-{name}"
+    # -v: Ray Data's own progress output, whose "execution finished in" line gives exec_s (off by default).
     cmd = [sys.executable, "-c", _TAG_BOOTSTRAP, "tag", str(catalog), "--output", str(out), "--force",
-           "--num-cpus", str(cpus), "--model", MODEL, *extra]  # fmt: skip
+           "--num-cpus", str(cpus), "--model", MODEL, "-v", *extra]  # fmt: skip
     log_path = work / f"{name}.log"
     busy0 = machine_busy_s()
     rc, wall, mon = run_pinned(cmd, cpus=cpus, cwd=work, log_path=log_path, pin=pin)

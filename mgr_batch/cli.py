@@ -159,7 +159,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="fsspec storage option (repeatable), e.g. endpoint_url=..., key=..., secret=...")  # fmt: skip
     p.add_argument("--address", help="join a running Ray cluster (e.g. 'auto' or ray://host:10001) instead of starting one")
     p.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray (default: all)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show Ray's and the workers' output (decoder notes included) and debug logs")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts) instead of a summary")
+    p.add_argument("--progress-seconds", type=float, metavar="S",
+                   help="seconds between progress lines when the output is not a terminal (default 10)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,11 +377,26 @@ def list_models(*, presets: bool = False) -> None:
         print(f"  {kind:<22} {FEATURES[kind].description}")
 
 
+def _quiet_or_verbose(args: argparse.Namespace) -> None:
+    """Quiet by default: warnings only, and Ray's and the workers' output in the Ray session's log files
+    (see :mod:`mgr_batch.progress`); ``-v`` shows it all, with debug logs."""
+    from mgr_batch.progress import SETTINGS
+
+    verbose = getattr(args, "verbose", False)
+    SETTINGS.verbose = verbose
+    seconds = getattr(args, "progress_seconds", None)
+    if seconds is not None:
+        if seconds <= 0:
+            raise MgrBatchError(f"--progress-seconds must be > 0, got {seconds}")
+        SETTINGS.interval_s = seconds
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
+        _quiet_or_verbose(args)
         if args.command == "models":
             list_models(presets=args.presets)
             return 0
@@ -389,7 +408,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         module, runner, build, shown = COMMANDS[args.command]
         result = getattr(importlib.import_module(module), runner)(build(args))
-        print(json.dumps(shown(result), indent=2, default=str))
+        if args.json:
+            print(json.dumps(shown(result), indent=2, default=str))
+        else:
+            from mgr_batch.summary import SUMMARIES
+
+            print("\n".join(SUMMARIES[args.command](result, args.output)))
         return 0
     except MgrBatchError as exc:
         print(f"mgr-batch: error: {exc}", file=sys.stderr)

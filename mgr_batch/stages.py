@@ -10,6 +10,9 @@ import functools
 import gc
 import hashlib
 import json
+import os
+import sys
+import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +34,7 @@ LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
 #: Columns :func:`featurize_batch` adds.
 FEATURE_COLUMNS = (
     "status", "duration_s", "analyzed_s", "sample_rate", "channels", "n_clips",
-    "clip_start_s", "features", "used_start_s", "used_end_s", "error_stage", "error_type", "error_message",
+    "clip_start_s", "features", "used_start_s", "used_end_s", "decode_notes", "error_stage", "error_type", "error_message",
 )  # fmt: skip
 
 
@@ -86,24 +89,67 @@ def _per_song(batch: dict[str, np.ndarray], audio: AudioConfig, storage_options:
               typed: dict[str, type]) -> dict[str, np.ndarray]:  # fmt: skip
     """Decode each listed file and turn it into one row: ``ok(decoded, row)``, or ``failed`` plus the error.
 
-    Every row gets ``status`` and ``error_stage/_type/_message``; columns named in ``typed`` become
-    arrays of that dtype, the others per-song object arrays (ragged arrays, bytes).
+    Every row gets ``status``, ``decode_notes`` (what the native decoders printed to stderr about the file,
+    see :class:`captured_stderr`; also in the message of an error row) and ``error_stage/_type/_message``;
+    columns named in ``typed`` become arrays of that dtype, the others per-song object arrays (ragged
+    arrays, bytes).
     """
     rows = []
     for i, path in enumerate(batch["path"]):
         try:
-            decoded = _read_and_decode(str(path), audio, storage_options)
+            with captured_stderr() as captured:
+                decoded = _read_and_decode(str(path), audio, storage_options)
         except AudioError as exc:
+            notes = captured.text
+            message = f"{exc} (decoder notes: {notes})" if notes else str(exc)
             rows.append({**failed, "status": "error", "error_stage": exc.stage, "error_type": error_type(exc),
-                         "error_message": str(exc)})  # fmt: skip
+                         "error_message": message, "decode_notes": notes})  # fmt: skip
         else:
-            rows.append({**ok(decoded, i), "status": "ok", "error_stage": "", "error_type": "", "error_message": ""})
+            notes = captured.text
+            rows.append({**ok(decoded, i), "status": "ok", "error_stage": "", "error_type": "", "error_message": "",
+                         "decode_notes": notes})  # fmt: skip
+        if notes:  # still in the worker's log (on the screen with `-v`), now with the file they are about
+            print(f"decoder notes on {path}: {notes}", file=sys.stderr, flush=True)
     out = dict(batch)
     for c in failed:
         out[c] = np.asarray([r[c] for r in rows], dtype=typed[c]) if c in typed else _objects([r[c] for r in rows])
-    for c in ("status", "error_stage", "error_type", "error_message"):
+    for c in ("status", "decode_notes", "error_stage", "error_type", "error_message"):
         out[c] = np.array([r[c] for r in rows], dtype=str) if rows else np.zeros(0, dtype=str)
     return out
+
+
+class captured_stderr:  # noqa: N801  (used as a context manager, like contextlib's)
+    """What C code (libsndfile's mpg123, FFmpeg) writes to this process's stderr (fd 2) inside the block,
+    as ``.text`` (stripped, notes on separate lines joined by "; ") once the block ends.
+
+    The file descriptor itself is redirected into a temporary file (``os.dup2``), so notes printed by
+    native decoders land there instead of on the worker's stderr, and stay with the file they are about.
+    """
+
+    text = ""
+
+    def __enter__(self) -> captured_stderr:
+        sys.stderr.flush()
+        self._tmp = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._tmp.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        with self._tmp:
+            self._tmp.seek(0)
+            raw = self._tmp.read(MAX_NOTES_BYTES + 1).decode(errors="replace")
+        lines = [line.strip() for line in raw.splitlines() if line.strip()]
+        self.text = "; ".join(lines)
+        if len(raw) > MAX_NOTES_BYTES:
+            self.text += " ... (more notes cut)"
+
+
+#: Decoder notes kept per file: a badly damaged file can make the decoder print a note per frame.
+MAX_NOTES_BYTES = 4000
 
 
 def select_clips(

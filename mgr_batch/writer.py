@@ -34,6 +34,7 @@ def build_tables(
     song_probs = np.stack([song_probabilities(batch["clip_probs"][i], method=aggregation) for i in idx]) if len(idx) else np.zeros((0, len(genres)))
     order = np.argsort(-song_probs, axis=1, kind="stable")
     songs = {c: batch[c][idx] for c in _copied("songs", batch)}
+    songs.setdefault("decode_notes", [""] * len(idx))  # batches featurized without notes (e.g. by hand)
     songs.update({
         "genre": g[order[:, 0]] if len(idx) else np.zeros(0, str),
         "confidence": song_probs[np.arange(len(idx)), order[:, 0]] if len(idx) else np.zeros(0),
@@ -207,6 +208,7 @@ def write_segments(batch: dict[str, np.ndarray], *, output: str, storage_options
     tables = {"segments": _table(rows, schemas.arrow_schema("segments")), "errors": _table(errors, schemas.arrow_schema("errors"))}
     _write_parts(tables, output, part_name(batch["song_id"]), storage_options)
     return {"n_songs": np.array([len(ok)]), "n_errors": np.array([len(bad)]), "n_segments": np.array([tables["segments"].num_rows]),
+            "audio_s": np.array([float(np.sum(np.asarray(batch["duration_s"], np.float64)[ok]))]),
             "error_types": np.array([json.dumps(Counter(tables["errors"].column("error_type").to_pylist()))])}  # fmt: skip
 
 

@@ -225,6 +225,18 @@ def write_random_bytes(path: str | Path, *, n_bytes: int = 8192, seed: int = 0, 
     return path
 
 
+def write_spliced_mp3(path: str | Path, *, garbage: int, seconds: float = 4.0, seed: int = 0) -> Path:
+    """A tone mp3 with ``garbage`` random bytes spliced into its middle, as a damaged download: with 300,
+    libsndfile's mpg123 prints notes ("Illegal Audio-MPEG-Header ... Trying to resync") and decodes it;
+    with 3000 it gives up."""
+    path = write_tone(path, seconds=seconds)
+    data = path.read_bytes()
+    middle = len(data) // 2
+    noise = np.random.default_rng(seed).integers(0, 255, garbage, dtype=np.uint8).tobytes()
+    path.write_bytes(data[:middle] + noise + data[middle:])
+    return path
+
+
 def write_constant(
     path: str | Path, *, seconds: float, value: float, sr: int = 22050, subtype: str | None = None
 ) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import socket
 import subprocess
@@ -157,9 +158,10 @@ def test_commands_join_the_job_cluster_inside_a_ray_job() -> None:
     from mgr_batch.config import RayConfig
     from mgr_batch.execution.runtime import WORKER_SETUP, init_kwargs
 
-    assert init_kwargs(RayConfig(num_cpus=3), {}) == {"include_dashboard": False, "log_to_driver": True, "num_cpus": 3}
-    assert init_kwargs(RayConfig(num_cpus=3), {}, trains=True) == {
-        "include_dashboard": False, "log_to_driver": True, "num_cpus": 3,
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    assert init_kwargs(RayConfig(num_cpus=3), {}, verbose=False) == quiet | {"num_cpus": 3}
+    assert init_kwargs(RayConfig(num_cpus=3), {}, trains=True, verbose=True) == quiet | {
+        "log_to_driver": True, "logging_level": logging.INFO, "num_cpus": 3,
         "runtime_env": {"worker_process_setup_hook": WORKER_SETUP}}  # fmt: skip
     assert "runtime_env" not in init_kwargs(RayConfig(), {"RAY_ADDRESS": "10.0.0.1:6379"}, trains=True)
     inside = init_kwargs(RayConfig(), {"RAY_ADDRESS": "10.0.0.1:6379"})  # what Ray's job supervisor sets

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -186,7 +187,7 @@ def test_tag_catalog_job_runs_on_the_cluster(ray_head, tiny_model, tmp_path):
 
     client = JobSubmissionClient(ray_head.dashboard, headers=_auth(ray_head))
     entrypoint = shlex.join(["python", "jobs/tag_catalog.py", str(songs_in), "--output", str(out),
-                             "--model", tiny_model, "--songs-per-task", "2"])  # fmt: skip
+                             "--model", tiny_model, "--songs-per-task", "2", "-v", "--progress-seconds", "0.5"])  # fmt: skip
     job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO), "excludes": EXCLUDES})
 
     deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -197,8 +198,12 @@ def test_tag_catalog_job_runs_on_the_cluster(ray_head, tiny_model, tmp_path):
         time.sleep(1.0)
     logs = client.get_job_logs(job_id)
     assert status == JobStatus.SUCCEEDED, f"job {job_id} {status}:\n{logs[-4000:]}"
-    # The driver joined this head over loopback (RAY_ADDRESS -> address="auto"); it did not start a Ray of its own.
+    # The driver joined this head over loopback (RAY_ADDRESS -> address="auto"); it did not start a Ray of its own
+    # (Ray says so with -v only).
     assert "Connecting to existing Ray cluster at address: 127.0.0.1:" in logs, logs[-4000:]
+    # The driver's log is no terminal: the progress comes as periodic lines, then the summary.
+    assert re.search(r"^tag: 4/4 files \(100%\), .* 1 errors", logs, re.M), logs[-4000:]
+    assert "Tagged 3 songs (4 clips) of 4 files; 1 error (AudioDecodeError 1)" in logs
 
     songs, clips, errors = (pd.read_parquet(out / t) for t in ("songs", "clips", "errors"))
     assert sorted(Path(p).name for p in songs["path"]) == ["noise.flac", "short.ogg", "tone.wav"]

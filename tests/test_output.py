@@ -40,6 +40,7 @@ def _song(row: dict, model_id: str) -> dict:
         "analyzed_s": 3.0,
         "sample_rate": 22050,
         "channels": 1,
+        "decode_notes": "",
         "n_clips": 1,
         "used_start_s": [0.0],
         "used_end_s": [3.0],

@@ -6,7 +6,7 @@ import gc
 
 import numpy as np
 import pytest
-from audio_factory import write_broken_corpus, write_chirp, write_noise, write_tone
+from audio_factory import write_broken_corpus, write_chirp, write_noise, write_spliced_mp3, write_tone
 
 from mgr_batch import audio, checkpoint, clips, features, stages, storage
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
@@ -369,3 +369,20 @@ def test_call_cached_freezes_the_gc_when_it_builds_a_stage_if_asked(tiny_model, 
     assert freezes == []  # cached: built before
     stages.call_cached(dict(featurized), stage=stages.Predictor, kwargs=kw | {"batch_size": 4}, freeze_gc=True)
     assert freezes == [1]
+
+
+def test_decoder_notes_stay_with_their_file(tmp_path, capfd):
+    """What mpg123 prints to the C-level stderr while decoding a file lands in that file's row, not on the
+    screen (printed once more, tagged with the path, for the worker's log)."""
+    paths = [write_spliced_mp3(tmp_path / "resynced.mp3", garbage=300), write_spliced_mp3(tmp_path / "broken.mp3", garbage=3000),
+             write_tone(tmp_path / "clean.wav", seconds=3.0)]  # fmt: skip
+    batch = {"path": np.array([str(p) for p in paths], dtype=object)}
+    out = stages.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
+    assert list(out["status"]) == ["ok", "error", "ok"]
+    resynced, broken, clean = out["decode_notes"]
+    assert "Illegal Audio-MPEG-Header" in resynced and "Trying to resync" in resynced
+    assert "Illegal Audio-MPEG-Header" in broken and f"(decoder notes: {broken})" in out["error_message"][1]
+    assert clean == "" and out["error_message"][2] == ""
+    err = capfd.readouterr().err
+    assert f"decoder notes on {paths[0]}: {resynced}" in err
+    assert err.count("Illegal Audio-MPEG-Header") == 2  # only the tagged copies: the raw notes were captured

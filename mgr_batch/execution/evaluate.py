@@ -20,6 +20,7 @@ from mgr_batch.evaluation import evaluate_tables
 from mgr_batch.execution.runtime import ray_session
 from mgr_batch.execution.tag import check_output_free, tag_featurized, tag_files
 from mgr_batch.execution.train import featurized_songs, fit, training_spec
+from mgr_batch.progress import say
 from mgr_batch.report import write_report
 from mgr_batch.stages import LISTING_COLUMNS
 
@@ -41,7 +42,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     clip_cfg = cfg.clips or ClipConfig(clip_seconds=spec.clips.clip_seconds)
     with ray_session(cfg.ray):
         counts = tag_files(files[list(LISTING_COLUMNS)], spec=spec, model=cfg.model, clip_cfg=clip_cfg,
-                           inference=cfg.inference, output=tags, storage_options=so)  # fmt: skip
+                           inference=cfg.inference, output=tags, storage_options=so, desc="evaluate")  # fmt: skip
     metrics = score(tags, files, spec, counts, so)
     write_report(cfg.output, metrics, metrics.pop("_songs"), so, title=f"Evaluation of {spec.model_id}")
     storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
@@ -96,7 +97,7 @@ def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec
         key = fold_key(cfg, spec, fold_files)
         done = _finished_fold(fold_dir, key, so)
         if done is not None:
-            log.info("fold %d/%d: already done by an earlier run with the same settings, reusing it", k + 1, cfg.folds)
+            say(f"fold {k + 1}/{cfg.folds}: already done by an earlier run with the same settings, reusing it")
             results.append(done)
             continue
         _remove(storage.join(fold_dir, "tags"), so)  # rows of an interrupted earlier attempt
@@ -104,19 +105,20 @@ def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec
         fold_songs = songs.map_batches(_assign_split, fn_kwargs={"splits": by_song}, batch_format="numpy").materialize()
         # The key in the run name: an interrupted fold resumes from its last epoch's checkpoint, a changed one starts afresh.
         fold_cfg = dataclasses.replace(tcfg, output=storage.join(fold_dir, "model"), run_name=f"{tcfg.run_name}-fold{k}-{key[:8]}")
-        log.info("fold %d/%d: %d train, %d test songs", k + 1, cfg.folds, (split == "train").sum(), (split == "test").sum())
+        say(f"fold {k + 1}/{cfg.folds}: training on {(split == 'train').sum()} songs, testing on {(split == 'test').sum()}")
         trained = fit(fold_songs, fold_files, spec, fold_cfg)  # no valid split: the last epoch, no peeking at test
         fold_spec = checkpoint.load_spec(fold_cfg.output, so)
         test = fold_files[fold_files["split"] == "test"]
         counts = tag_featurized(
             fold_songs.filter(expr="split == 'test'"), len(test), spec=fold_spec, model=fold_cfg.output,
             clip_cfg=ClipConfig(clip_seconds=spec.clips.clip_seconds), inference=tcfg.inference,
-            output=storage.join(fold_dir, "tags"), storage_options=so,
+            output=storage.join(fold_dir, "tags"), storage_options=so, desc=f"fold {k + 1} test",
         )  # fmt: skip
         metrics = score(storage.join(fold_dir, "tags"), test, fold_spec, counts, so)
         write_report(fold_dir, metrics, metrics.pop("_songs"), so, title=f"Fold {k + 1} of {cfg.folds}")
         results.append({"fold": k, "model_id": trained["model_id"], **{m: metrics[m] for m in HEADLINE},
                         "n_songs": metrics["n_songs"]})  # fmt: skip
+        say(f"fold {k + 1}/{cfg.folds}: song accuracy {100 * metrics['song_accuracy']:.1f}% on {metrics['n_songs']} test songs")
         payload = {"key": key, "result": results[-1]}
         storage.write_bytes_atomic(storage.join(fold_dir, FOLD_DONE), json.dumps(payload, indent=2).encode(), so)
     summary = {

@@ -13,6 +13,7 @@ import pandas as pd
 import ray
 
 from mgr_batch.config import RayConfig
+from mgr_batch.progress import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ MAX_INPUT_BLOCKS = 20_000
 def ray_session(cfg: RayConfig, *, trains: bool = False) -> Iterator[None]:
     """Use the Ray already initialized in this process, or start/join one for the duration
     (``trains``: a session that runs Ray Train, see :func:`init_kwargs`)."""
+    quiet_ray_data(verbose=SETTINGS.verbose)
     if ray.is_initialized():
         yield
         return
@@ -34,13 +36,21 @@ def ray_session(cfg: RayConfig, *, trains: bool = False) -> Iterator[None]:
         ray.shutdown()
 
 
-def init_kwargs(cfg: RayConfig, environ: Mapping[str, str], *, trains: bool = False) -> dict[str, Any]:
+def init_kwargs(cfg: RayConfig, environ: Mapping[str, str], *, trains: bool = False,
+                verbose: bool | None = None) -> dict[str, Any]:  # fmt: skip
     """Arguments for ``ray.init``: the configured address; inside ``ray job submit`` (which sets
     RAY_ADDRESS for the entrypoint) the job's cluster; else an embedded local Ray with ``num_cpus``,
     whose workers run :data:`WORKER_SETUP` when the session ``trains``. Only then: a job with a runtime
     environment cannot use the workers Ray starts ahead for every job, so the hook cost a tagging run
-    about 1 s of wall time and 1.2 CPU-s of worker start-up (README, Throughput)."""
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    about 1 s of wall time and 1.2 CPU-s of worker start-up (README, Throughput).
+
+    The workers' output reaches the driver's screen only when ``verbose`` (default: ``-v`` given, see
+    :data:`mgr_batch.progress.SETTINGS`); otherwise it stays in the Ray session's log files, and the
+    driver's Ray logger shows errors only (not the start-up notes: token authentication, the instance
+    started)."""
+    verbose = SETTINGS.verbose if verbose is None else verbose
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
+                              "logging_level": logging.INFO if verbose else logging.ERROR}  # fmt: skip
     if cfg.address:
         kwargs["address"] = cfg.address
     elif environ.get("RAY_ADDRESS"):
@@ -50,6 +60,19 @@ def init_kwargs(cfg: RayConfig, environ: Mapping[str, str], *, trains: bool = Fa
         if trains:
             kwargs["runtime_env"] = {"worker_process_setup_hook": WORKER_SETUP}
     return kwargs
+
+
+def quiet_ray_data(*, verbose: bool) -> None:
+    """Ray Data's own progress bars and notes off the screen unless ``verbose``: mgr-batch shows its own
+    progress (:mod:`mgr_batch.progress`), counted in files. Ray Data's log file (ray-data.log in the Ray
+    session's logs) keeps every note; only its console handler is raised to errors."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
+    level = logging.NOTSET if verbose else logging.ERROR
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):  # the console
+            handler.setLevel(level)
 
 
 #: Hook of the embedded Ray's workers in sessions that train (a cluster started by ``ray start`` has a

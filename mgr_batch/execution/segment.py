@@ -11,6 +11,7 @@ from mgr_batch import storage
 from mgr_batch.config import SegmentConfig, dump_yaml, redacted, to_dict
 from mgr_batch.errors import ConfigError
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
+from mgr_batch.progress import Progress
 from mgr_batch.stages import LISTING_COLUMNS, segment_batch
 from mgr_batch.writer import write_segments
 
@@ -35,7 +36,12 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
         )
         ds = ds.map_batches(write_segments, fn_kwargs=dict(output=cfg.output, storage_options=so),
                             batch_size=None, batch_format="numpy", num_cpus=0.25)  # fmt: skip
-        rows = ds.take_all()
+        rows = []
+        with Progress(len(files), desc="segment") as progress:
+            for row in ds.iter_rows():  # one summary row per written batch, as it is written
+                rows.append(row)
+                progress.update(files=int(row["n_songs"] + row["n_errors"]), errors=int(row["n_errors"]),
+                                audio_s=float(row["audio_s"]))  # fmt: skip
     errors: Counter = Counter()
     for row in rows:
         errors.update(json.loads(row["error_types"]))

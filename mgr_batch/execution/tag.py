@@ -20,6 +20,7 @@ from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, 
 from mgr_batch.errors import ConfigError
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.models import model_info
+from mgr_batch.progress import Progress
 from mgr_batch.schemas import TAG_TABLES
 from mgr_batch.stages import (
     LISTING_COLUMNS,
@@ -134,7 +135,7 @@ def _model_stage(ds: ray.data.Dataset, stage: type, kwargs: dict[str, Any], infe
 
 def tag_files(files: pd.DataFrame, *, spec: ModelSpec, model: str | None, clip_cfg: ClipConfig,
               inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None,
-              timeline: bool = False, embeddings: bool = False) -> dict[str, Any]:  # fmt: skip
+              timeline: bool = False, embeddings: bool = False, desc: str = "tag") -> dict[str, Any]:  # fmt: skip
     """Run the tagging graph over listed ``files`` (inside a Ray session); returns the counts.
 
     Writes songs/, clips/ and errors/ (and with ``timeline``, timeline/; with ``embeddings``, embeddings/)
@@ -150,13 +151,14 @@ def tag_files(files: pd.DataFrame, *, spec: ModelSpec, model: str | None, clip_c
     elif embeddings:
         ds = embedded(ds, inference=inference)
     return tag_featurized(ds, len(files), spec=spec, model=model, clip_cfg=clip_cfg, inference=inference,
-                          output=output, storage_options=storage_options, timeline=timeline)  # fmt: skip
+                          output=output, storage_options=storage_options, timeline=timeline, desc=desc)  # fmt: skip
 
 
 def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model: str | None, clip_cfg: ClipConfig,
                    inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None,
-                   timeline: bool = False) -> dict[str, Any]:  # fmt: skip
-    """The rest of the tagging graph (inference, tables) over already featurized songs."""
+                   timeline: bool = False, desc: str = "tag") -> dict[str, Any]:  # fmt: skip
+    """The rest of the tagging graph (inference, tables) over already featurized songs (``desc`` names the
+    progress bar)."""
     inference = dataclasses.replace(inference, in_decode_tasks=in_decode_tasks(spec, inference))
     ds = predicted(ds, model=model, inference=inference, storage_options=storage_options, timeline=timeline)
     ds = ds.map_batches(
@@ -169,10 +171,13 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
     )
     totals: Counter = Counter()
     error_types: Counter = Counter()
-    for row in ds.take_all():  # one small summary row per written batch
-        for key in ("n_songs", "n_errors", "n_clips", "n_timeline_steps", "n_embeddings", "audio_s"):
-            totals[key] += row[key]
-        error_types.update(json.loads(row["error_types"]))
+    with Progress(n_files, desc=desc) as progress:
+        for row in ds.iter_rows():  # one small summary row per written batch, as it is written
+            for key in ("n_songs", "n_errors", "n_clips", "n_timeline_steps", "n_embeddings", "audio_s"):
+                totals[key] += row[key]
+            error_types.update(json.loads(row["error_types"]))
+            progress.update(files=int(row["n_songs"] + row["n_errors"]), errors=int(row["n_errors"]),
+                            audio_s=float(row["audio_s"]))  # fmt: skip
     counts = {
         "n_songs": int(totals["n_songs"]),
         "n_errors": int(totals["n_errors"]),

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ import ray.train
 import torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.util.queue import Empty, Queue
 
 from mgr_batch import checkpoint, datasets, storage
 from mgr_batch.checkpoint import ModelSpec
@@ -27,6 +29,7 @@ from mgr_batch.execution.runtime import ray_session
 from mgr_batch.execution.tag import featurized
 from mgr_batch.metrics import accuracy_summary
 from mgr_batch.models import model_info
+from mgr_batch.progress import SETTINGS, say
 from mgr_batch.stages import explode_clips
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ def training_spec(files: pd.DataFrame, cfg: TrainConfig) -> ModelSpec:
 
 def featurized_songs(files: pd.DataFrame, spec: ModelSpec, cfg: TrainConfig) -> ray.data.Dataset:
     """Materialized per-song features (with ``label`` and ``split``) of labelled ``files``."""
+    say(f"featurizing {len(files)} songs ({cfg.preset} features)")
     return featurized(
         files[["path", "song_id", "size", "mtime", "label", "split"]],
         spec=spec, clip_cfg=cfg.clips, inference=cfg.inference, storage_options=cfg.storage_options,
@@ -93,11 +97,12 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
     }
     n_clips = {split: ds.count() for split, ds in parts.items()}
     score_attribute = "valid_song_accuracy" if "valid" in parts else "epoch"
+    epochs = EpochLines(cfg.optim.epochs)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"spec": spec.to_json(), "optim": _asdict(cfg.optim), "has_valid": "valid" in parts,
                            "steps_per_epoch": -(-n_clips["train"] // (cfg.optim.batch_size * cfg.num_workers)),
-                           "init_state": _init_state(spec, cfg)},  # fmt: skip
+                           "init_state": _init_state(spec, cfg), "progress": epochs.queue},  # fmt: skip
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
         ),
@@ -113,7 +118,8 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
         datasets=parts,
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
-    result = trainer.fit()
+    with epochs:
+        result = trainer.fit()
     # Ray keeps the best `num_to_keep` checkpoints, in no order we should rely on: pick the best ourselves.
     kept = result.best_checkpoints or [(result.checkpoint, result.metrics)]
     best_ckpt, best_metrics = max(kept, key=lambda cm: (cm[1].get(score_attribute, float("-inf")), cm[1].get("epoch", 0)))
@@ -128,6 +134,46 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
              "best_epoch": int(best_metrics.get("epoch", 0)), "history": history}  # fmt: skip
     metrics = {k: v for k, v in best_metrics.items() if k.startswith(("valid_", "train_"))}
     return _save(model, spec, cfg, files, extra | {"n_failed_songs": len(failed)}, metrics, started)
+
+
+class EpochLines:
+    """A queue (:attr:`queue`, None when progress is off) the training loop's rank 0 puts each epoch's
+    metrics on, and, inside ``with``, a driver thread that prints them as they arrive, one line each."""
+
+    def __init__(self, n_epochs: int) -> None:
+        self.n_epochs = n_epochs
+        self.queue = Queue(actor_options={"num_cpus": 0}) if SETTINGS.enabled else None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._show, name="mgr-batch-epochs", daemon=True)
+
+    def __enter__(self) -> EpochLines:
+        if self.queue is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.queue is not None:
+            self._done.set()
+            self._thread.join()
+            self.queue.shutdown()
+
+    def _show(self) -> None:
+        while True:
+            try:
+                metrics = self.queue.get(timeout=0.5)
+            except Empty:
+                if self._done.is_set():
+                    return
+                continue
+            say(epoch_line(metrics, self.n_epochs))
+
+
+def epoch_line(metrics: dict[str, Any], n_epochs: int) -> str:
+    """``epoch 3/10: train loss 1.2340, valid song accuracy 61.0%, valid clip accuracy 55.2%``."""
+    parts = [f"train loss {metrics['train_loss']:.4f}"]
+    parts += [f"valid {k[len('valid_'):].replace('_', ' ')} {100 * v:.1f}%" for k, v in metrics.items()
+              if k.startswith("valid_") and k.endswith("accuracy")]  # fmt: skip
+    return f"epoch {metrics['epoch']}/{n_epochs}: " + ", ".join(parts)
 
 
 def _save(model, spec: ModelSpec, cfg: TrainConfig, files: pd.DataFrame, extra: dict[str, Any],
@@ -259,6 +305,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 ckpt = Checkpoint.from_directory(d)
                 # A logger, not print: Ray Train 2.60 both prints and logs a worker's print, so it showed twice.
                 log.info("epoch %s", " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+                if config.get("progress") is not None:
+                    config["progress"].put(metrics)
             ray.train.report(metrics, checkpoint=ckpt)
 
 
