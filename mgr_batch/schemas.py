@@ -74,3 +74,25 @@ def read_part_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
     return {"schema_version": int(version) if version else None,
             "model_id": metadata[META_MODEL_ID].decode() if META_MODEL_ID in metadata else None,
             "genres": tuple(json.loads(genres)) if genres else None}  # fmt: skip
+
+
+def markdown() -> str:
+    """``docs/schemas.md``: every table of ``schemas/*.json`` as a Markdown table (``python tools/schemas_doc.py`` writes it)."""
+    lines = ["# Output tables", "", "<!-- Generated from schemas/*.json by `python tools/schemas_doc.py`; do not edit. -->", "",
+             f"Schema version {SCHEMA_VERSION}. Every Parquet file carries the key-value metadata "
+             f"`{META_SCHEMA_VERSION.decode()}`, `{META_MODEL_ID.decode()}` and `{META_GENRES.decode()}` "
+             "(the genre order, a JSON list).", ""]  # fmt: skip
+    for name in TABLES:
+        doc = spec(name)
+        lines += [f"## `{name}`", "", doc.get("description", ""), "", "| column | type | nullable | description |", "|---|---|---|---|"]
+        lines += [f"| `{c['name']}` | `{c['type']}` | {'yes' if c['nullable'] else 'no'} | {_md(c.get('description', ''))} |"
+                  for c in doc["columns"]]  # fmt: skip
+        extra = doc.get("genre_columns")
+        if extra:
+            lines.append(f"| `{extra['prefix']}<genre>` | `{extra['type']}` | no | {_md(extra.get('description', ''))} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -150,13 +151,8 @@ def test_the_page_in_a_headless_browser(tagged, tmp_path):
     subprocess.run([chromium, *flags, "--window-size=1200,3000", f"--screenshot={shot}", (tagged / "report" / "index.html").as_uri()],
                    capture_output=True, timeout=120)  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 20_000
-    shutil.copy(shot, Path(__file__).parent.parent / ".report-screenshot.png") if _keep_screenshot() else None
-
-
-def _keep_screenshot() -> bool:
-    import os
-
-    return bool(os.environ.get("MGR_BATCH_KEEP_SCREENSHOT"))
+    if os.environ.get("MGR_BATCH_REPORT_SCREENSHOT"):  # where to keep it, to look at by eye
+        shutil.copy(shot, os.environ["MGR_BATCH_REPORT_SCREENSHOT"])
 
 
 def test_report_of_an_evaluate_output(tmp_path, tiny_model):
