@@ -136,8 +136,8 @@ def build(out: str, so: dict[str, Any] | None = None, cfg: ReportConfig | None =
     _timeline_section(page, tables, songs, genres, so, cfg)
     if metrics is not None:
         _evaluation_section(page, out, metrics, so)
-    model = run.get("config", {}).get("model") if run else _config_yaml(out, so).get("model")
-    _model_card(page, model, run.get("model_id") or (metrics or {}).get("model_id"), so)
+    config = run.get("config") if run else _config_yaml(out, so)
+    _model_card(page, config, run.get("model_id") or (metrics or {}).get("model_id"), so)
     _run_section(page, run, out, so)
     _write(page, out, so)
     return {**shown, "report": storage.join(out, REPORT_DIR, "index.html"), "seconds": round(time.time() - started, 3)}
@@ -250,9 +250,8 @@ def _timeline_section(page: Page, tables: str, songs: pd.DataFrame, genres: tupl
     if songs.empty or not cfg.timelines or not genres:
         return
     longest = songs.nlargest(cfg.timelines, "duration_s")
-    clips_ds = _dataset(tables, "clips", so)
     cols = ["song_id", "start_s", "end_s", *schemas.probability_columns(genres)]
-    clips = _columns(clips_ds, cols, filter=pc.field("song_id").isin(list(longest["song_id"])))
+    clips = _song_clips(tables, list(longest["song_id"]), cols, so)
     if clips.empty:
         return
     page.heading(f"Clip genres over time: the {len(longest)} longest songs")
@@ -274,6 +273,26 @@ def _timeline_section(page: Page, tables: str, songs: pd.DataFrame, genres: tupl
             clip_start_s=starts,
         )
         page.figure(Figure(f"timeline_{r.song_id}", f"Clip genres over time: {r.path}", timeline_png(tl, height=4.0)))
+
+
+def _song_clips(tables: str, song_ids: list[str], cols: list[str], so: dict[str, Any] | None) -> pd.DataFrame:
+    """The clips rows of ``song_ids``. A run writes a batch's songs and clips under one part name, so the clips
+    parts named like the songs' own parts are read first; the whole table's ``song_id`` column is scanned only
+    when they do not hold every song (after a compaction, whose sorted files let row groups be skipped)."""
+    wanted = pc.field("song_id").isin(song_ids)
+    fs, parts = output.parts(tables, "clips", so)
+    songs_ds = _dataset(tables, "songs", so)
+    if not parts or songs_ds is None:
+        return pd.DataFrame(columns=cols)
+    scan = songs_ds.scanner(columns=["song_id"], filter=wanted).scan_batches()
+    names = {b.fragment.path for b in scan if b.record_batch.num_rows}
+    by_name = {p.rsplit("/", 1)[-1]: p for p in parts}
+    near = [by_name[n.rsplit("/", 1)[-1]] for n in names if n.rsplit("/", 1)[-1] in by_name]
+    if near:
+        found = _columns(pads.dataset(near, filesystem=fs, format="parquet"), cols, filter=wanted)
+        if set(found["song_id"]) >= set(song_ids):
+            return found
+    return _columns(pads.dataset(parts, filesystem=fs, format="parquet"), cols, filter=wanted)
 
 
 def _evaluation_section(page: Page, out: str, metrics: dict[str, Any], so: dict[str, Any] | None) -> None:
@@ -331,10 +350,15 @@ def _config_yaml(out: str, so: dict[str, Any] | None) -> dict[str, Any]:
         return {}
 
 
-def _model_card(page: Page, model: str | None, model_id: str | None, so: dict[str, Any] | None) -> None:
+def _model_card(page: Page, config: dict[str, Any] | None, model_id: str | None, so: dict[str, Any] | None) -> None:
+    """The checkpoint's card: ``config["model"]`` of the run (None: the shipped model); none without a run config."""
     from mgr_batch import checkpoint
 
     page.heading("Model")
+    if not config:
+        page.para(f"Model {model_id or 'unknown'}: the output has no run.json or config.yaml naming its checkpoint.")
+        return
+    model = config.get("model")
     try:
         spec = checkpoint.load_spec(model, so)
     except (CheckpointError, InputNotFoundError) as exc:

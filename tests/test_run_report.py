@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -173,7 +174,12 @@ def test_report_on_s3_and_bad_arguments(tmp_path, tiny_model, s3_server, s3_buck
     for i in range(3):
         write_tone(src / f"t{i}.wav", seconds=3.0 + i, freq=300.0 + 20 * i)
     out = f"{s3_bucket}/tags"
-    assert main(["tag", str(src), "-o", out, "--model", tiny_model, *s3_server.cli_options()]) == 0
+    tag = ["tag", str(src), "-o", out, "--model", tiny_model, "--songs-per-task", "1", *s3_server.cli_options()]
+    assert main([*tag, "--compact", "--report"]) == 0
+    assert len(s3_server.fs.glob(f"{out}/songs/*.parquet")) == 1  # compacted at the end of the run
+    assert s3_server.fs.exists(f"{out}/report/index.html")
+    assert main(tag) == 0  # a rerun skips every compacted song
+    assert json.loads(s3_server.fs.cat_file(f"{out}/run.json"))["n_skipped"] == 3
     assert main(["report", out, *s3_server.cli_options()]) == 0
     html = s3_server.fs.cat_file(f"{out}/report/index.html").decode()
     assert parse(html).counts["songs"] == 3
