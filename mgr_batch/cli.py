@@ -17,8 +17,10 @@ from mgr_batch.config import (
     CLIP_SELECTIONS,
     REPRESENTATIVES,
     SCHEDULES,
+    CompactConfig,
     CVConfig,
     EvaluateConfig,
+    ReportConfig,
     SegmentConfig,
     TagConfig,
     TrainConfig,
@@ -63,6 +65,17 @@ CV_EXAMPLES = """examples:
 SEGMENT_EXAMPLES = """examples:
   mgr-batch segment ~/music/long --output segments/ --plot
   mgr-batch segment manifest.csv --output s3://bucket/segments --n-clusters 3 --representative longest_run
+"""
+
+REPORT_EXAMPLES = """examples:
+  mgr-batch report tags/                  # writes tags/report/index.html and tags/report/report.md
+  mgr-batch report reports/default        # an evaluate output: also metrics, confusion matrix, reliability
+  mgr-batch report s3://catalog/tags --storage-option endpoint_url=http://127.0.0.1:9000
+"""
+
+COMPACT_EXAMPLES = """examples:
+  mgr-batch compact tags/
+  mgr-batch compact s3://catalog/tags --target-rows 500000 --storage-option endpoint_url=http://127.0.0.1:9000
 """
 
 PLOT_TIMELINE_EXAMPLES = """examples:
@@ -196,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--embeddings", action="store_true", default=None,
                      help="also write an embeddings/ table: each song's pre-trained musicnn (MSD) embedding, the "
                      "mean over its clips, for similarity search (any --model)")  # fmt: skip
+    tag.add_argument("--compact", action="store_true", default=None,
+                     help="merge the tables' parts into large sorted files at the end of the run (see 'mgr-batch compact')")  # fmt: skip
+    tag.add_argument("--report", action="store_true", default=None,
+                     help="write OUTPUT/report/index.html and report.md at the end of the run (see 'mgr-batch report')")  # fmt: skip
     _common(tag)
 
     train = sub.add_parser("train", help="train a genre model", epilog=TRAIN_EXAMPLES,
@@ -264,6 +281,28 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
     pt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
+    rep = sub.add_parser("report", help="write a run report (one self-contained HTML page and report.md)",
+                         epilog=REPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Read the columns it needs from a tag (or evaluate) output and write OUT/report/"
+                         "index.html (figures inline, no external links or scripts) and report.md with the same figures.")  # fmt: skip
+    rep.add_argument("tagged", metavar="OUT", help="a tag or evaluate output folder or URL")
+    rep.add_argument("--songs-per-genre", type=int, help="least certain and most confident songs listed per genre (default 5)")
+    rep.add_argument("--timelines", type=int, help="longest songs whose clip genres are drawn over time (default 3)")
+    rep.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
+    rep.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    com = sub.add_parser("compact", help="merge each table's many small parts into few large sorted files",
+                         epilog=COMPACT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Merge the Parquet parts of every table of OUT into files of about --target-rows "
+                         "rows or --target-mb MB (clips and timeline sorted by song_id), under a commit record that "
+                         "keeps every moment safe; a killed compaction is finished or rolled back by the next "
+                         "compact or tag. Rerunning tag afterwards still skips every done song.")  # fmt: skip
+    com.add_argument("tagged", metavar="OUT", help="a tag output folder or URL")
+    com.add_argument("--target-rows", type=int, help="rows per merged file at most (default 1000000)")
+    com.add_argument("--target-mb", type=float, help="compressed megabytes per merged file at most (default 128)")
+    com.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
+    com.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
     models = sub.add_parser("models", help="list the models that --model-type accepts (and the feature presets)")
     models.add_argument("--presets", action="store_true", help="list the feature presets that --features accepts")
     return parser
@@ -279,6 +318,8 @@ def tag_config(args: argparse.Namespace) -> TagConfig:
         "force": args.force,
         "timeline": args.timeline,
         "embeddings": args.embeddings,
+        "report": args.report,
+        "compact": {} if args.compact else None,
         "storage_options": _storage_options(args.storage_option) or None,
         "clips": clips if any(v is not None for v in clips.values()) else None,
         "inference": {"batch_size": args.batch_size, "num_workers": args.num_workers,
@@ -393,6 +434,15 @@ def _quiet_or_verbose(args: argparse.Namespace) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
 
 
+def _require_tables(out: str, so: dict[str, Any]) -> None:
+    """OUT must hold a tag output (songs/ or errors/), or an evaluate output's tags/."""
+    from mgr_batch import storage
+
+    fs, root = storage.filesystem(out, so)
+    if not any(fs.exists(storage.join(root, *sub)) for sub in (("songs",), ("errors",), ("tags", "songs"), ("tags", "errors"))):
+        raise ConfigError(f"{out!r} holds no songs/ or errors/ table (is it a tag or evaluate output?)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -405,6 +455,24 @@ def main(argv: list[str] | None = None) -> int:
 
             so = _storage_options(args.storage_option)
             print(json.dumps(plot_timeline(args.tagged, song=args.song, png=args.output, storage_options=so), indent=2))
+            return 0
+        if args.command == "report":
+            from mgr_batch.run_report import build as build_report
+
+            cfg = from_dict(ReportConfig, {k: v for k, v in (("songs_per_genre", args.songs_per_genre),
+                                                             ("timelines", args.timelines)) if v is not None})  # fmt: skip
+            so = _storage_options(args.storage_option)
+            _require_tables(args.tagged, so)
+            print(json.dumps(build_report(args.tagged, so, cfg), indent=2))
+            return 0
+        if args.command == "compact":
+            from mgr_batch.compaction import compact
+
+            cfg = from_dict(CompactConfig, {k: v for k, v in (("target_rows", args.target_rows),
+                                                              ("target_mb", args.target_mb)) if v is not None})  # fmt: skip
+            so = _storage_options(args.storage_option)
+            _require_tables(args.tagged, so)
+            print(json.dumps(compact(args.tagged, so, target_rows=cfg.target_rows, target_bytes=int(cfg.target_mb * 2**20)), indent=2))
             return 0
         module, runner, build, shown = COMMANDS[args.command]
         result = getattr(importlib.import_module(module), runner)(build(args))

@@ -246,6 +246,32 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
+class CompactConfig:
+    """How ``mgr-batch compact`` (and ``tag --compact``) merges parts: files of about ``target_rows`` rows or
+    ``target_mb`` megabytes (compressed), whichever comes first."""
+
+    target_rows: int = 1_000_000
+    target_mb: float = 128.0
+
+    def __post_init__(self) -> None:
+        if self.target_rows < 1 or self.target_mb <= 0:
+            raise ConfigError(f"compact targets must be positive (target_rows={self.target_rows}, target_mb={self.target_mb})")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What ``mgr-batch report`` shows: ``songs_per_genre`` least certain and most confident songs per genre,
+    ``timelines`` of the longest songs."""
+
+    songs_per_genre: int = 5
+    timelines: int = 3
+
+    def __post_init__(self) -> None:
+        if self.songs_per_genre < 0 or self.timelines < 0:
+            raise ConfigError("report songs_per_genre and timelines must be >= 0")
+
+
+@dataclass(frozen=True)
 class TagConfig:
     """Everything ``mgr-batch tag`` needs."""
 
@@ -259,6 +285,8 @@ class TagConfig:
     clips: ClipConfig | None = None  # None = the model's own clip settings
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    compact: CompactConfig | None = None  # merge the tables' parts at the end of the run (tag --compact)
+    report: bool = False  # write OUT/report/ at the end of the run (tag --report)
 
 
 @dataclass(frozen=True)

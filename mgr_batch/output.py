@@ -4,7 +4,8 @@ A file is done when the songs or errors table holds its ``path`` with the same `
 ``model_id``; anything else is (re)done, and its old rows are pruned first so no song appears twice.
 Songs rows are written last in every batch (after its clips, errors and timeline), so a songs row implies
 its clips; clips (or timeline rows) of songs without a songs row are leftovers of a killed run and are
-pruned on the next run.
+pruned on the next run. A table being compacted is read as its commit record says (see :mod:`mgr_batch.compaction`),
+so no row is counted twice while merged files and their sources both exist.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from mgr_batch import storage
+from mgr_batch import compaction, storage
 from mgr_batch.schemas import OPTIONAL_TAG_TABLES, TAG_TABLES
 
 TABLES = (*TAG_TABLES, *OPTIONAL_TAG_TABLES)
@@ -26,10 +27,18 @@ KEY = ["path", "size", "mtime", "model_id"]
 
 
 def _parts(output: str, table: str, so: dict[str, Any] | None) -> tuple[Any, list[str]]:
+    """The filesystem and the parts of ``table`` a reader must read (a compaction's commit record honoured)."""
     fs, root = storage.filesystem(storage.join(output, table), so)
+    fs.invalidate_cache(root)  # other processes (workers, a compaction) write there: never a stale listing
     if not fs.exists(root):
         return fs, []
-    return fs, sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet") and not _hidden(p))
+    parts = sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet") and not _hidden(p))
+    return fs, compaction.visible(parts, compaction.read_journal(fs, root))
+
+
+def parts(output: str, table: str, so: dict[str, Any] | None) -> tuple[Any, list[str]]:
+    """The filesystem and the Parquet files of ``table`` to read, as :func:`read_column_set` reads them."""
+    return _parts(output, table, so)
 
 
 def _hidden(path: str) -> bool:

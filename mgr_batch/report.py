@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mgr_batch import storage
+from mgr_batch import plots, storage
 
 
 def per_genre_frame(metrics: dict[str, Any]) -> pd.DataFrame:
@@ -19,10 +19,7 @@ def per_genre_frame(metrics: dict[str, Any]) -> pd.DataFrame:
 
 def confusion_png(counts: np.ndarray, genres: list[str]) -> bytes:
     """PNG of the confusion matrix: counts (left) and row-normalized (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     counts = np.asarray(counts, dtype=float)
     rows = counts.sum(axis=1, keepdims=True)
@@ -41,11 +38,7 @@ def confusion_png(counts: np.ndarray, genres: list[str]) -> bytes:
                 if data[i, j]:
                     ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=8,
                             color="white" if data[i, j] > top / 2 else "black")  # fmt: skip
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return plots.png(fig)
 
 
 def _fmt(x: Any, digits: int = 3) -> str:

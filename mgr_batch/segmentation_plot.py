@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
+from mgr_batch import plots
 from mgr_batch.errors import ConfigError
 from mgr_batch.segmentation import Segmentation
 
@@ -38,10 +38,7 @@ def segmentation_png(seg: Segmentation, y: np.ndarray, sr: int) -> bytes:
     Top left: the symmetrized SEM (log colour scale, windows on both axes); top right: the adjacency;
     bottom: the waveform, each segment in its cluster's colour, the representative spans shaded.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
     from matplotlib.colors import LogNorm
 
     y = np.asarray(y, dtype=np.float64)
@@ -97,8 +94,4 @@ def segmentation_png(seg: Segmentation, y: np.ndarray, sr: int) -> bytes:
         f"waveform by cluster ({seg.n_clusters} clusters, {len(seg.segments)} segments; shaded: representative)"
     )
     ax_y.legend(loc="upper right", fontsize=8, ncol=min(4, max(1, len(seen))))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return plots.png(fig)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mgr_batch import schemas, storage
+from mgr_batch import plots, schemas, storage
 from mgr_batch.errors import ConfigError
 
 
@@ -74,10 +73,7 @@ def timeline_png(tl: SongTimeline, *, width: float = 12.0, height: float = 5.0) 
 
     Clip starts are dotted lines; the title gives the path, the song-level genre and the model.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     colours = plt.get_cmap("tab10" if len(tl.genres) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(width, height))
@@ -93,11 +89,7 @@ def timeline_png(tl: SongTimeline, *, width: float = 12.0, height: float = 5.0) 
     ax.set_title(f"{tl.path}\nsong genre: {tl.genre}   ({tl.model_id}, {len(tl.time_s)} steps)", fontsize=10)
     handles, labels = ax.get_legend_handles_labels()  # top of the legend = top of the stack
     ax.legend(handles[::-1], labels[::-1], loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return plots.png(fig)
 
 
 def plot_timeline(output: str, *, song: str, png: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:

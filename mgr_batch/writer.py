@@ -173,7 +173,7 @@ def write_tables(
     song ids, so the same batch always lands in the same file.
     """
     tables = build_tables(batch, genres=genres, model_id=model_id, clip_seconds=clip_seconds, aggregation=aggregation)
-    _write_parts(tables, output, part_name(batch["song_id"]), storage_options)
+    _write_parts(tables, output, part_name(batch["song_id"]), storage_options, schemas.part_metadata(model_id, genres))
     errors = Counter(tables["errors"].column("error_type").to_pylist())
     return {
         "n_songs": np.array([tables["songs"].num_rows]),
@@ -206,15 +206,17 @@ def write_segments(batch: dict[str, np.ndarray], *, output: str, storage_options
     errors = {c: batch[ERROR_COLUMNS.get(c, c)][bad] for c in _copied("errors", batch)}
     errors["model_id"] = ["segmentation"] * len(bad)
     tables = {"segments": _table(rows, schemas.arrow_schema("segments")), "errors": _table(errors, schemas.arrow_schema("errors"))}
-    _write_parts(tables, output, part_name(batch["song_id"]), storage_options)
+    _write_parts(tables, output, part_name(batch["song_id"]), storage_options, schemas.part_metadata("segmentation", ()))
     return {"n_songs": np.array([len(ok)]), "n_errors": np.array([len(bad)]), "n_segments": np.array([tables["segments"].num_rows]),
             "audio_s": np.array([float(np.sum(np.asarray(batch["duration_s"], np.float64)[ok]))]),
             "error_types": np.array([json.dumps(Counter(tables["errors"].column("error_type").to_pylist()))])}  # fmt: skip
 
 
-def _write_parts(tables: dict[str, pa.Table], output: str, name: str, storage_options: dict[str, Any] | None) -> None:
+def _write_parts(tables: dict[str, pa.Table], output: str, name: str, storage_options: dict[str, Any] | None,
+                 metadata: dict[bytes, bytes]) -> None:  # fmt: skip
+    """Each non-empty table as ``output/<table>/<name>``, with the key-value ``metadata`` (schema version, model, genres)."""
     for table_name, table in tables.items():
         if table.num_rows:
             buf = io.BytesIO()
-            pq.write_table(table, buf, compression="zstd")
+            pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), buf, compression="zstd")
             storage.write_bytes_atomic(storage.join(output, table_name, name), buf.getvalue(), storage_options)

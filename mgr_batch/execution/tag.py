@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import ray
 
-from mgr_batch import checkpoint, output, storage
+from mgr_batch import checkpoint, compaction, output, storage
 from mgr_batch import features_musicnn as fm
 from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
@@ -216,6 +216,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
         output.clear(cfg.output, so)
     else:
         _check_same_clips(cfg.output, clip_cfg, so)
+    compaction.repair(cfg.output, so)  # a compaction a kill interrupted: finished or rolled back first
     output.remove_temp_files(cfg.output, so)
     require = (("timeline",) if cfg.timeline else ()) + (("embeddings",) if cfg.embeddings else ())
     todo = output.plan(files, cfg.output, spec.model_id, so, require=require)
@@ -252,6 +253,13 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     }
     storage.write_bytes_atomic(storage.join(cfg.output, "run.json"), json.dumps(summary, indent=2).encode(), so)
     storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
+    if cfg.compact is not None:
+        summary["compaction"] = compaction.compact(cfg.output, so, target_rows=cfg.compact.target_rows,
+                                                   target_bytes=int(cfg.compact.target_mb * 2**20))  # fmt: skip
+    if cfg.report:
+        from mgr_batch.run_report import build as build_report
+
+        summary["report"] = build_report(cfg.output, so)["report"]
     return summary
 
 

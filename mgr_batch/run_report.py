@@ -1,0 +1,411 @@
+"""The run report: ``OUT/report/index.html`` (one self-contained page, figures inline as PNG) and ``report.md``.
+
+It reads only the columns it shows (``pyarrow.dataset`` over the parts mgr-batch's own readers see), so a
+million-song output costs a few columns, not its tables. For an ``evaluate`` output (``metrics.json`` beside
+``tags/``) the page also shows the metrics, the confusion matrix and a reliability diagram.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from mgr_batch import output, plots, schemas, storage
+from mgr_batch.config import ReportConfig
+from mgr_batch.errors import CheckpointError, InputNotFoundError
+from mgr_batch.report import confusion_png
+from mgr_batch.timeline_plot import SongTimeline, timeline_png
+
+REPORT_DIR = "report"
+SONG_COLUMNS = ["song_id", "path", "genre", "confidence", "certainty", "duration_s", "analyzed_s"]
+#: Example paths shown per error type.
+EXAMPLES = 3
+#: Genres drawn as small multiples at most (the most frequent ones).
+MAX_GENRE_PANELS = 12
+
+
+@dataclass
+class Figure:
+    name: str
+    title: str
+    png: bytes
+
+
+@dataclass
+class Page:
+    """What the report shows, as HTML and Markdown blocks in order, and the figures they use."""
+
+    title: str
+    html: list[str] = field(default_factory=list)
+    md: list[str] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.html.append(f"<h2>{html.escape(text)}</h2>")
+        self.md += [f"## {text}", ""]
+
+    def para(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.md += [text, ""]
+
+    def table(self, header: list[str], rows: list[list[Any]], counts: list[str | None] | None = None) -> None:
+        """A table; ``counts[i]`` names row i's last cell as a count (``data-count``) the browser test checks."""
+        out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+        for i, row in enumerate(rows):
+            cells = [f"<td>{html.escape(_cell(v))}</td>" for v in row]
+            key = counts[i] if counts else None
+            if key is not None:
+                cells[-1] = f'<td data-count="{html.escape(key)}">{html.escape(_cell(row[-1]))}</td>'
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        self.html.append("".join(out) + "</tbody></table>")
+        self.md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        self.md += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in rows] + [""]
+
+    def figure(self, fig: Figure) -> None:
+        self.figures.append(fig)
+        data = base64.b64encode(fig.png).decode()
+        self.html.append(f'<figure><img alt="{html.escape(fig.title)}" src="data:image/png;base64,{data}">'
+                         f"<figcaption>{html.escape(fig.title)}</figcaption></figure>")  # fmt: skip
+        self.md += [f"![{fig.title}]({fig.name}.png)", ""]
+
+    def pre(self, text: str) -> None:
+        self.html.append(f"<pre>{html.escape(text)}</pre>")
+        self.md += ["```", text, "```", ""]
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float | np.floating):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def _dataset(out: str, table: str, so: dict[str, Any] | None) -> pads.Dataset | None:
+    fs, parts = output.parts(out, table, so)
+    return pads.dataset(parts, filesystem=fs, format="parquet") if parts else None
+
+
+def _columns(dataset: pads.Dataset | None, columns: list[str], filter: Any = None) -> pd.DataFrame:
+    if dataset is None:
+        return pd.DataFrame(columns=columns)
+    have = [c for c in columns if c in dataset.schema.names]
+    return dataset.to_table(columns=have, filter=filter).to_pandas()
+
+
+def _read_json(uri: str, so: dict[str, Any] | None) -> dict[str, Any] | None:
+    try:
+        return json.loads(storage.read_text(uri, so))
+    except InputNotFoundError:
+        return None
+
+
+def _genres(dataset: pads.Dataset | None) -> tuple[str, ...]:
+    """The model's genre order: the parts' metadata, else the songs table's ``p_`` columns."""
+    if dataset is None:
+        return ()
+    meta = schemas.read_part_metadata(dataset.schema.metadata)
+    if meta["genres"]:
+        return meta["genres"]
+    return tuple(c[2:] for c in dataset.schema.names if c.startswith("p_"))
+
+
+def build(out: str, so: dict[str, Any] | None = None, cfg: ReportConfig | None = None) -> dict[str, Any]:
+    """Write ``out/report/index.html``, ``report.md`` and its PNGs for the tag or evaluate output ``out``; returns the counts shown."""
+    started = time.time()
+    cfg = cfg or ReportConfig()
+    metrics = _read_json(storage.join(out, "metrics.json"), so)
+    tables = storage.join(out, "tags") if metrics is not None else out
+    run = _read_json(storage.join(out, "run.json"), so) or {}
+    songs_ds = _dataset(tables, "songs", so)
+    genres = _genres(songs_ds)
+    uncertain = songs_ds is not None and "uncertain" in songs_ds.schema.names
+    songs = _columns(songs_ds, SONG_COLUMNS + (["uncertain"] if uncertain else []))
+    errors = _columns(_dataset(tables, "errors", so), ["path", "stage", "error_type"])
+    page = Page(title=f"mgr-batch report: {out}")
+    shown = _counts(page, songs, errors)
+    _genre_section(page, songs, genres, uncertain, cfg)
+    _duration_section(page, songs)
+    _timeline_section(page, tables, songs, genres, so, cfg)
+    if metrics is not None:
+        _evaluation_section(page, out, metrics, so)
+    config = run.get("config") if run else _config_yaml(out, so)
+    _model_card(page, config, run.get("model_id") or (metrics or {}).get("model_id"), so)
+    _run_section(page, run, out, so)
+    _write(page, out, so)
+    return {**shown, "report": storage.join(out, REPORT_DIR, "index.html"), "seconds": round(time.time() - started, 3)}
+
+
+def _counts(page: Page, songs: pd.DataFrame, errors: pd.DataFrame) -> dict[str, Any]:
+    page.heading("Files by status")
+    page.table(["status", "files"], [["tagged", len(songs)], ["error", len(errors)]], counts=["songs", "errors"])
+    hours = float(songs["duration_s"].sum()) / 3600 if len(songs) else 0.0
+    analyzed = float(songs["analyzed_s"].sum()) / 3600 if len(songs) else 0.0
+    page.para(f"Audio: {hours:.2f} hours in the tagged files, {analyzed:.2f} hours analyzed.")
+    by_type = errors.groupby("error_type", sort=True) if len(errors) else []
+    rows, keys = [], []
+    for error_type, group in by_type:
+        examples = ", ".join(group["path"].head(EXAMPLES))
+        rows.append([error_type, ", ".join(sorted(group["stage"].unique())), examples, len(group)])
+        keys.append(f"error:{error_type}")
+    if rows:
+        page.heading("Errors by type")
+        page.table(["error type", "stage", f"example paths (up to {EXAMPLES})", "files"], rows, counts=keys)
+    return {"n_songs": len(songs), "n_errors": len(errors), "audio_hours": round(hours, 4),
+            "errors_by_type": {r[0]: r[-1] for r in rows}}  # fmt: skip
+
+
+def _panel_genres(songs: pd.DataFrame, genres: tuple[str, ...]) -> list[str]:
+    counts = songs["genre"].value_counts()
+    return (
+        [g for g in genres if g in counts.index][:MAX_GENRE_PANELS]
+        if len(counts) <= MAX_GENRE_PANELS
+        else list(counts.index[:MAX_GENRE_PANELS])
+    )
+
+
+def _genre_section(
+    page: Page, songs: pd.DataFrame, genres: tuple[str, ...], uncertain: bool, cfg: ReportConfig
+) -> None:
+    if songs.empty:
+        return
+    plt = plots.pyplot()
+    counts = songs["genre"].value_counts().reindex(list(genres) or None, fill_value=0)
+    counts = counts if genres else songs["genre"].value_counts()
+    page.heading("Genres")
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(counts) + 1.2))
+    bars = ax.barh(list(counts.index)[::-1], counts.to_numpy()[::-1], color="#4878a8")
+    ax.bar_label(bars, labels=[str(v) for v in counts.to_numpy()[::-1]], padding=3, fontsize=8)
+    ax.set_xlabel("songs")
+    ax.set_title("songs by top-1 genre")
+    page.figure(Figure("genres", "Songs by top-1 genre", plots.png(fig)))
+    header = ["genre", "share"] + (["share uncertain"] if uncertain else []) + ["songs"]
+    rows = []
+    for g, n in counts.items():
+        share = n / len(songs)
+        extra = (
+            [float(songs.loc[songs["genre"] == g, "uncertain"].fillna(False).mean()) if n else 0.0] if uncertain else []
+        )
+        rows.append([g, share, *extra, int(n)])
+    page.table(header, rows, counts=[f"genre:{g}" for g in counts.index])
+    if uncertain:
+        page.para(
+            f"Uncertain songs (the model's own flag): {float(songs['uncertain'].fillna(False).mean()):.1%} of the tagged songs."
+        )
+    else:
+        page.para("This model gives no `uncertain` flag per song; see certainty below.")
+    shown = _panel_genres(songs, genres or tuple(counts.index))
+    for column, label, bins in (("confidence", "confidence (top-1 probability)", np.linspace(0, 1, 21)),
+                                ("certainty", "certainty log10(p1/p2)", None)):  # fmt: skip
+        values = songs[column].astype(float)
+        edges = bins if bins is not None else np.linspace(0, max(float(values.max()), 1e-3), 21)
+        cols = min(4, len(shown))
+        nrows = -(-len(shown) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.2 * nrows), squeeze=False, sharex=True)
+        for ax, g in zip(axes.flat, shown, strict=False):
+            ax.hist(values[songs["genre"] == g], bins=edges, color="#4878a8")
+            ax.set_title(f"{g} ({int((songs['genre'] == g).sum())})", fontsize=9)
+        for ax in list(axes.flat)[len(shown) :]:
+            ax.axis("off")
+        fig.suptitle(f"{label} by genre", fontsize=11)
+        page.figure(Figure(f"{column}_by_genre", f"Histogram of {label} per genre", plots.png(fig)))
+    if cfg.songs_per_genre:
+        k = cfg.songs_per_genre
+        page.heading(f"Songs to listen to: the {k} least certain and the {k} most confident per genre")
+        rows = []
+        for g in shown:
+            of = songs[songs["genre"] == g]
+            rows += [["least certain", g, r.path, float(r.confidence), float(r.certainty)]
+                     for r in of.nsmallest(k, "certainty").itertuples()]  # fmt: skip
+            rows += [["most confident", g, r.path, float(r.confidence), float(r.certainty)]
+                     for r in of.nlargest(k, "confidence").itertuples()]  # fmt: skip
+        page.table(["which", "genre", "path", "confidence", "certainty"], rows)
+
+
+def _duration_section(page: Page, songs: pd.DataFrame) -> None:
+    if songs.empty:
+        return
+    plt = plots.pyplot()
+    page.heading("Durations")
+    d = songs["duration_s"].astype(float) / 60
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.hist(d, bins=40, color="#4878a8")
+    ax.set_xlabel("duration (minutes)")
+    ax.set_ylabel("songs")
+    page.figure(Figure("durations", "Song durations", plots.png(fig)))
+    q = d.quantile([0.0, 0.5, 0.95, 1.0]).to_numpy()
+    page.para(f"Duration in minutes: min {q[0]:.2f}, median {q[1]:.2f}, 95th percentile {q[2]:.2f}, max {q[3]:.2f}.")
+
+
+def _timeline_section(page: Page, tables: str, songs: pd.DataFrame, genres: tuple[str, ...], so: dict[str, Any] | None,
+                      cfg: ReportConfig) -> None:  # fmt: skip
+    """The clips' genre probabilities over time for the ``cfg.timelines`` longest songs (clips table, few rows read)."""
+    if songs.empty or not cfg.timelines or not genres:
+        return
+    longest = songs.nlargest(cfg.timelines, "duration_s")
+    cols = ["song_id", "start_s", "end_s", *schemas.probability_columns(genres)]
+    clips = _song_clips(tables, list(longest["song_id"]), cols, so)
+    if clips.empty:
+        return
+    page.heading(f"Clip genres over time: the {len(longest)} longest songs")
+    for r in longest.itertuples():
+        c = clips[clips["song_id"] == r.song_id].sort_values("start_s")
+        if c.empty:
+            continue
+        # each clip's probabilities held flat from its start to its end
+        starts, ends = c["start_s"].to_numpy(), c["end_s"].to_numpy()
+        probs = c[schemas.probability_columns(genres)].to_numpy(np.float32)
+        tl = SongTimeline(
+            song_id=r.song_id,
+            path=r.path,
+            genre=r.genre,
+            model_id="clip genres",
+            genres=genres,
+            time_s=np.column_stack([starts, np.minimum(ends, r.duration_s)]).reshape(-1),
+            probabilities=np.repeat(probs, 2, axis=0),
+            clip_start_s=starts,
+        )
+        page.figure(Figure(f"timeline_{r.song_id}", f"Clip genres over time: {r.path}", timeline_png(tl, height=4.0)))
+
+
+def _song_clips(tables: str, song_ids: list[str], cols: list[str], so: dict[str, Any] | None) -> pd.DataFrame:
+    """The clips rows of ``song_ids``. A run writes a batch's songs and clips under one part name, so the clips
+    parts named like the songs' own parts are read first; the whole table's ``song_id`` column is scanned only
+    when they do not hold every song (after a compaction, whose sorted files let row groups be skipped)."""
+    wanted = pc.field("song_id").isin(song_ids)
+    fs, parts = output.parts(tables, "clips", so)
+    songs_ds = _dataset(tables, "songs", so)
+    if not parts or songs_ds is None:
+        return pd.DataFrame(columns=cols)
+    scan = songs_ds.scanner(columns=["song_id"], filter=wanted).scan_batches()
+    names = {b.fragment.path for b in scan if b.record_batch.num_rows}
+    by_name = {p.rsplit("/", 1)[-1]: p for p in parts}
+    near = [by_name[n.rsplit("/", 1)[-1]] for n in names if n.rsplit("/", 1)[-1] in by_name]
+    if near:
+        found = _columns(pads.dataset(near, filesystem=fs, format="parquet"), cols, filter=wanted)
+        if set(found["song_id"]) >= set(song_ids):
+            return found
+    return _columns(pads.dataset(parts, filesystem=fs, format="parquet"), cols, filter=wanted)
+
+
+def _evaluation_section(page: Page, out: str, metrics: dict[str, Any], so: dict[str, Any] | None) -> None:
+    page.heading("Evaluation")
+    keys = [k for k in ("n_songs", "n_clips", "n_errors", "song_accuracy", "song_balanced_accuracy", "song_top3_accuracy",
+                        "clip_accuracy") if k in metrics]  # fmt: skip
+    page.table(["metric", "value"], [[k, metrics[k]] for k in keys])
+    per = metrics.get("per_genre") or {}
+    if per:
+        page.table(["genre", "precision", "recall", "f1", "support"],
+                   [[g, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")] for g, m in per.items()])  # fmt: skip
+    cm = metrics.get("confusion_matrix")
+    if cm:
+        page.figure(Figure("confusion_matrix", "Confusion matrix (rows true, columns predicted)",
+                           confusion_png(np.array(cm["counts"]), cm["genres"])))  # fmt: skip
+    fs, path = storage.filesystem(storage.join(out, "songs.parquet"), so)
+    if fs.exists(path):
+        scored = pads.dataset(path, filesystem=fs, format="parquet")
+        if {"confidence", "correct"} <= set(scored.schema.names):
+            page.figure(Figure("reliability", "Reliability diagram (song confidence against accuracy)",
+                               _reliability_png(scored.to_table(columns=["confidence", "correct"]).to_pandas())))  # fmt: skip
+    extra = {k: v for k, v in metrics.items() if "calibration" in k or k in ("ece", "brier")}
+    if extra:
+        page.pre(json.dumps(extra, indent=2, default=str))
+
+
+def _reliability_png(scored: pd.DataFrame, n_bins: int = 10) -> bytes:
+    plt = plots.pyplot()
+    conf = scored["confidence"].to_numpy(float)
+    correct = scored["correct"].to_numpy(bool)
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(conf, edges) - 1, 0, n_bins - 1)
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(6, 6), height_ratios=[3, 1], sharex=True)
+    mids, acc, n = (edges[:-1] + edges[1:]) / 2, [], []
+    for b in range(n_bins):
+        sel = which == b
+        n.append(int(sel.sum()))
+        acc.append(float(correct[sel].mean()) if sel.any() else np.nan)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    ax.bar(mids, acc, width=1 / n_bins, edgecolor="black", color="#4878a8", label="accuracy")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax_n.bar(mids, n, width=1 / n_bins, color="grey")
+    ax_n.set_xlabel("confidence")
+    ax_n.set_ylabel("songs")
+    return plots.png(fig)
+
+
+def _config_yaml(out: str, so: dict[str, Any] | None) -> dict[str, Any]:
+    import yaml
+
+    try:
+        return yaml.safe_load(storage.read_text(storage.join(out, "config.yaml"), so)) or {}
+    except InputNotFoundError:
+        return {}
+
+
+def _model_card(page: Page, config: dict[str, Any] | None, model_id: str | None, so: dict[str, Any] | None) -> None:
+    """The checkpoint's card: ``config["model"]`` of the run (None: the shipped model); none without a run config."""
+    from mgr_batch import checkpoint
+
+    page.heading("Model")
+    if not config:
+        page.para(f"Model {model_id or 'unknown'}: the output has no run.json or config.yaml naming its checkpoint.")
+        return
+    model = config.get("model")
+    try:
+        spec = checkpoint.load_spec(model, so)
+    except (CheckpointError, InputNotFoundError) as exc:
+        page.para(f"Model {model_id or model}: its checkpoint could not be read ({exc}).")
+        return
+    rows = [["model id", spec.model_id], ["model", spec.model.name], ["genres", ", ".join(spec.genres)],
+            ["training data hash", spec.train.get("data_manifest_hash", "n/a")]]  # fmt: skip
+    if isinstance(spec.train.get("n_songs"), dict):
+        rows.append(["training songs", ", ".join(f"{k} {v}" for k, v in spec.train["n_songs"].items())])
+    rows += [[k, v] for k, v in spec.metrics.items() if isinstance(v, int | float)]
+    page.table(["", ""], rows)
+    extra = {
+        k: v
+        for src in (spec.train, spec.metrics)
+        for k, v in src.items()
+        if "cv" in k.lower() or "calibrat" in k.lower()
+    }
+    if extra:
+        page.para("Cross-validation and calibration recorded in the checkpoint:")
+        page.pre(json.dumps(extra, indent=2, default=str))
+
+
+def _run_section(page: Page, run: dict[str, Any], out: str, so: dict[str, Any] | None) -> None:
+    page.heading("Run")
+    if run:
+        page.para(f"Wall time {run.get('wall_seconds', 'n/a')} s; {run.get('n_processed', 'n/a')} files processed, "
+                  f"{run.get('n_skipped', 'n/a')} skipped as already done.")  # fmt: skip
+        page.pre(json.dumps(run.get("config", {}), indent=2, default=str))
+    else:
+        config = _config_yaml(out, so)
+        page.pre(json.dumps(config, indent=2, default=str) if config else "no run.json or config.yaml")
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;
+font-size:14px}th{background:#f0f0f0}img{max-width:100%}pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
+figure{margin:1em 0}figcaption{color:#555;font-size:13px}h2{border-bottom:1px solid #ddd;padding-bottom:4px}"""
+
+
+def _write(page: Page, out: str, so: dict[str, Any] | None) -> None:
+    title = html.escape(page.title)
+    doc = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style>'
+           f"</head><body><h1>{title}</h1>" + "\n".join(page.html) + "</body></html>")  # fmt: skip
+    base = storage.join(out, REPORT_DIR)
+    for fig in page.figures:
+        storage.write_bytes_atomic(storage.join(base, f"{fig.name}.png"), fig.png, so)
+    storage.write_bytes_atomic(
+        storage.join(base, "report.md"), "\n".join([f"# {page.title}", "", *page.md]).encode(), so
+    )
+    storage.write_bytes_atomic(storage.join(base, "index.html"), doc.encode(), so)
