@@ -312,6 +312,13 @@ def feature_kind(name: str) -> FeatureKind:
     """The registered kind ``name``; a clear error for an unknown one."""
     if name not in FEATURES and name.startswith("musicnn"):
         import mgr_batch.features_musicnn  # noqa: F401  (registers the musicnn kinds on first use)
+    if name not in FEATURES and name.startswith("stacked"):
+        import mgr_batch.features_stacked  # noqa: F401
+    if name not in FEATURES and name.startswith("efficientat"):
+        try:
+            import mgr_batch.features_efficientat  # noqa: F401
+        except ImportError:  # not built yet in this checkout
+            pass
     if name not in FEATURES:
         raise ConfigError(f"unknown feature kind {name!r} (known: {', '.join(sorted(FEATURES))})")
     return FEATURES[name]
@@ -387,6 +394,7 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = {
     "logmel": "logmel", "stft": "stft4k", "mfcc": "mfcc", "raw": "raw2s", "classic58": "classic58_30s",
     "classic58_seq": "classic58_seq3", "musicnn": "musicnn", "musicnn_embedding": "musicnn_embedding",
+    "stacked_embedding": "musicnn_efficientat",
 }  # fmt: skip
 
 
@@ -405,7 +413,13 @@ def preset(name: str) -> Preset:
     if name not in PRESETS and name.startswith("musicnn"):
         try:
             import mgr_batch.features_musicnn  # noqa: F401  (adds its presets)
+            import mgr_batch.features_stacked  # noqa: F401
         except ImportError:  # not built yet in this checkout
+            pass
+    if name not in PRESETS and name.startswith("efficientat"):
+        try:
+            import mgr_batch.features_efficientat  # noqa: F401
+        except ImportError:
             pass
     if name not in PRESETS:
         raise ConfigError(f"unknown feature preset {name!r} (known: {', '.join(sorted(PRESETS))})")
