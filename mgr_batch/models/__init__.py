@@ -7,6 +7,7 @@ from mgr_batch.models import (
     cnn,  # noqa: E402,F401  (registers its models)
     conv,  # noqa: E402,F401  (registers cnn3, vgg, resnet)
     crnn,  # noqa: E402,F401  (registers crnn)
+    efficientat,  # noqa: E402,F401  (registers efficientat)
     feedforward,  # noqa: E402,F401  (registers mlp, ffnn)
     musicnn,  # noqa: E402,F401  (registers musicnn and musicnn_vgg)
     recurrent,  # noqa: E402,F401  (registers rnn, lstm, gru, lstm_seq, lstm_attention, skip_rnn)

@@ -330,6 +330,7 @@ def test_mlp_keeps_a_constant_feature_at_zero_in_eval_mode():
 # every neural model of the registry, small: (input_shape, params)
 INFERENCE = {name: (shape, params) for name, (_, shape, params) in ZOO.items()} | {
     "cnn": ((32, 65), {"channels": (4, 8)}),
+    "efficientat": ((128, 50), {}),
     "musicnn": ((96, 40), {}),
     "musicnn_vgg": ((96, 187), {}),
 }
