@@ -7,7 +7,8 @@ sample rate (:func:`required_sr`: the highest any listed network needs); each ne
 to its own rate. Each network runs once per clip however many of its layers are listed.
 
 Networks: ``MSD_musicnn`` and ``MTT_musicnn`` (16 kHz, :mod:`mgr_batch.features_musicnn`) and
-``efficientat`` (EfficientAT ``mn04_as``, 32 kHz, :mod:`mgr_batch.features_efficientat`).
+``efficientat`` (EfficientAT ``mn04_as``, 32 kHz, :mod:`mgr_batch.models.efficientat`; both layers from
+one forward pass).
 
 When the networks run in the inference actors (``embed_in_actor``), the decode tasks hand over the
 decoded clips themselves (the ``raw`` feature kind, (n, 1, samples)) and :func:`embed_inputs` runs
@@ -16,6 +17,7 @@ every network there.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 
@@ -42,10 +44,16 @@ class Network:
 NETWORKS = {
     "MSD_musicnn": Network("MSD_musicnn", 16000, "mgr_batch.features_musicnn"),
     "MTT_musicnn": Network("MTT_musicnn", 16000, "mgr_batch.features_musicnn"),
-    "efficientat": Network("efficientat", 32000, "mgr_batch.features_efficientat"),
+    "efficientat": Network("efficientat", 32000, "mgr_batch.models.efficientat"),
 }
 #: The shipped default's stack: MSD_musicnn's penultimate layer and EfficientAT's embedding.
 DEFAULT_PARTS = ("MSD_musicnn:penultimate", "efficientat:embedding")
+
+
+#: EfficientAT's layers: the 384-value pooled embedding and the 527 AudioSet logits (one forward gives both).
+EFFICIENTAT_LAYERS = {"embedding": 384, "logits": 527}
+#: Clips per EfficientAT forward pass on CPU.
+EFFICIENTAT_CHUNK = 8
 
 
 def _module(net: Network):
@@ -57,7 +65,45 @@ def _module(net: Network):
 
 def layer_sizes(network: str) -> dict[str, int]:
     """``{layer: dims}`` of ``network``."""
+    if network == "efficientat":
+        return dict(EFFICIENTAT_LAYERS)
     return dict(_module(NETWORKS[network]).LAYERS)
+
+
+@functools.lru_cache(maxsize=1)
+def _efficientat_network():
+    """EfficientAT ``mn04_as``, built once per process: eval mode, on CUDA when there is one."""
+    import torch
+
+    from mgr_batch.models.efficientat import pretrained_network
+
+    net = pretrained_network()
+    return net.to("cuda") if torch.cuda.is_available() else net
+
+
+def efficientat_layers(clips: np.ndarray, *, sr: int, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """EfficientAT layers of clips (n, samples) at ``sr`` Hz (resampled to 32 kHz by soxr HQ first), one
+    forward pass per :data:`EFFICIENTAT_CHUNK` clips: ``{layer: (n, dims) float32}``."""
+    import torch
+
+    from mgr_batch.models.efficientat import SR, efficientat_logmel
+
+    clips = np.ascontiguousarray(clips, dtype=np.float32)
+    if sr != SR:
+        import soxr
+
+        clips = np.ascontiguousarray(soxr.resample(clips.T, sr, SR, quality="HQ").T, dtype=np.float32)
+    net = _efficientat_network()
+    device = next(net.parameters()).device
+    out = {layer: np.empty((len(clips), EFFICIENTAT_LAYERS[layer]), np.float32) for layer in layers}
+    with torch.inference_mode():
+        for lo in range(0, len(clips), EFFICIENTAT_CHUNK):
+            x = efficientat_logmel(torch.from_numpy(clips[lo : lo + EFFICIENTAT_CHUNK]).to(device))
+            logits, embedding = net(x.unsqueeze(1))
+            got = {"logits": logits, "embedding": embedding}
+            for layer in layers:
+                out[layer][lo : lo + len(x)] = got[layer].float().cpu().numpy()
+    return out
 
 
 def parts(cfg: FeatureConfig) -> tuple[tuple[str, str], ...]:
@@ -95,10 +141,10 @@ def required_sr(cfg: FeatureConfig) -> int:
 
 def network_layers(clips: np.ndarray, *, sr: int, network: str, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Embeddings of clips (n, samples) at ``sr`` Hz by one network: ``{layer: (n, dims) float32}``."""
+    if network == "efficientat":
+        return efficientat_layers(clips, sr=sr, layers=layers)
     mod = _module(NETWORKS[network])
-    if network.endswith("_musicnn"):
-        return mod.embed_logmel_layers(mod.musicnn_input(clips, sr=sr), pretrained=network, layers=layers)
-    return {layer: np.asarray(mod.efficientat_embedding(clips, sr=sr, layer=layer), np.float32) for layer in layers}
+    return mod.embed_logmel_layers(mod.musicnn_input(clips, sr=sr), pretrained=network, layers=layers)
 
 
 def stacked_embedding(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:

@@ -78,7 +78,7 @@ def _svm(**kw: Any):
 def _logreg(**kw: Any):
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(solver="newton-cg", max_iter=2000, **kw)
+    return LogisticRegression(**({"solver": "newton-cg", "max_iter": 2000} | kw))
 
 
 def _knn(**kw: Any):
