@@ -29,7 +29,7 @@ DEFAULT_MODEL = "default"
 #: Checkpoint folders shipped in the package (under ``assets/``), by ``--model`` name.
 PACKAGED_MODELS = {DEFAULT_MODEL: "default_model", "musicnn-logreg": "musicnn_logreg", "logmel-cnn": "logmel_cnn"}
 #: Built-in models that need no checkpoint folder (their weights ship with the package), by ``--model`` name.
-BUILTIN_MODELS = ("msd-tags",)
+BUILTIN_MODELS = ("msd-tags", "audioset-tags")
 
 
 @dataclass(frozen=True)
@@ -157,10 +157,24 @@ def resolve(uri: str | None) -> str:
 
 def builtin_spec(name: str) -> ModelSpec:
     """The spec of built-in model ``name``: ``msd-tags`` is musicnn's pre-trained MSD_musicnn tagger, its
-    50 last.fm tags as independent (sigmoid) probabilities, on the ``musicnn`` preset's input."""
-    if name != "msd-tags":
+    50 last.fm tags as independent (sigmoid) probabilities, on the ``musicnn`` preset's input;
+    ``audioset-tags`` is EfficientAT's mn04_as, its 527 AudioSet classes likewise, on the ``efficientat``
+    preset's (10 s clips of 32 kHz Kaldi log-mel)."""
+    if name not in BUILTIN_MODELS:
         raise CheckpointError(f"unknown built-in model {name!r} (known: {', '.join(BUILTIN_MODELS)})")
     from mgr_batch.features import preset
+
+    if name == "audioset-tags":
+        from mgr_batch.models.efficientat import DEFAULT_PRETRAINED, audioset_labels
+        from mgr_batch.models.efficientat import pretrained_path as efficientat_path
+
+        audio, clips, features = preset("efficientat").apply(AudioConfig(), ClipConfig(), FeatureConfig())
+        weights = efficientat_path(DEFAULT_PRETRAINED).read_bytes()
+        return ModelSpec(genres=audioset_labels(), audio=audio, clips=clips, features=features,
+                         model=ModelConfig(name="efficientat", params={"pretrained": DEFAULT_PRETRAINED}),
+                         model_id=model_id_for(name, weights), activation="sigmoid",
+                         train={"source": "EfficientAT mn04_as (v0.0.1), pre-trained on AudioSet's 527 classes "
+                                          "(Schmid et al., 2023); not trained here"})  # fmt: skip
     from mgr_batch.models.musicnn import MSD_TAGS, pretrained_path
 
     audio, clips, features = preset("musicnn").apply(AudioConfig(), ClipConfig(), FeatureConfig())

@@ -35,6 +35,7 @@ TAG_EXAMPLES = """examples:
   mgr-batch tag ~/music --output tags/ --model runs/crnn/ --timeline
   mgr-batch tag ~/music --output tags/ --embeddings
   mgr-batch tag ~/music --output tags/ --model msd-tags
+  mgr-batch tag ~/music --output tags/ --model audioset-tags
   mgr-batch tag s3://catalog/audio/ --output s3://catalog/tags/ \\
       --storage-option endpoint_url=http://127.0.0.1:9000 --num-gpus 1 --address auto
 """
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--output", "-o", required=True, help="output folder or URL")
     tag.add_argument("--model", help="checkpoint folder or URL (default: the model shipped in the package, pre-trained "
                      "musicnn embeddings + logistic regression), 'logmel-cnn': the packaged log-mel CNN (10x cheaper "
-                     "on CPU), or 'msd-tags': musicnn's pre-trained tagger, 50 last.fm tags as independent probabilities")  # fmt: skip
+                     "on CPU), 'msd-tags': musicnn's pre-trained tagger, 50 last.fm tags as independent probabilities, or "
+                     "'audioset-tags': EfficientAT's pre-trained AudioSet tagger, 527 sound and music classes likewise")  # fmt: skip
     tag.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's, 3)")
     tag.add_argument("--hop-seconds", type=float, help="seconds between clip starts (default: = clip length)")
     tag.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
@@ -348,10 +350,11 @@ def list_models(*, presets: bool = False) -> None:
     from mgr_batch.features import PRESETS, default_preset, feature_kind
     from mgr_batch.models import MODELS
 
-    try:
-        feature_kind("musicnn_embedding")  # the optional kinds add their presets when imported
-    except (ConfigError, ImportError):
-        pass
+    for kind in ("musicnn_embedding", "efficientat_embedding", "stacked_embedding"):
+        try:
+            feature_kind(kind)  # the optional kinds add their presets when imported
+        except (ConfigError, ImportError):
+            pass
     if presets:
         for p in PRESETS.values():
             print(f"{p.name:<18} sr={p.audio['sr']:<6} clip={p.clips['clip_seconds']:<5} {p.features}  # {p.study}")
@@ -361,6 +364,13 @@ def list_models(*, presets: bool = False) -> None:
         features = f"{info.features} ({default_preset(info.name, info.features)})"
         own = "".join(f" [default {k} {v}]" for k, v in info.optim.items())
         print(f"{info.name:<16} {info.family:<8} {features:<32} {info.study:<44} {info.description}{own}")
+    from mgr_batch.checkpoint import BUILTIN_MODELS, PACKAGED_MODELS
+    from mgr_batch.features import FEATURES
+
+    print(f"\npackaged models (tag/evaluate --model): {', '.join([*PACKAGED_MODELS, *BUILTIN_MODELS])}")
+    print("pre-trained embedding features (train --features PRESET, or features.kind):")
+    for kind in sorted(k for k in FEATURES if k.endswith("_embedding")):
+        print(f"  {kind:<22} {FEATURES[kind].description}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -229,7 +229,7 @@ class InferenceConfig:
     #: executor notices a finished task only every 0.1-0.2 s, during which its CPU idles. 16 songs ran the
     #: 10x benchmark catalog on 2 CPUs about 10% faster than 8 when each task was one batch (paired runs).
     songs_per_task: int = 16
-    #: Where a model on pre-trained embeddings (``musicnn_embedding``) runs the pre-trained network: in the
+    #: Where a model on pre-trained embeddings (``musicnn_embedding``, ``efficientat_embedding``) runs the pre-trained network: in the
     #: inference actors (True: on their GPUs; the decode tasks only compute its log-mel) or in the decode
     #: tasks (False: spread over every CPU). None: in the actors exactly when they have GPUs.
     embed_in_actor: bool | None = None

@@ -315,10 +315,7 @@ def feature_kind(name: str) -> FeatureKind:
     if name not in FEATURES and name.startswith("stacked"):
         import mgr_batch.features_stacked  # noqa: F401
     if name not in FEATURES and name.startswith("efficientat"):
-        try:
-            import mgr_batch.features_efficientat  # noqa: F401
-        except ImportError:  # not built yet in this checkout
-            pass
+        import mgr_batch.features_efficientat  # noqa: F401  (registers the EfficientAT kinds on first use)
     if name not in FEATURES:
         raise ConfigError(f"unknown feature kind {name!r} (known: {', '.join(sorted(FEATURES))})")
     return FEATURES[name]
@@ -394,6 +391,7 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = {
     "logmel": "logmel", "stft": "stft4k", "mfcc": "mfcc", "raw": "raw2s", "classic58": "classic58_30s",
     "classic58_seq": "classic58_seq3", "musicnn": "musicnn", "musicnn_embedding": "musicnn_embedding",
+    "efficientat": "efficientat", "efficientat_logmel": "efficientat", "efficientat_embedding": "efficientat_embedding",
     "stacked_embedding": "musicnn_efficientat",
 }  # fmt: skip
 
@@ -417,10 +415,7 @@ def preset(name: str) -> Preset:
         except ImportError:  # not built yet in this checkout
             pass
     if name not in PRESETS and name.startswith("efficientat"):
-        try:
-            import mgr_batch.features_efficientat  # noqa: F401
-        except ImportError:
-            pass
+        import mgr_batch.features_efficientat  # noqa: F401  (adds its presets)
     if name not in PRESETS:
         raise ConfigError(f"unknown feature preset {name!r} (known: {', '.join(sorted(PRESETS))})")
     return PRESETS[name]

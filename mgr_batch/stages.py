@@ -19,6 +19,7 @@ import torch
 
 from mgr_batch import audio as audio_io
 from mgr_batch import calibration, checkpoint, clips, features, segmentation, storage
+from mgr_batch import features_efficientat as fe
 from mgr_batch import features_musicnn as fm
 from mgr_batch import features_stacked as fs
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, SegmentationConfig
@@ -187,6 +188,17 @@ CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 64
 
 
+def actor_split(cfg: FeatureConfig, *, sr: int):
+    """The feature module (:mod:`mgr_batch.features_musicnn`, :mod:`mgr_batch.features_efficientat` or
+    :mod:`mgr_batch.features_stacked`) whose pre-trained network features ``cfg`` at ``sr`` Hz can leave to the
+    inference actor (the decode tasks compute the module's ``INPUT_FEATURES``, the actor its ``embed_inputs``;
+    a stack's decoded clips), or None when they cannot split."""
+    for module in (fm, fe, fs):
+        if module.splits_into_actor(cfg, sr=sr):
+            return module
+    return None
+
+
 class Predictor:
     """Loads a checkpoint once, then turns each batch's ``features`` into ``clip_probs``.
 
@@ -195,9 +207,9 @@ class Predictor:
     batches stay in cache, and :data:`GPU_BATCH_SIZE` on a GPU). ``features`` is dropped from the output.
     On CPU, a torch model's 4-D weights are kept channels-last, which oneDNN's convolutions run fastest, and
     its BatchNorms are folded into the convolutions before them (:func:`~mgr_batch.models.common.fold_batch_norm`).
-    A model on ``musicnn_embedding`` features also takes musicnn's log-mel (n_clips, 96, n_frames), and then
-    runs the pre-trained network here first (on this actor's GPU when it has one; see
-    ``InferenceConfig.embed_in_actor``).
+    A model on ``musicnn_embedding`` (``efficientat_embedding``) features also takes musicnn's log-mel
+    (n_clips, 96, n_frames) (EfficientAT's, (n_clips, 128, n_frames)), and then runs the pre-trained network
+    here first (on this actor's GPU when it has one; see ``InferenceConfig.embed_in_actor`` and :func:`actor_split`).
 
     With ``timeline`` (models with a ``timeline`` method, e.g. ``crnn``) it also adds, per song,
     ``timeline_probs`` (n_clips, n_steps, n_genres), the per-step probabilities, and ``timeline_s``
@@ -242,10 +254,11 @@ class Predictor:
         feats, sr = self.spec.features, self.spec.audio.sr
         if x.shape[1:] == self.spec.input_shape:
             return x
-        if fm.splits_into_actor(feats, sr=sr):
-            return fm.embed_inputs(x, feats)  # log-mel from the decode tasks
-        if fs.splits_into_actor(feats, sr=sr):
-            return fs.embed_inputs(x, feats, sr=sr)  # decoded clips
+        split = actor_split(feats, sr=sr)
+        if split is fs:
+            return fs.embed_inputs(x, feats, sr=sr)  # decoded clips from the decode tasks
+        if split is not None:
+            return split.embed_inputs(x, feats)  # a network's log-mel from the decode tasks
         return x
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

@@ -24,10 +24,15 @@ def test_models_lists_the_registry(capsys):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["name", "family", "features"]
-    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    end = lines.index("")  # the model table, then the packaged models and the embedding features
+    rows = {line.split()[0]: line.split() for line in lines[1:end]}
     assert set(rows) == set(MODELS)
     assert rows["cnn"][1:4] == ["neural", "logmel", "(logmel)"] and rows["svm"][1:4] == ["classic", "classic58", "(classic58_30s)"]
-    assert rows["vgg"][3] == "(logmel128)"
+    assert rows["vgg"][3] == "(logmel128)" and rows["efficientat"][1:4] == ["neural", "efficientat", "(efficientat)"]
+    packaged = lines[end + 1].split(": ", 1)[1].split(", ")
+    assert packaged == ["default", "logmel-cnn", "msd-tags", "audioset-tags"]
+    kinds = [line.split()[0] for line in lines[end + 3 :]]
+    assert kinds == ["efficientat_embedding", "musicnn_embedding"]
 
 
 def test_models_lists_the_presets(capsys):

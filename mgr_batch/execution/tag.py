@@ -15,7 +15,6 @@ import ray
 
 from mgr_batch import checkpoint, output, storage
 from mgr_batch import features_musicnn as fm
-from mgr_batch import features_stacked as fs
 from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
 from mgr_batch.errors import ConfigError
@@ -26,6 +25,7 @@ from mgr_batch.stages import (
     LISTING_COLUMNS,
     Embedder,
     Predictor,
+    actor_split,
     call_cached,
     embeddings_from_features,
     featurize_batch,
@@ -40,9 +40,9 @@ def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: Infer
                storage_options: dict[str, Any] | None, embedding_input: bool = False) -> ray.data.Dataset:  # fmt: skip
     """Dataset of per-song rows with ``features`` (and with ``embedding_input`` musicnn's input of the same
     clips; see :func:`mgr_batch.stages.featurize_batch`). For a model on pre-trained embeddings whose network
-    runs in the inference actors (``inference.embed_in_actor``), ``features`` is the network's log-mel (for a
-    ``stacked_embedding``, the decoded clips themselves: each network makes its own input in the actor)."""
-    feature_cfg = actor_input_features(spec) if embeds_in_actor(spec, inference) else spec.features
+    runs in the inference actors (``inference.embed_in_actor``), ``features`` is the network's log-mel."""
+    split = actor_split(spec.features, sr=spec.audio.sr) if embeds_in_actor(spec, inference) else None
+    feature_cfg = split.INPUT_FEATURES if split is not None else spec.features
     ds = dataset_from_listing(files, songs_per_task=inference.songs_per_task)
     return ds.map_batches(
         featurize_batch,
@@ -79,17 +79,10 @@ def in_decode_tasks(spec: ModelSpec, inference: InferenceConfig) -> bool:
 
 
 def embeds_in_actor(spec: ModelSpec, inference: InferenceConfig) -> bool:
-    """Whether the pre-trained networks of a ``musicnn_embedding`` or ``stacked_embedding`` model run in the
-    inference actors."""
+    """Whether the pre-trained network of a ``musicnn_embedding`` or ``efficientat_embedding`` model runs in
+    the inference actors."""
     in_actor = inference.num_gpus > 0 if inference.embed_in_actor is None else inference.embed_in_actor
-    splits = fm.splits_into_actor(spec.features, sr=spec.audio.sr) or fs.splits_into_actor(spec.features, sr=spec.audio.sr)
-    return in_actor and splits
-
-
-def actor_input_features(spec: ModelSpec):
-    """What the decode tasks compute when the networks run in the actors: musicnn's log-mel, or for a stack
-    the decoded clips (``raw``)."""
-    return fs.INPUT_FEATURES if fs.splits_into_actor(spec.features, sr=spec.audio.sr) else fm.INPUT_FEATURES
+    return in_actor and actor_split(spec.features, sr=spec.audio.sr) is not None
 
 
 def reuses_features_as_embeddings(spec: ModelSpec, inference: InferenceConfig) -> bool:

@@ -36,6 +36,8 @@ N_MELS = 128
 FMIN = 0.0
 FMAX = 15000.0
 PREEMPHASIS = 0.97
+#: Bytes of complex STFT computed at a time on CPU (one 10 s clip's is 4 MB).
+STFT_CHUNK_BYTES = 4 << 20
 #: Frames of a 10 s clip, the length the network was trained on.
 N_FRAMES = 1000
 #: BatchNorm epsilon and momentum of the original (torch's momentum: the new value's weight).
@@ -101,11 +103,26 @@ def efficientat_logmel(y: np.ndarray | torch.Tensor, *, sr: int = SR) -> np.ndar
     lead = x.shape[:-1]
     x = x.reshape(-1, x.shape[-1])
     x = x[:, 1:] - PREEMPHASIS * x[:, :-1]
-    spec = torch.stft(x, N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, window=_window(WIN_LENGTH).to(x.device),
-                      center=True, pad_mode="reflect", normalized=False, return_complex=True)  # fmt: skip
-    power = spec.real.square() + spec.imag.square()
+    window = _window(WIN_LENGTH).to(x.device)
     banks = kaldi_mel_banks(sr=SR, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX).to(x.device)
-    out = (torch.matmul(banks, power).add_(1e-5).log_().add_(4.5)) / 5.0
+
+    def rows_logmel(z: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(z, N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, window=window, center=True,
+                          pad_mode="reflect", normalized=False, return_complex=True)  # fmt: skip
+        power = spec.real.square().addcmul_(spec.imag, spec.imag)
+        return torch.matmul(banks, power).add_(1e-5).log_().add_(4.5).div_(5.0)
+
+    # on CPU a few rows at a time, so that each one's STFT stays in cache (2x faster for 10 s clips)
+    rows = (
+        max(1, STFT_CHUNK_BYTES // (8 * (N_FFT // 2 + 1) * n_frames(x.shape[-1] + 1)))
+        if x.device.type == "cpu"
+        else len(x)
+    )
+    if len(x) == 0:
+        out = x.new_zeros((0, N_MELS, n_frames(x.shape[-1] + 1)))
+    else:
+        parts = [rows_logmel(x[i : i + rows]) for i in range(0, len(x), rows)]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
     out = out.reshape(*lead, *out.shape[-2:])
     return out.numpy() if as_numpy else out
 

@@ -136,6 +136,7 @@ def test_logmel_frames_devices_and_errors():
     np.testing.assert_allclose(out[0], efficientat_logmel(y, sr=SR), atol=1e-5)
     as_tensor = efficientat_logmel(torch.from_numpy(y), sr=SR)
     assert isinstance(as_tensor, torch.Tensor) and np.allclose(as_tensor.numpy(), out[0], atol=1e-5)
+    assert efficientat_logmel(np.zeros((0, 32000), np.float32), sr=SR).shape == (0, N_MELS, 100)
     with pytest.raises(ConfigError, match="32000"):
         efficientat_logmel(y, sr=16000)
     with pytest.raises(EmptyAudioError):

@@ -1,0 +1,162 @@
+"""The pre-trained EfficientAT ``mn04_as`` as feature kinds: its log-mel input and its embeddings of each clip.
+
+Registers the feature kinds ``efficientat_logmel`` (the network's input, (128, frames) at 32 kHz) and
+``efficientat_embedding`` (a pooled layer of the pre-trained network, (dims, 1), so that classic models and
+every other consumer see the usual (n_features, n_steps) layout), and the presets ``efficientat`` (its
+input, 10 s clips, for ``--model-type efficientat``) and ``efficientat_embedding`` (10 s clips at 32 kHz, for
+a classic head). ``FeatureConfig.params`` picks the ``layer``: ``embedding`` (the 384-value global average
+pool of the last feature map, default) or ``logits`` (the 527 AudioSet logits).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+import numpy as np
+import torch
+
+from mgr_batch.config import FeatureConfig
+from mgr_batch.errors import ConfigError
+from mgr_batch.features import PRESETS, Preset, register_feature
+from mgr_batch.models import efficientat as eat
+from mgr_batch.models.common import fold_batch_norm
+
+#: Embedding layers and their sizes.
+LAYERS = {"embedding": eat.EMBEDDING_DIMS, "logits": eat.N_AUDIOSET}
+DEFAULT_LAYER = "embedding"
+PRETRAINED = eat.DEFAULT_PRETRAINED
+SR = eat.SR
+#: Clips per forward pass: a 10 s clip's largest activation maps take about 30 MB; small batches stay in cache.
+CHUNK_CLIPS = 8
+
+
+def embedding_layer(cfg: FeatureConfig | None = None) -> str:
+    """The ``layer`` of a feature config's ``params``, checked (the default for None)."""
+    params = dict(cfg.params) if cfg is not None else {}
+    unknown = set(params) - {"layer"}
+    if unknown:
+        raise ConfigError(f"efficientat_embedding takes param 'layer', not {sorted(unknown)}")
+    layer = params.get("layer", DEFAULT_LAYER)
+    if layer not in LAYERS:
+        raise ConfigError(f"unknown EfficientAT embedding layer {layer!r} (known: {', '.join(LAYERS)})")
+    return str(layer)
+
+
+@functools.lru_cache(maxsize=1)
+def pretrained_network() -> torch.nn.Module:
+    """The pre-trained ``mn04_as``, built once per process, in eval mode: log-mel (batch, 1, 128, frames) ->
+    (logits (batch, 527), embedding (batch, 384)). On CUDA when there is one; on CPU with its BatchNorms
+    folded into the convolutions and channels-last weights (1.3-1.6x faster on one thread,
+    ``benchmarks/efficientat_cost.py``; outputs within 1e-5 of the unfolded network's)."""
+    net = eat.pretrained_network(PRETRAINED)
+    if torch.cuda.is_available():
+        return net.to("cuda")
+    return fold_batch_norm(net).to(memory_format=torch.channels_last)
+
+
+@functools.cache
+def embedding_model_id(layer: str = DEFAULT_LAYER) -> str:
+    """Id of an embedding space: network, layer and a hash of the weights (``mn04_as-embedding-1a2b3c4d5e6f``)."""
+    digest = hashlib.sha256(eat.pretrained_path(PRETRAINED).read_bytes()).hexdigest()[:12]
+    return f"{PRETRAINED}-{layer}-{digest}"
+
+
+def efficientat_input(clips: np.ndarray, *, sr: int) -> np.ndarray:
+    """EfficientAT's log-mel of clips (n_clips, n_samples) at ``sr`` Hz: (n_clips, 128, frames) float32.
+
+    Clips at another rate are resampled to 32 kHz first (soxr, high quality); then
+    :func:`mgr_batch.models.efficientat.efficientat_logmel`.
+    """
+    clips = np.ascontiguousarray(clips, dtype=np.float32)
+    if sr != SR:
+        import soxr
+
+        clips = np.ascontiguousarray(soxr.resample(clips.T, sr, SR, quality="HQ").T, dtype=np.float32)
+    return eat.efficientat_logmel(clips, sr=SR)
+
+
+def embed_logmel(x: np.ndarray, *, layer: str = DEFAULT_LAYER) -> np.ndarray:
+    """Embeddings (n, LAYERS[layer]) float32 of EfficientAT inputs ``x`` (n, 128, frames), CHUNK_CLIPS at a time."""
+    net = pretrained_network()
+    device = next(net.parameters()).device
+    out = np.empty((len(x), LAYERS[layer]), np.float32)
+    with torch.inference_mode():
+        for lo in range(0, len(x), CHUNK_CLIPS):
+            xb = torch.from_numpy(np.ascontiguousarray(x[lo : lo + CHUNK_CLIPS], dtype=np.float32)).to(device)
+            logits, embedding = net(xb[:, None])
+            out[lo : lo + len(xb)] = (embedding if layer == "embedding" else logits).float().cpu().numpy()
+    return out
+
+
+def efficientat_embedding(clips: np.ndarray, *, sr: int, layer: str = DEFAULT_LAYER) -> np.ndarray:
+    """Pre-trained EfficientAT embedding of each clip: (n_clips, n_samples) at ``sr`` Hz -> (n_clips, dims) float32."""
+    if layer not in LAYERS:
+        raise ConfigError(f"unknown EfficientAT embedding layer {layer!r} (known: {', '.join(LAYERS)})")
+    if len(clips) == 0:
+        return np.zeros((0, LAYERS[layer]), np.float32)
+    return embed_logmel(efficientat_input(clips, sr=sr), layer=layer)
+
+
+#: The decode tasks' half of ``efficientat_embedding`` when the network runs in the inference actor: its log-mel.
+INPUT_FEATURES = FeatureConfig(kind="efficientat_logmel")
+
+
+def splits_into_actor(cfg: FeatureConfig, *, sr: int) -> bool:
+    """Whether features ``cfg`` at ``sr`` Hz can be split: log-mel (:data:`INPUT_FEATURES`) in the decode
+    tasks, the pre-trained network in the inference actor (see :func:`embed_inputs`)."""
+    return cfg.kind == "efficientat_embedding" and sr == SR
+
+
+def embed_inputs(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The ``efficientat_embedding`` features ``cfg`` (n, dims, 1) of EfficientAT log-mel inputs ``x`` (n, 128, frames)."""
+    return embed_logmel(x, layer=embedding_layer(cfg))[:, :, None]
+
+
+def _logmel_shape(n: int, *, sr: int, cfg: FeatureConfig) -> tuple[int, int]:
+    if sr != SR:
+        raise ConfigError(f"efficientat_logmel needs audio at {SR} Hz (the 'efficientat' preset), got sr={sr}")
+    if cfg.params:
+        raise ConfigError(f"efficientat_logmel takes no params, got {sorted(cfg.params)}")
+    return eat.N_MELS, eat.n_frames(n)
+
+
+@register_feature(
+    "efficientat_logmel",
+    shape=_logmel_shape,
+    description="EfficientAT's input at 32 kHz: pre-emphasis, 128-band Kaldi mel of 0-15 kHz, (ln(mel + 1e-5) "
+    "+ 4.5) / 5 (128 x frames)",
+)
+def _efficientat_logmel(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
+    return eat.efficientat_logmel(clips, sr=sr)
+
+
+def _embedding_shape(n: int, *, sr: int, cfg: FeatureConfig) -> tuple[int, int]:
+    return LAYERS[embedding_layer(cfg)], 1
+
+
+@register_feature(
+    "efficientat_embedding",
+    shape=_embedding_shape,
+    description="pre-trained EfficientAT mn04_as (AudioSet) embedding of the clip (dims x 1); params: layer "
+    f"({', '.join(f'{k} {v}' for k, v in LAYERS.items())}; default {DEFAULT_LAYER})",
+    chunk=CHUNK_CLIPS,
+)
+def _efficientat_embedding(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
+    return efficientat_embedding(clips, sr=sr, layer=embedding_layer(cfg))[:, :, None]
+
+
+PRESETS["efficientat"] = Preset(
+    "efficientat",
+    "EfficientAT's input: 128-band Kaldi log-mel at 32 kHz, 10 s clips (what mn04_as was trained on)",
+    {"sr": SR},
+    {"clip_seconds": 10.0},
+    {"kind": "efficientat_logmel"},
+)
+PRESETS["efficientat_embedding"] = Preset(
+    "efficientat_embedding",
+    "transfer: pre-trained EfficientAT mn04_as embeddings of 10 s clips at 32 kHz, for a classic head",
+    {"sr": SR},
+    {"clip_seconds": 10.0},
+    {"kind": "efficientat_embedding"},
+)
