@@ -120,3 +120,17 @@ def test_models_without_a_threshold_write_null_uncertain(labelled, tmp_path):
     songs = pq.read_table(tmp_path / "old" / "songs").to_pandas()
     assert len(songs) == 8 and songs["uncertain"].isna().all()
     assert checkpoint.load_spec("musicnn-logreg").features.kind == "musicnn_embedding"
+
+
+def test_cv_trains_and_scores_a_calibrated_song_level_head_per_fold(labelled, tmp_path):
+    out = tmp_path / "cv"
+    assert main(["cv", str(labelled), "-o", str(out), "--folds", "2", "--model-type", "logreg", "--features",
+                 "musicnn_embedding", "--model-param", "pooling=mean", "--model-param", "calibrate=true",
+                 "--model-param", "grid={C: [0.1]}", *_split(labelled)]) == 0  # fmt: skip
+    summary = json.loads((out / "cv.json").read_text())
+    assert summary["n_songs"] == 12 and len(summary["per_fold"]) == 2
+    for k in range(2):
+        spec = checkpoint.load_spec(str(out / f"fold-{k}" / "model"))
+        assert spec.model.params["pooling"] == "mean" and spec.temperature > 0 and spec.calibration["n_songs"] == 6
+        metrics = json.loads((out / f"fold-{k}" / "metrics.json").read_text())
+        assert metrics["n_songs"] == 6 and metrics["calibration"]["temperature"] == spec.temperature
