@@ -74,3 +74,12 @@ def test_the_preset_decodes_at_the_highest_rate_its_networks_need():
 def test_bad_parts_are_config_errors(params, message):
     with pytest.raises(ConfigError, match=message):
         fs.parts(FeatureConfig(kind="stacked_embedding", params=params))
+
+
+def test_a_stacks_efficientat_part_is_the_efficientat_embedding_kinds():
+    """The stack's EfficientAT layers (both from one forward pass) equal features_efficientat's, clip by clip."""
+    fe = pytest.importorskip("mgr_batch.features_efficientat")
+    x = _clips(22050, n=2)
+    got = fs.efficientat_layers(x, sr=22050, layers=("embedding", "logits"))
+    for layer in ("embedding", "logits"):
+        np.testing.assert_allclose(got[layer], fe.efficientat_embedding(x, sr=22050, layer=layer), atol=1e-4)
