@@ -19,11 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from mgr_batch import audio, clips, features
 from mgr_batch import features_musicnn as fm
+from mgr_batch import features_stacked as fs
 from mgr_batch.stages import Predictor
 
 
@@ -39,11 +41,25 @@ def cost(paths: list[str], model: str, *, embeddings: bool = False) -> dict[str,
         song_clips, _ = clips.cut(decoded.y, sr=spec.audio.sr, clip_seconds=spec.clips.clip_seconds,
                                   hop_seconds=spec.clips.clip_seconds)  # fmt: skip
         steps["decode"] += time.process_time() - t
+        if spec.features.kind == fs.KIND:  # each network of the stack on its own
+            parts = []
+            for network, layers in _networks(spec.features).items():
+                t = time.process_time()
+                got = fs.network_layers(song_clips, sr=spec.audio.sr, network=network, layers=layers)
+                steps[network] = steps.get(network, 0.0) + time.process_time() - t
+                parts.append(got)
+            by = {(n, layer): v for part, (n, ls) in zip(parts, _networks(spec.features).items(), strict=True)
+                  for layer, v in part.items()}  # fmt: skip
+            x = np.concatenate([by[p] for p in fs.parts(spec.features)], axis=1)[:, :, None]
+            steps["features"] += sum(steps[n] for n in _networks(spec.features)) - steps["features"]
+        else:
+            t = time.process_time()
+            x = features.featurize(song_clips, sr=spec.audio.sr, cfg=spec.features)
+            steps["features"] += time.process_time() - t
         t = time.process_time()
-        x = features.featurize(song_clips, sr=spec.audio.sr, cfg=spec.features)
-        steps["features"] += time.process_time() - t
-        t = time.process_time()
-        predictor.predict_proba(x)
+        predictor(
+            {"features": _objects([x]), "path": np.array([path]), "song_id": np.array(["s"]), "status": np.array(["ok"])}
+        )  # the head: clip rows and, for a song-level or calibrated model, the song row
         steps["predict"] += time.process_time() - t
         if embeddings:
             t = time.process_time()
@@ -51,8 +67,23 @@ def cost(paths: list[str], model: str, *, embeddings: bool = False) -> dict[str,
             steps["embedding"] += time.process_time() - t
         minutes += decoded.analyzed / 60
     out = {k: round(v / minutes, 3) for k, v in steps.items()}
-    out["total"] = round(sum(v for k, v in steps.items() if k != "embedding") / minutes, 3)  # tagging alone
+    tagging = ("decode", "features", "predict")
+    out["total"] = round(sum(steps[k] for k in tagging) / minutes, 3)  # tagging alone
     return out | {"model_id": spec.model_id, "minutes": round(minutes, 2)}
+
+
+def _networks(cfg) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for network, layer in fs.parts(cfg):
+        out[network] = (*out.get(network, ()), layer)
+    return out
+
+
+def _objects(items: list) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
+    return out
 
 
 def main() -> None:
@@ -69,24 +100,43 @@ def main() -> None:
         paths = [str(gtzan / p) for p in m[m["kind"] == "full"].groupby("genre").head(2)["path"]]
     else:
         paths = list(pd.read_csv(args.files)["path"])
-    cost(paths[:1], "default")  # warm up: imports, numba, first-call allocations
+    for model in args.model:  # warm up: imports, numba, first-call allocations, each network built once
+        cost(paths[:1], model)
     fm.pretrained_network()
     rows = []
     for i, model in enumerate(args.model):
         rows.append({"model": model, **cost(paths, model, embeddings=args.embeddings and i == 0)})
         print(rows[-1], flush=True)
-    keys = ["model", "model_id", "minutes", "decode", "features", "predict", "embedding", "total"]
+    networks = [k for r in rows for k in r if k in fs.NETWORKS]
+    keys = ["model", "model_id", "minutes", "decode", "features", *dict.fromkeys(networks), "predict", "embedding",
+            "total"]  # fmt: skip
+    base = next((r for r in rows if r["model"] == "musicnn-logreg"), None)
     lines = ["# Inference cost per minute of audio (one CPU thread, CPU seconds per audio minute)", "",
              f"Rerun: `python benchmarks/transfer_cost.py {' '.join(sys.argv[1:])}`  ",
              f"{len(paths)} files; decode = decode + resample + cut, features = the model's featurization "
-             "(for `musicnn_embedding` models this includes the pre-trained network), predict = the model's head, "
+             "(for embedding models this includes the pre-trained networks; a stack's networks also on their own), "
+             "predict = the model's head (clip rows and song row), "
              "total = tagging (decode + features + predict); embedding = what `tag --embeddings` adds (first model only).", "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]  # fmt: skip
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    if base:
+        lines += ["", "Tagging cost (total) relative to `musicnn-logreg`, same run: "
+                  + ", ".join(f"`{r['model']}` {r['total'] / base['total']:.2f}x" for r in rows) + "."]  # fmt: skip
+    lines += ["", f"CPU: {_cpu()}."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text)
+
+
+def _cpu() -> str:
+    import subprocess
+
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    flags = info.get("Flags", "")
+    return (f"{info.get('Model name', '?').strip()}, {info.get('CPU(s)', '?').strip()} CPUs, "
+            f"AVX-512 {'yes' if 'avx512f' in flags else 'no'}, AVX2 {'yes' if 'avx2' in flags else 'no'}")  # fmt: skip
 
 
 if __name__ == "__main__":

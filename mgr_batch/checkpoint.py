@@ -27,7 +27,7 @@ CONFIG = "config.json"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "default"
 #: Checkpoint folders shipped in the package (under ``assets/``), by ``--model`` name.
-PACKAGED_MODELS = {DEFAULT_MODEL: "default_model", "logmel-cnn": "logmel_cnn"}
+PACKAGED_MODELS = {DEFAULT_MODEL: "default_model", "musicnn-logreg": "musicnn_logreg", "logmel-cnn": "logmel_cnn"}
 #: Built-in models that need no checkpoint folder (their weights ship with the package), by ``--model`` name.
 BUILTIN_MODELS = ("msd-tags", "audioset-tags")
 
@@ -46,6 +46,20 @@ class ModelSpec:
     activation: str = "softmax"
     train: dict[str, Any] = field(default_factory=dict)  # data manifest hash, command, hyper-parameters
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: Fitted by training by cross-validation inside the training songs (see :mod:`mgr_batch.calibration`):
+    #: ``temperature`` (probabilities become softmax(log p / T)) and ``uncertain_below`` (the certainty under
+    #: which a song is flagged ``uncertain``); empty for a model without them.
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float | None:
+        t = self.calibration.get("temperature")
+        return None if t is None else float(t)
+
+    @property
+    def uncertain_below(self) -> float | None:
+        t = self.calibration.get("uncertain_below")
+        return None if t is None else float(t)
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -71,6 +85,7 @@ class ModelSpec:
             "activation": self.activation,
             "train": self.train,
             "metrics": self.metrics,
+            **({"calibration": self.calibration} if self.calibration else {}),
         }
 
     @classmethod
@@ -86,6 +101,7 @@ class ModelSpec:
                 activation=data.get("activation", "softmax"),
                 train=data.get("train", {}),
                 metrics=data.get("metrics", {}),
+                calibration=dict(data.get("calibration") or {}),
             )
         except (KeyError, TypeError, ConfigError) as exc:
             raise CheckpointError(f"checkpoint config is not valid: {exc}") from None
@@ -128,6 +144,7 @@ def packaged_model_dir(name: str) -> str:
 
 def resolve(uri: str | None) -> str:
     """The checkpoint directory a ``--model`` value names: None or "default" is the shipped default model,
+    "musicnn-logreg" the earlier default (MSD_musicnn clip embeddings, clip-level logistic regression),
     "logmel-cnn" the packaged from-scratch CNN; anything else is a folder or URL."""
     if uri in (None, ""):
         uri = DEFAULT_MODEL

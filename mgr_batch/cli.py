@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("input", help="folder (recursive), glob, manifest (.csv/.parquet with a 'path' column), or a URL of those")
     tag.add_argument("--output", "-o", required=True, help="output folder or URL")
     tag.add_argument("--model", help="checkpoint folder or URL (default: the model shipped in the package, pre-trained "
-                     "musicnn embeddings + logistic regression), 'logmel-cnn': the packaged log-mel CNN (10x cheaper "
+                     "MSD_musicnn + EfficientAT embeddings, song-level logistic regression, calibrated), 'musicnn-logreg': "
+                     "the earlier default (musicnn embeddings, clip-level), 'logmel-cnn': the packaged log-mel CNN (10x cheaper "
                      "on CPU), 'msd-tags': musicnn's pre-trained tagger, 50 last.fm tags as independent probabilities, or "
                      "'audioset-tags': EfficientAT's pre-trained AudioSet tagger, 527 sound and music classes likewise")  # fmt: skip
     tag.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's, 3)")
@@ -234,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "per_genre.csv, songs.parquet, confusion_matrix.png and report.md to OUTPUT.")  # fmt: skip
     ev.add_argument("data", help="labelled folder tree or manifest with path,label[,split] (local or URL)")
     ev.add_argument("--output", "-o", required=True, help="report folder or URL")
-    ev.add_argument("--model", help="checkpoint folder or URL (default: the shipped model; 'logmel-cnn': the packaged CNN)")
+    ev.add_argument("--model", help="checkpoint folder or URL (default: the shipped model; 'musicnn-logreg': the earlier "
+                    "default; 'logmel-cnn': the packaged CNN)")  # fmt: skip
     ev.add_argument("--list", help="only the songs in this list file (one relative path per line, matched on the stem)")
     ev.add_argument("--split", help="only the manifest rows of this split (e.g. valid)")
     ev.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
@@ -395,7 +397,7 @@ def list_models(*, presets: bool = False) -> None:
     from mgr_batch.features import PRESETS, default_preset, feature_kind
     from mgr_batch.models import MODELS
 
-    for kind in ("musicnn_embedding", "efficientat_embedding"):
+    for kind in ("musicnn_embedding", "efficientat_embedding", "stacked_embedding"):
         try:
             feature_kind(kind)  # the optional kinds add their presets when imported
         except (ConfigError, ImportError):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from mgr_batch import calibration as cal
 from mgr_batch.stages import certainty, song_probabilities
 
 AGGREGATIONS = ("mean", "vote", "log")
@@ -87,8 +88,28 @@ def aggregation_comparison(clips: pd.DataFrame, labels_by_song: pd.Series, genre
     return out
 
 
-def evaluate_tables(songs: pd.DataFrame, clips: pd.DataFrame, labels: pd.Series, genres: tuple[str, ...]) -> tuple[dict[str, Any], pd.DataFrame]:
-    """All metrics of a tagged, labelled set: ``(metrics, song_frame)``; ``labels`` is indexed by path."""
+def calibration_metrics(frame: pd.DataFrame, genres: tuple[str, ...], *, temperature: float | None,
+                        uncertain_below: float | None) -> dict[str, Any]:  # fmt: skip
+    """Calibration of a song frame's probabilities (:func:`song_frame`): the expected calibration error (15
+    bins) as written (``ece``) and, for a model with a ``temperature``, before it (``ece_uncalibrated``: the
+    written probabilities with the temperature undone, exactly), per-bin reliability, and the share of songs
+    flagged ``uncertain`` with the accuracy of the rest (None for a model without a threshold)."""
+    index = {g: i for i, g in enumerate(genres)}
+    y = frame["label"].map(index).to_numpy()
+    after = frame[[f"p_{g}" for g in genres]].to_numpy(np.float64)
+    before = cal.apply_temperature(after, 1.0 / temperature) if temperature else after
+    flags = cal.flag_summary(after, y, uncertain_below)
+    return {"bins": cal.ECE_BINS, "temperature": temperature,
+            "ece_uncalibrated": cal.ece(before, y), "ece": cal.ece(after, y),
+            "reliability_uncalibrated": cal.reliability(before, y), "reliability": cal.reliability(after, y),
+            **flags}  # fmt: skip
+
+
+def evaluate_tables(songs: pd.DataFrame, clips: pd.DataFrame, labels: pd.Series, genres: tuple[str, ...], *,
+                    temperature: float | None = None, uncertain_below: float | None = None,
+                    ) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+    """All metrics of a tagged, labelled set: ``(metrics, song_frame)``; ``labels`` is indexed by path.
+    ``temperature`` and ``uncertain_below`` are the model's calibration (:func:`calibration_metrics`)."""
     frame = song_frame(songs, labels, genres)
     index = {g: i for i, g in enumerate(genres)}
     y = frame["label"].map(index).to_numpy()
@@ -106,5 +127,7 @@ def evaluate_tables(songs: pd.DataFrame, clips: pd.DataFrame, labels: pd.Series,
         "confusion_matrix": {"genres": list(genres), "rows": "true genre", "columns": "predicted genre",
                              "counts": song_m.get("confusion_matrix", [])},  # fmt: skip
         "aggregations": aggregation_comparison(clips, frame.set_index("song_id")["label"], genres) if len(clips) else {},
+        "calibration": calibration_metrics(frame, genres, temperature=temperature, uncertain_below=uncertain_below)
+        if len(frame) else {},
     }
     return metrics, frame

@@ -312,6 +312,8 @@ def feature_kind(name: str) -> FeatureKind:
     """The registered kind ``name``; a clear error for an unknown one."""
     if name not in FEATURES and name.startswith("musicnn"):
         import mgr_batch.features_musicnn  # noqa: F401  (registers the musicnn kinds on first use)
+    if name not in FEATURES and name.startswith("stacked"):
+        import mgr_batch.features_stacked  # noqa: F401
     if name not in FEATURES and name.startswith("efficientat"):
         import mgr_batch.features_efficientat  # noqa: F401  (registers the EfficientAT kinds on first use)
     if name not in FEATURES:
@@ -390,6 +392,7 @@ DEFAULT_PRESET = {
     "logmel": "logmel", "stft": "stft4k", "mfcc": "mfcc", "raw": "raw2s", "classic58": "classic58_30s",
     "classic58_seq": "classic58_seq3", "musicnn": "musicnn", "musicnn_embedding": "musicnn_embedding",
     "efficientat": "efficientat", "efficientat_logmel": "efficientat", "efficientat_embedding": "efficientat_embedding",
+    "stacked_embedding": "musicnn_efficientat",
 }  # fmt: skip
 
 
@@ -408,6 +411,7 @@ def preset(name: str) -> Preset:
     if name not in PRESETS and name.startswith("musicnn"):
         try:
             import mgr_batch.features_musicnn  # noqa: F401  (adds its presets)
+            import mgr_batch.features_stacked  # noqa: F401
         except ImportError:  # not built yet in this checkout
             pass
     if name not in PRESETS and name.startswith("efficientat"):

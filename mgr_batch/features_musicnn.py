@@ -21,8 +21,10 @@ from mgr_batch.features import PRESETS, Preset, log_mel, register_feature
 from mgr_batch.models.musicnn import HOP_LENGTH, N_FFT, N_MELS, SR, Musicnn, pretrained_path
 
 #: Embedding layers and their sizes: musicnn's max- and mean-pooled front+mid-end maps, the 200-unit
-#: penultimate dense layer, and max and mean pooled side by side.
-LAYERS = {"max_pool": 753, "mean_pool": 753, "penultimate": 200, "max_mean": 1506}
+#: penultimate dense layer, max and mean pooled side by side, and the taggram (the 50 tag probabilities).
+LAYERS = {"max_pool": 753, "mean_pool": 753, "penultimate": 200, "max_mean": 1506, "taggram": 50}
+#: The shipped musicnn networks whose layers are embeddings (the VGG baselines are not offered).
+NETWORKS = ("MSD_musicnn", "MTT_musicnn")
 #: The default layer: the smallest; with a logistic-regression head it scores 0.656 song accuracy on GTZAN's
 #: artist-filtered valid split (docs/reproduction.md). ``benchmarks/transfer_layers.py`` compares the layers.
 DEFAULT_LAYER = "penultimate"
@@ -77,17 +79,33 @@ def musicnn_input(clips: np.ndarray, *, sr: int) -> np.ndarray:
     return log_mel(clips, sr=SR, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS, scale="log1p")
 
 
-def embed_logmel(x: np.ndarray, *, pretrained: str = DEFAULT_PRETRAINED, layer: str = DEFAULT_LAYER) -> np.ndarray:
-    """Embeddings (n, LAYERS[layer]) float32 of musicnn inputs ``x`` (n, 96, frames), CHUNK_CLIPS at a time."""
+def _layer(out: dict[str, torch.Tensor], layer: str) -> torch.Tensor:
+    if layer == "max_mean":
+        return torch.cat([out["max_pool"], out["mean_pool"]], dim=1)
+    if layer == "taggram":
+        return torch.sigmoid(out["logits"])
+    return out[layer]
+
+
+def embed_logmel_layers(x: np.ndarray, *, pretrained: str = DEFAULT_PRETRAINED,
+                        layers: tuple[str, ...] = (DEFAULT_LAYER,)) -> dict[str, np.ndarray]:  # fmt: skip
+    """Several layers' embeddings of musicnn inputs ``x`` (n, 96, frames) from one forward pass each
+    CHUNK_CLIPS clips: ``{layer: (n, LAYERS[layer]) float32}``."""
     net = pretrained_network(pretrained)
     device = next(net.parameters()).device
-    out = np.empty((len(x), LAYERS[layer]), np.float32)
+    out = {layer: np.empty((len(x), LAYERS[layer]), np.float32) for layer in layers}
     with torch.inference_mode():
         for lo in range(0, len(x), CHUNK_CLIPS):
-            e = net.embed(torch.from_numpy(np.ascontiguousarray(x[lo : lo + CHUNK_CLIPS])).to(device))
-            v = torch.cat([e["max_pool"], e["mean_pool"]], dim=1) if layer == "max_mean" else e[layer]
-            out[lo : lo + len(v)] = v.float().cpu().numpy()
+            e = net.extract(torch.from_numpy(np.ascontiguousarray(x[lo : lo + CHUNK_CLIPS])).to(device))
+            for layer in layers:
+                v = _layer(e, layer)
+                out[layer][lo : lo + len(v)] = v.float().cpu().numpy()
     return out
+
+
+def embed_logmel(x: np.ndarray, *, pretrained: str = DEFAULT_PRETRAINED, layer: str = DEFAULT_LAYER) -> np.ndarray:
+    """Embeddings (n, LAYERS[layer]) float32 of musicnn inputs ``x`` (n, 96, frames), CHUNK_CLIPS at a time."""
+    return embed_logmel_layers(x, pretrained=pretrained, layers=(layer,))[layer]
 
 
 def musicnn_embedding(
@@ -127,7 +145,8 @@ def _shape(n: int, *, sr: int, cfg: FeatureConfig) -> tuple[int, int]:
 @register_feature(
     "musicnn_embedding",
     shape=_shape,
-    description="pre-trained musicnn embedding of the clip (dims x 1); params: pretrained (MSD_musicnn), "
+    description="pre-trained musicnn embedding of the clip (dims x 1); params: pretrained (MSD_musicnn or "
+    "MTT_musicnn), "
     f"layer ({', '.join(LAYERS)}; default {DEFAULT_LAYER})",
     chunk=CHUNK_CLIPS,
 )

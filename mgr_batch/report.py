@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mgr_batch import calibration as cal
 from mgr_batch import plots, storage
 
 
@@ -56,6 +57,16 @@ def markdown(metrics: dict[str, Any], songs: pd.DataFrame, *, title: str = "Eval
         lines += ["", "## Song-level aggregation of clips", "", "| method | song accuracy | balanced accuracy |", "|---|---|---|"]
         for method, m in metrics["aggregations"].items():
             lines.append(f"| {method} | {_fmt(m['song_accuracy'])} | {_fmt(m['song_balanced_accuracy'])} |")
+    c = metrics.get("calibration") or {}
+    if c:
+        lines += ["", f"## Calibration (song probabilities, {c['bins']} bins)", "", "| | value |", "|---|---|",
+                  f"| expected calibration error before calibration | {_fmt(c['ece_uncalibrated'])} |",
+                  f"| expected calibration error as written | {_fmt(c['ece'])} |",
+                  f"| temperature | {_fmt(c['temperature'])} |",
+                  f"| uncertain threshold (certainty below) | {_fmt(c['uncertain_below'])} |",
+                  f"| share of songs flagged uncertain | {_fmt(c['uncertain_share'])} |",
+                  f"| accuracy of the songs not flagged | {_fmt(c['accuracy_not_uncertain'])} |",
+                  "", "![reliability diagram](reliability.png)"]  # fmt: skip
     lines += ["", "## Per genre (certainty = mean log10(p1/p2) over the genre's songs)", "",
               "| genre | support | precision | recall | f1 | mean certainty |", "|---|---|---|---|---|---|"]  # fmt: skip
     for g, m in metrics["per_genre"].items():
@@ -85,4 +96,12 @@ def write_report(directory: str, metrics: dict[str, Any], songs: pd.DataFrame, s
     songs.to_parquet(buf, index=False)
     put("songs.parquet", buf.getvalue())
     put("confusion_matrix.png", confusion_png(np.array(metrics["confusion_matrix"]["counts"]), metrics["confusion_matrix"]["genres"]))
+    c = metrics.get("calibration") or {}
+    if c:
+        genres = metrics["confusion_matrix"]["genres"]
+        y = songs["label"].map({g: i for i, g in enumerate(genres)}).to_numpy()
+        after = songs[[f"p_{g}" for g in genres]].to_numpy(np.float64)
+        before = cal.apply_temperature(after, 1.0 / c["temperature"]) if c.get("temperature") else None
+        put("reliability.png", cal.reliability_png(before if before is not None else after,
+                                                   after if before is not None else None, y))  # fmt: skip
     put("report.md", markdown(metrics, songs, title=title).encode())

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from mgr_batch import audio as audio_io
-from mgr_batch import checkpoint, clips, features, segmentation, storage
+from mgr_batch import calibration, checkpoint, clips, features, segmentation, storage
 from mgr_batch import features_efficientat as fe
 from mgr_batch import features_musicnn as fm
+from mgr_batch import features_stacked as fs
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, SegmentationConfig
 from mgr_batch.errors import AudioError, AudioReadError, ConfigError, error_type
 from mgr_batch.models.common import fold_batch_norm
@@ -234,10 +235,11 @@ GPU_BATCH_SIZE = 64
 
 
 def actor_split(cfg: FeatureConfig, *, sr: int):
-    """The feature module (:mod:`mgr_batch.features_musicnn` or :mod:`mgr_batch.features_efficientat`) whose
-    pre-trained network features ``cfg`` at ``sr`` Hz can leave to the inference actor (the decode tasks
-    compute the module's ``INPUT_FEATURES``, the actor its ``embed_inputs``), or None when they cannot split."""
-    for module in (fm, fe):
+    """The feature module (:mod:`mgr_batch.features_musicnn`, :mod:`mgr_batch.features_efficientat` or
+    :mod:`mgr_batch.features_stacked`) whose pre-trained network features ``cfg`` at ``sr`` Hz can leave to the
+    inference actor (the decode tasks compute the module's ``INPUT_FEATURES``, the actor its ``embed_inputs``;
+    a stack's decoded clips), or None when they cannot split."""
+    for module in (fm, fe, fs):
         if module.splits_into_actor(cfg, sr=sr):
             return module
     return None
@@ -292,12 +294,23 @@ class Predictor:
                 out[lo : lo + len(xb)] = self.model.timeline(xb).float().cpu().numpy()
         return out
 
+    def embedded(self, x: np.ndarray) -> np.ndarray:
+        """The model's features of ``x``: as they are, or, when the decode tasks sent the pre-trained networks'
+        inputs instead (musicnn's log-mel, or a stack's decoded clips (n, 1, samples)), their embeddings."""
+        feats, sr = self.spec.features, self.spec.audio.sr
+        if x.shape[1:] == self.spec.input_shape:
+            return x
+        split = actor_split(feats, sr=sr)
+        if split is fs:
+            return fs.embed_inputs(x, feats, sr=sr)  # decoded clips from the decode tasks
+        if split is not None:
+            return split.embed_inputs(x, feats)  # a network's log-mel from the decode tasks
+        return x
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (n, n_genres) of features (n, n_features, n_steps): the model's ``activation``
         (softmax over genres, or sigmoid per tag) of a torch model's outputs, or a classic model's own."""
-        split = actor_split(self.spec.features, sr=self.spec.audio.sr)
-        if split is not None and x.shape[1:] != self.spec.input_shape:
-            x = split.embed_inputs(x, self.spec.features)  # log-mel from the decode tasks
+        x = self.embedded(x)
         if not isinstance(self.model, torch.nn.Module):  # a fitted scikit-learn pipeline
             return self.model.predict_proba(x)
         activate = torch.sigmoid if self.spec.activation == "sigmoid" else functools.partial(torch.softmax, dim=-1)
@@ -308,13 +321,33 @@ class Predictor:
                 out[lo : lo + len(xb)] = activate(self.forward(xb).float()).cpu().numpy()
         return out
 
+    @property
+    def song_level(self) -> bool:
+        """Whether songs get their own probabilities (``song_probs``): a song-level head, or a calibrated model."""
+        return bool(getattr(self.model, "song_level", False)) or self.spec.temperature is not None
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feats = list(batch["features"])
         counts = [len(f) for f in feats]
         flat = [f for f in feats if len(f)]
-        probs = self.predict_proba(np.concatenate(flat)) if flat else np.zeros((0, len(self.spec.genres)), np.float32)
+        x = self.embedded(np.concatenate(flat)) if flat else None
+        probs = self.predict_proba(x) if flat else np.zeros((0, len(self.spec.genres)), np.float32)
         out = {k: v for k, v in batch.items() if k != "features"}
-        out["clip_probs"] = _objects(np.split(probs, np.cumsum(counts)[:-1]) if counts else [])
+        song_clip_probs = np.split(probs, np.cumsum(counts)[:-1]) if counts else []
+        if self.song_level:
+            # A song-level head scores each song from its pooled clips; a calibrated model's probabilities
+            # (songs and clips) go through its temperature (mgr_batch.calibration).
+            song_x = np.split(x, np.cumsum(counts)[:-1]) if flat else [np.zeros((0,))] * len(counts)
+            pooled = getattr(self.model, "predict_song_proba", None)
+            song_probs = [(pooled(sx) if pooled is not None else cp.mean(axis=0)) if len(cp) else cp.sum(axis=0)
+                          for sx, cp in zip(song_x, song_clip_probs, strict=True)]  # fmt: skip
+            t = self.spec.temperature
+            if t is not None:
+                song_probs = [calibration.apply_temperature(p, t) if len(c) else p
+                              for p, c in zip(song_probs, song_clip_probs, strict=True)]  # fmt: skip
+                song_clip_probs = [calibration.apply_temperature(c, t) if len(c) else c for c in song_clip_probs]
+            out["song_probs"] = _objects([np.asarray(p, np.float32) for p in song_probs])
+        out["clip_probs"] = _objects(song_clip_probs)
         if self.timeline:
             out.update(self._timelines(feats, counts, batch["clip_start_s"] if feats else []))
         return out

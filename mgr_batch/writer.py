@@ -18,9 +18,14 @@ from mgr_batch.stages import certainty, song_probabilities
 
 
 def build_tables(
-    batch: dict[str, np.ndarray], *, genres: tuple[str, ...], model_id: str, clip_seconds: float, aggregation: str = "mean"
+    batch: dict[str, np.ndarray], *, genres: tuple[str, ...], model_id: str, clip_seconds: float, aggregation: str = "mean",
+    uncertain_below: float | None = None,
 ) -> dict[str, pa.Table]:
     """Songs, clips and errors tables (in :mod:`mgr_batch.schemas` form) of one predicted batch.
+
+    Song probabilities are the batch's ``song_probs`` when the Predictor gave them (a song-level head, a
+    calibrated model), else the ``aggregation`` of the song's ``clip_probs``. ``uncertain`` is
+    ``certainty < uncertain_below``, or null for every song when the model has no threshold.
 
     Needs the listing columns, the featurize columns (less ``features``) and ``clip_probs``; a batch with
     the Predictor's ``timeline_probs`` also gets a timeline table (:func:`timeline_table`), one with the
@@ -31,14 +36,20 @@ def build_tables(
     idx = np.flatnonzero(ok)
     g = np.asarray(genres)
 
-    song_probs = np.stack([song_probabilities(batch["clip_probs"][i], method=aggregation) for i in idx]) if len(idx) else np.zeros((0, len(genres)))
+    if "song_probs" in batch:  # a song-level head's own (or a calibrated model's) song probabilities
+        song_probs = np.stack([np.asarray(batch["song_probs"][i]) for i in idx]) if len(idx) else np.zeros((0, len(genres)))
+    else:
+        song_probs = np.stack([song_probabilities(batch["clip_probs"][i], method=aggregation) for i in idx]) if len(idx) else np.zeros((0, len(genres)))
+    song_certainty = certainty(song_probs) if len(idx) else np.zeros(0)
     order = np.argsort(-song_probs, axis=1, kind="stable")
     songs = {c: batch[c][idx] for c in _copied("songs", batch)}
     songs.setdefault("decode_notes", [""] * len(idx))  # batches featurized without notes (e.g. by hand)
     songs.update({
         "genre": g[order[:, 0]] if len(idx) else np.zeros(0, str),
         "confidence": song_probs[np.arange(len(idx)), order[:, 0]] if len(idx) else np.zeros(0),
-        "certainty": certainty(song_probs) if len(idx) else np.zeros(0),
+        "certainty": song_certainty,
+        # null (unknown) for a model without a threshold; never False by default
+        "uncertain": [None] * len(idx) if uncertain_below is None else (song_certainty < uncertain_below).tolist(),
         "top3": [list(g[o[:3]]) for o in order],
         "model_id": [model_id] * len(idx),
     })  # fmt: skip
@@ -165,6 +176,7 @@ def write_tables(
     clip_seconds: float,
     storage_options: dict[str, Any] | None = None,
     aggregation: str = "mean",
+    uncertain_below: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Write one predicted batch as a Parquet part per table under ``output``; return a summary row.
 
@@ -172,7 +184,8 @@ def write_tables(
     so a killed run never leaves a half-written file for readers. Part names derive from the batch's
     song ids, so the same batch always lands in the same file.
     """
-    tables = build_tables(batch, genres=genres, model_id=model_id, clip_seconds=clip_seconds, aggregation=aggregation)
+    tables = build_tables(batch, genres=genres, model_id=model_id, clip_seconds=clip_seconds, aggregation=aggregation,
+                          uncertain_below=uncertain_below)  # fmt: skip
     _write_parts(tables, output, part_name(batch["song_id"]), storage_options, schemas.part_metadata(model_id, genres))
     errors = Counter(tables["errors"].column("error_type").to_pylist())
     return {

@@ -154,9 +154,10 @@ def test_fixture_checkpoint_loads(tiny_model):
 
 
 def test_packaged_models_load_and_predict():
-    """The shipped default (musicnn embedding + logistic regression) and the packaged log-mel CNN load by
-    name, are small, and give one probability row per clip of their own input shape."""
-    for name, kind in ((None, "musicnn_embedding"), ("logmel-cnn", "logmel")):
+    """The shipped default (stacked MSD_musicnn + EfficientAT embeddings, song-level head), the earlier default
+    (musicnn embedding + logistic regression) and the packaged log-mel CNN load by name, are small, and give
+    one probability row per clip of their own input shape."""
+    for name, kind in ((None, "stacked_embedding"), ("musicnn-logreg", "musicnn_embedding"), ("logmel-cnn", "logmel")):
         model, spec = checkpoint.load(name)
         assert spec.features.kind == kind and spec.genres == GTZAN_GENRES
         folder = checkpoint.resolve(name)
@@ -165,3 +166,6 @@ def test_packaged_models_load_and_predict():
         probs = model.predict_proba(x) if spec.family == "classic" else torch.softmax(model(torch.from_numpy(x)), -1).detach().numpy()
         assert probs.shape == (3, len(GTZAN_GENRES)) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert checkpoint.resolve("default") == checkpoint.resolve(None) != checkpoint.resolve("logmel-cnn")
+    assert checkpoint.resolve("musicnn-logreg") != checkpoint.resolve(None)
+    spec = checkpoint.load_spec(None)
+    assert spec.train["n_songs"] == {"train": 444} and spec.temperature > 0 and spec.uncertain_below > 0

@@ -30,9 +30,9 @@ def test_models_lists_the_registry(capsys):
     assert rows["cnn"][1:4] == ["neural", "logmel", "(logmel)"] and rows["svm"][1:4] == ["classic", "classic58", "(classic58_30s)"]
     assert rows["vgg"][3] == "(logmel128)" and rows["efficientat"][1:4] == ["neural", "efficientat", "(efficientat)"]
     packaged = lines[end + 1].split(": ", 1)[1].split(", ")
-    assert packaged == ["default", "logmel-cnn", "msd-tags", "audioset-tags"]
+    assert packaged == ["default", "musicnn-logreg", "logmel-cnn", "msd-tags", "audioset-tags"]
     kinds = [line.split()[0] for line in lines[end + 3 :]]
-    assert kinds == ["efficientat_embedding", "musicnn_embedding"]
+    assert kinds == ["efficientat_embedding", "musicnn_embedding", "stacked_embedding"]
 
 
 def test_models_lists_the_presets(capsys):

@@ -110,8 +110,8 @@ def test_msd_tags_is_a_zero_training_tagger(labelled, tmp_path):
     np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
-def test_shipped_default_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_path):
-    """The shipped default (musicnn embedding + logistic regression): with ``inference.embed_in_actor`` the
+def test_musicnn_logreg_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_path):
+    """The earlier default (musicnn embedding + logistic regression): with ``inference.embed_in_actor`` the
     decode tasks send musicnn's log-mel and the inference actor runs the pre-trained network (what a GPU
     actor does); the probabilities equal those of the network run in the decode tasks. ``--embeddings``
     reuses the model's own per-clip embeddings in the tasks case, and runs the Embedder in the actor case:
@@ -121,9 +121,10 @@ def test_shipped_default_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_pa
     write_noise(src / "noise.flac", seconds=4.0, seed=3)
     config = tmp_path / "actor.yaml"
     config.write_text("inference:\n  embed_in_actor: true\n")
-    assert main(["tag", str(src), "-o", str(tmp_path / "tasks"), "--embeddings"]) == 0
-    assert main(["tag", str(src), "-o", str(tmp_path / "actor"), "--embeddings", "--config", str(config)]) == 0
-    spec = checkpoint.load_spec(None)
+    old = ["--model", "musicnn-logreg"]
+    assert main(["tag", str(src), "-o", str(tmp_path / "tasks"), "--embeddings", *old]) == 0
+    assert main(["tag", str(src), "-o", str(tmp_path / "actor"), "--embeddings", "--config", str(config), *old]) == 0
+    spec = checkpoint.load_spec("musicnn-logreg")
     assert spec.features.kind == "musicnn_embedding"
     cols = ["path", "n_clips", "genre"] + [f"p_{g}" for g in spec.genres]
     tasks, actor = (pq.read_table(tmp_path / d / "songs").to_pandas()[cols].sort_values("path").reset_index(drop=True)
@@ -137,15 +138,37 @@ def test_shipped_default_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_pa
 
 
 def test_predictor_embeds_musicnn_log_mel_itself():
-    """Given musicnn's log-mel instead of embeddings, the shipped default's Predictor runs the network first."""
+    """Given musicnn's log-mel instead of embeddings, musicnn-logreg's Predictor runs the network first."""
     from mgr_batch import features_musicnn as fm
     from mgr_batch.stages import Predictor
 
-    spec = checkpoint.load_spec(None)
+    spec = checkpoint.load_spec("musicnn-logreg")
     rng = np.random.default_rng(0)
     song_clips = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * 16000) / 16000) + 0.05 * rng.normal(size=(4, 3 * 16000))).astype(np.float32)
     x_mel = features.featurize(song_clips, sr=16000, cfg=fm.INPUT_FEATURES)
     x_emb = features.featurize(song_clips, sr=16000, cfg=spec.features)
     assert x_mel.shape[1] == 96 and x_emb.shape[1:] == spec.input_shape
-    predictor = Predictor(None, device="cpu")
+    predictor = Predictor("musicnn-logreg", device="cpu")
     np.testing.assert_allclose(predictor.predict_proba(x_mel), predictor.predict_proba(x_emb), atol=1e-5)
+
+
+def test_shipped_default_runs_its_networks_in_the_tasks_or_the_actor_alike(tmp_path):
+    """The shipped default (MSD_musicnn + EfficientAT stacked, song-level head, calibrated): with
+    ``inference.embed_in_actor`` the decode tasks send the decoded 32 kHz clips and the actor runs both
+    networks (what a GPU actor does); songs and clips equal those of the networks run in the decode tasks."""
+    src = tmp_path / "in"
+    write_tone(src / "tone.wav", seconds=7.0, freq=330.0)
+    write_noise(src / "noise.flac", seconds=4.0, seed=3)
+    config = tmp_path / "actor.yaml"
+    config.write_text("inference:\n  embed_in_actor: true\n")
+    assert main(["tag", str(src), "-o", str(tmp_path / "tasks")]) == 0
+    assert main(["tag", str(src), "-o", str(tmp_path / "actor"), "--config", str(config)]) == 0
+    spec = checkpoint.load_spec(None)
+    assert spec.features.kind == "stacked_embedding" and spec.audio.sr == 32000
+    probs = [f"p_{g}" for g in spec.genres]
+    for table in ("songs", "clips"):
+        tasks, actor = (pq.read_table(tmp_path / d / table).to_pandas().sort_values(["path"] + (["clip_index"] if table == "clips" else []))
+                        for d in ("tasks", "actor"))  # fmt: skip
+        np.testing.assert_allclose(actor[probs].to_numpy(), tasks[probs].to_numpy(), atol=1e-5)
+    songs = pq.read_table(tmp_path / "tasks" / "songs").to_pandas()
+    assert songs["uncertain"].notna().all() and list(songs.sort_values("path")["n_clips"]) == [1, 2]

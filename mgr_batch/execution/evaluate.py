@@ -53,7 +53,8 @@ def score(tags: str, files: pd.DataFrame, spec: ModelSpec, counts: dict[str, Any
     """Metrics of the songs/ and clips/ tables under ``tags`` against the labels of ``files``."""
     songs = _read(storage.join(tags, "songs"), so)
     clips = _read(storage.join(tags, "clips"), so)
-    metrics, frame = evaluate_tables(songs, clips, files.set_index("path")["label"], spec.genres)
+    metrics, frame = evaluate_tables(songs, clips, files.set_index("path")["label"], spec.genres,
+                                     temperature=spec.temperature, uncertain_below=spec.uncertain_below)  # fmt: skip
     metrics = {
         "model_id": spec.model_id,
         "data_manifest_hash": datasets.manifest_hash(files),

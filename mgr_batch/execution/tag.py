@@ -164,7 +164,8 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
     ds = ds.map_batches(
         write_tables,
         fn_kwargs=dict(output=output, genres=spec.genres, model_id=spec.model_id,
-                       clip_seconds=clip_cfg.clip_seconds, storage_options=storage_options),  # fmt: skip
+                       clip_seconds=clip_cfg.clip_seconds, storage_options=storage_options,
+                       uncertain_below=spec.uncertain_below),  # fmt: skip
         batch_size=None,
         batch_format="numpy",
         **(DECODE_TASK if inference.in_decode_tasks else write_task_args(inference)),

@@ -215,15 +215,52 @@ def fit_classic(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, c
     model = spec.build()
     model.seed = cfg.optim.seed
     model.fit(train["features"], train["label"], groups=train["song_id"])
+    calibrated = _calibration(model, train) if model.calibrate else {}
     metrics: dict[str, Any] = {}
     valid = _clips(songs, spec.genres, "valid") if "valid" in set(files["split"]) else None
     if valid is not None and len(valid["label"]):
         summary = accuracy_summary(model.predict_proba(valid["features"]), valid["song_id"], valid["label"])
+        if model.song_level:  # the head's own song probabilities, not the mean of its clips'
+            summary |= song_level_summary(model, valid)
         metrics = {f"valid_{k}": v for k, v in summary.items()}
     extra = {"n_clips": {"train": int(len(train["label"])), **({"valid": int(len(valid["label"]))} if valid else {})},
              "best_params": model.best_params, "n_failed_songs": n_failed}  # fmt: skip
     log.info("fitted %s %s; %s", spec.model.name, model.best_params, metrics)
+    if calibrated:
+        spec = _with(spec, calibration=calibrated)
     return _save(model, spec, cfg, files, extra, metrics, started)
+
+
+def song_level_summary(model, clips: dict[str, np.ndarray]) -> dict[str, float]:
+    """Song accuracy and balanced accuracy of a song-level head on ``clips`` (its pooled rows per song)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    songs, first = np.unique(clips["song_id"], return_index=True)
+    pred = np.array([model.predict_song_proba(clips["features"][clips["song_id"] == s]).argmax() for s in songs])
+    truth = clips["label"][first]
+    return {"song_accuracy": float((pred == truth).mean()), "song_balanced_accuracy": float(balanced_accuracy_score(truth, pred))}
+
+
+def _calibration(model, train: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Temperature and uncertainty threshold of ``model``, fitted on out-of-fold song probabilities of the
+    training songs (:data:`mgr_batch.calibration.CALIBRATION_FOLDS` folds of whole songs)."""
+    from mgr_batch import calibration as cal
+
+    probs, labels = model.out_of_fold_song_proba(train["features"], train["label"], train["song_id"],
+                                                 folds=cal.CALIBRATION_FOLDS)  # fmt: skip
+    temperature = cal.fit_temperature(probs, labels)
+    after = cal.apply_temperature(probs, temperature)
+    threshold = cal.uncertainty_threshold(after, labels)
+    flags = cal.flag_summary(after, labels, threshold)
+    info = {"method": "temperature", "temperature": temperature, "uncertain_below": threshold,
+            "target_accuracy": cal.TARGET_ACCURACY, "n_songs": int(len(labels)),
+            "folds": int(min(cal.CALIBRATION_FOLDS, np.bincount(labels)[np.unique(labels)].min())),
+            "out_of_fold": {"song_accuracy": float((probs.argmax(1) == labels).mean()),
+                            "ece_before": cal.ece(probs, labels), "ece_after": cal.ece(after, labels),
+                            "uncertain_share": flags["uncertain_share"],
+                            "accuracy_not_uncertain": flags["accuracy_not_uncertain"]}}  # fmt: skip
+    log.info("calibration: %s", info)
+    return info
 
 
 def _shuffled(ds: ray.data.Dataset, *, seed: int | None) -> ray.data.Dataset:

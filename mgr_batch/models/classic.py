@@ -4,6 +4,13 @@ Each is a pipeline ``StandardScaler -> [PCA] -> estimator`` whose hyper-paramete
 search with folds grouped by song (clips of one song never sit on both sides of an inner split).
 Features of shape (n, n_features, n_steps) are flattened to (n, n_features * n_steps). Fitted models are
 saved with ``skops`` (no pickle: loading a checkpoint never runs code from it).
+
+``pooling`` picks what one training row is: ``clip`` (each clip, labelled with its song's genre; a song's
+probabilities are then the mean of its clips'), or a song-level head fitted on one row per song:
+``mean`` (the mean of the song's clip features) or ``mean_std`` (their mean and standard deviation side
+by side). A song-level head scores a song from its pooled row (:meth:`ClassicModel.predict_song_proba`);
+its clip rows are the same head applied to each clip alone, as a song of one clip (pooled row = the
+clip's features, with a standard deviation of 0 for ``mean_std``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,34 @@ TRUSTED_TYPES = (
 )
 #: Inner folds of the grouped grid search (fewer when there are fewer songs per genre).
 INNER_FOLDS = 3
+#: What one training row of a classic head is: a clip, or one pooled row per song.
+POOLINGS = ("clip", "mean", "mean_std")
+
+
+def pool_rows(x: np.ndarray, groups: np.ndarray, pooling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened features ``x`` (n_clips, d) pooled per song of ``groups`` (n_clips,): ``(rows (n_songs, d or
+    2d), first clip index of each song (n_songs,))``, songs in order of first appearance."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # songs in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    song = rank[inverse.ravel()]
+    n = len(first)
+    counts = np.bincount(song, minlength=n).astype(np.float64)[:, None]
+    mean = np.zeros((n, x.shape[1]))
+    np.add.at(mean, song, x)
+    mean /= counts
+    if pooling == "mean":
+        return mean, first[order]
+    sq = np.zeros((n, x.shape[1]))
+    np.add.at(sq, song, (x - mean[song]) ** 2)
+    return np.concatenate([mean, np.sqrt(sq / counts)], axis=1), first[order]
+
+
+def pool_song(x: np.ndarray, pooling: str) -> np.ndarray:
+    """One song's flattened clip features (n_clips, d) -> its pooled row (1, d or 2d)."""
+    mean = x.mean(axis=0, keepdims=True)
+    return mean if pooling == "mean" else np.concatenate([mean, x.std(axis=0, keepdims=True)], axis=1)
 
 
 def _svm(**kw: Any):
@@ -43,7 +78,7 @@ def _svm(**kw: Any):
 def _logreg(**kw: Any):
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(solver="newton-cg", max_iter=2000, **kw)
+    return LogisticRegression(**({"solver": "newton-cg", "max_iter": 2000} | kw))
 
 
 def _knn(**kw: Any):
@@ -79,7 +114,9 @@ class ClassicModel:
     """A scikit-learn classifier over clip features (n, n_features, n_steps) -> genre probabilities.
 
     ``pca`` overrides the estimator's default PCA size (0 turns PCA off); ``grid`` replaces the
-    search grid (``{}``: no search); other keyword arguments go to the estimator.
+    search grid (``{}``: no search); ``pooling`` is the training row (:data:`POOLINGS`, see the module);
+    ``calibrate`` asks training to fit a temperature and an uncertainty threshold by cross-validation
+    (:mod:`mgr_batch.calibration`); other keyword arguments go to the estimator.
     """
 
     family = "classic"
@@ -93,10 +130,15 @@ class ClassicModel:
         pca: int | None = None,
         grid: dict[str, list[Any]] | None = None,
         seed: int = 0,
+        pooling: str = "clip",
+        calibrate: bool = False,
         **estimator_params: Any,
     ) -> None:
         if name not in ESTIMATORS:
             raise ConfigError(f"unknown classic model {name!r}")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"classic model pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        self.pooling, self.calibrate = pooling, bool(calibrate)
         factory, default_grid, default_pca = ESTIMATORS[name]
         self.name, self.n_classes, self.input_shape, self.seed = name, n_classes, tuple(input_shape), seed
         self.pca = default_pca if pca is None else pca
@@ -126,15 +168,28 @@ class ClassicModel:
         """(n, n_features, n_steps) -> (n, n_features * n_steps) float64."""
         return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
 
+    @property
+    def song_level(self) -> bool:
+        """Whether the head scores songs from one pooled row each (``pooling`` is not ``clip``)."""
+        return self.pooling != "clip"
+
+    def rows(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Training rows ``(x2, y, groups)`` of clip features ``x``: clips, or one pooled row per song."""
+        x2 = self.flatten(x)
+        if not self.song_level:
+            return x2, np.asarray(y), np.asarray(groups)
+        pooled, first = pool_rows(x2, np.asarray(groups), self.pooling)
+        return pooled, np.asarray(y)[first], np.asarray(groups)[first]
+
     def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> ClassicModel:
         """Fit on clip features ``x`` (n, ...), labels ``y`` (n,) and song ids ``groups`` (n,).
 
         The grid search's inner folds are grouped by song; with too few songs to fold, the first grid
-        point is used.
+        point is used. A song-level head fits one pooled row per song.
         """
         from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 
-        x2 = self.flatten(x)
+        x2, y, groups = self.rows(x, y, groups)
         if self.pca and self.pca > min(x2.shape):
             raise ConfigError(f"PCA to {self.pca} dimensions needs at least that many clips and feature values")
         pipeline = self._build()
@@ -150,14 +205,57 @@ class ClassicModel:
             self.pipeline, self.best_params = pipeline.set_params(**first).fit(x2, y), {k[7:]: v for k, v in first.items()}
         return self
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Genre probabilities (n, n_classes) of features (n, ...); genres unseen in training get 0."""
+    def predict_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Genre probabilities (n, n_classes) of training-form rows (n, d); genres unseen in training get 0."""
         if self.pipeline is None:
             raise ConfigError(f"classic model {self.name!r} is not fitted")
-        out = np.zeros((len(x), self.n_classes), np.float32)
-        if len(x):
-            out[:, self.pipeline.classes_.astype(int)] = self.pipeline.predict_proba(self.flatten(x))
+        out = np.zeros((len(rows), self.n_classes), np.float32)
+        if len(rows):
+            out[:, self.pipeline.classes_.astype(int)] = self.pipeline.predict_proba(rows)
         return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Genre probabilities (n, n_classes) of clip features (n, ...), each clip on its own (a song-level
+        head sees each clip as a song of one clip); genres unseen in training get 0."""
+        x2 = self.flatten(x)
+        if self.song_level and self.pooling == "mean_std":
+            x2 = np.concatenate([x2, np.zeros_like(x2)], axis=1)
+        return self.predict_rows(x2)
+
+    def predict_song_proba(self, x: np.ndarray) -> np.ndarray:
+        """One song's genre probabilities (n_classes,) from its clip features (n_clips, ...): the head on the
+        pooled row for a song-level head, else the mean of its clips' probabilities."""
+        if not self.song_level:
+            return self.predict_proba(x).mean(axis=0)
+        return self.predict_rows(pool_song(self.flatten(x), self.pooling))[0]
+
+    def refit_copy(self) -> ClassicModel:
+        """An unfitted model with this one's chosen hyper-parameters and no grid search."""
+        return ClassicModel(name=self.name, n_classes=self.n_classes, input_shape=self.input_shape, pca=self.pca,
+                            grid={}, seed=self.seed, pooling=self.pooling,
+                            **(self.estimator_params | self.best_params))  # fmt: skip
+
+    def out_of_fold_song_proba(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, folds: int = 5
+                               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Song probabilities of every training song from a copy (:meth:`refit_copy`) fitted without it:
+        ``(probs (n_songs, n_classes), labels (n_songs,))``, by ``folds`` folds of whole songs stratified by genre."""
+        from sklearn.model_selection import StratifiedKFold
+
+        groups, y = np.asarray(groups), np.asarray(y)
+        songs, first = np.unique(groups, return_index=True)
+        labels = y[first]
+        per_genre = np.bincount(labels)[np.unique(labels)] if len(labels) else np.zeros(1, int)
+        folds = min(folds, int(per_genre.min()))
+        probs = np.zeros((len(songs), self.n_classes), np.float32)
+        if folds < 2:
+            raise ConfigError("calibration needs at least 2 training songs of every genre")
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.seed)
+        for fit_songs, test_songs in splitter.split(songs, labels):
+            fit_mask = np.isin(groups, songs[fit_songs])
+            m = self.refit_copy().fit(x[fit_mask], y[fit_mask], groups[fit_mask])
+            for j in test_songs:
+                probs[j] = m.predict_song_proba(x[groups == songs[j]])
+        return probs, labels
 
     def to_bytes(self) -> bytes:
         import skops.io as sio

@@ -86,3 +86,49 @@ def test_a_tampered_classic_checkpoint_is_refused(tmp_path):
     (tmp_path / checkpoint.CLASSIC_WEIGHTS).write_bytes(b"not a skops file")
     with pytest.raises(CheckpointError, match="cannot read classic model"):
         checkpoint.load(str(tmp_path))
+
+
+def test_pool_rows_gives_each_songs_mean_and_std_in_order_of_first_clip():
+    from mgr_batch.models.classic import pool_rows
+
+    x = np.array([[1.0, 0.0], [3.0, 2.0], [10.0, 10.0], [5.0, 4.0]])
+    groups = np.array(["s2", "s2", "s1", "s2"])
+    rows, first = pool_rows(x, groups, "mean_std")
+    assert list(first) == [0, 2]
+    np.testing.assert_allclose(rows[0], [3.0, 2.0, np.std([1, 3, 5]), np.std([0, 2, 4])])
+    np.testing.assert_allclose(rows[1], [10.0, 10.0, 0.0, 0.0])
+    np.testing.assert_allclose(pool_rows(x, groups, "mean")[0], rows[:, :2])
+
+
+@pytest.mark.parametrize("pooling", ["mean", "mean_std"])
+def test_song_level_heads_fit_one_row_per_song_and_score_songs_from_their_pooled_clips(pooling):
+    x, y, groups = songs(n_songs=10, clips_per_song=4)
+    model = ClassicModel(name="logreg", n_classes=3, input_shape=(20, 2), pooling=pooling, grid={}, C=1.0)
+    model.fit(x, y, groups=groups)
+    assert model.song_level and model.pipeline.n_features_in_ == 40 * (2 if pooling == "mean_std" else 1)
+    xt, yt, gt = songs(n_songs=4, clips_per_song=4, seed=1)
+    order = list(dict.fromkeys(gt))  # songs in order of first clip, as rows() gives them
+    song_probs = np.stack([model.predict_song_proba(xt[gt == g]) for g in order])
+    rows, _, _ = model.rows(xt, yt, gt)
+    # the head on the pooled row, not the mean of its clips' probabilities
+    np.testing.assert_allclose(song_probs, model.predict_rows(rows), atol=1e-6)
+    assert not np.allclose(song_probs, np.stack([model.predict_proba(xt[gt == g]).mean(0) for g in order]), atol=1e-3)
+    assert (song_probs.argmax(1) == [yt[gt == g][0] for g in order]).mean() > 0.9
+    # a clip is scored as a song of one clip
+    one = xt[:1]
+    np.testing.assert_allclose(model.predict_proba(one)[0], model.predict_song_proba(one), atol=1e-6)
+
+
+def test_out_of_fold_song_probabilities_never_see_their_song():
+    x, y, groups = songs(n_songs=10, clips_per_song=2)
+    model = ClassicModel(name="logreg", n_classes=3, input_shape=(20, 2), pooling="mean", grid={}, C=1.0).fit(
+        x, y, groups
+    )
+    probs, labels = model.out_of_fold_song_proba(x, y, groups, folds=5)
+    assert probs.shape == (30, 3) and list(labels) == [int(y[groups == g][0]) for g in np.unique(groups)]
+    assert (probs.argmax(1) == labels).mean() > 0.9
+
+
+def test_unknown_pooling_is_a_config_error():
+    with pytest.raises(ConfigError, match="pooling"):
+        ClassicModel(name="logreg", n_classes=3, input_shape=(20, 2), pooling="max")

@@ -1,0 +1,126 @@
+"""Probabilities a user can act on: temperature scaling, calibration error, and an uncertainty threshold.
+
+A checkpoint's ``calibration`` (see :class:`mgr_batch.checkpoint.ModelSpec`) may hold ``temperature``
+(song probabilities become ``softmax(log p / T)``; clip rows get the same ``T``) and ``uncertain_below``
+(a song whose certainty, log10(p1 / p2) of its calibrated probabilities, is below it is flagged
+``uncertain``). Both are fitted by training on out-of-fold song probabilities of the training songs.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+#: Bins of the expected calibration error and the reliability diagram.
+ECE_BINS = 15
+#: Share of unflagged songs that should be right: what ``uncertain_below`` is chosen for.
+TARGET_ACCURACY = 0.95
+#: Out-of-fold folds used to fit the temperature and the threshold.
+CALIBRATION_FOLDS = 5
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log p / T)`` of probability rows (..., n_genres); zeros stay zero."""
+    logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None)) / float(temperature)
+    logp -= logp.max(axis=-1, keepdims=True)
+    e = np.exp(logp) * (np.asarray(probs) > 0)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
+    """The temperature minimizing the negative log-likelihood of labels ``y`` (n,) under ``probs`` (n, k)."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None))
+    y = np.asarray(y, dtype=int)
+
+    def nll(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        z -= z.max(axis=1, keepdims=True)
+        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
+
+
+def reliability(probs: np.ndarray, y: np.ndarray, *, bins: int = ECE_BINS) -> list[dict[str, float]]:
+    """Per confidence bin (equal width over [0, 1]): ``lo``, ``hi``, ``n``, mean ``confidence``, ``accuracy``."""
+    conf, correct = np.asarray(probs).max(axis=1), np.asarray(probs).argmax(axis=1) == np.asarray(y)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        m = index == b
+        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()),
+                    "confidence": float(conf[m].mean()) if m.any() else None,
+                    "accuracy": float(correct[m].mean()) if m.any() else None})  # fmt: skip
+    return out
+
+
+def ece(probs: np.ndarray, y: np.ndarray, *, bins: int = ECE_BINS) -> float | None:
+    """Expected calibration error: the count-weighted mean |accuracy - confidence| over ``bins`` bins."""
+    rows = reliability(probs, y, bins=bins)
+    n = sum(r["n"] for r in rows)
+    if not n:
+        return None
+    return float(sum(r["n"] * abs(r["accuracy"] - r["confidence"]) for r in rows if r["n"]) / n)
+
+
+def certainty(probs: np.ndarray) -> np.ndarray:
+    """log10(p1 / p2) of probability rows (the songs table's ``certainty``)."""
+    from mgr_batch.stages import certainty as _certainty
+
+    return _certainty(probs)
+
+
+def uncertainty_threshold(probs: np.ndarray, y: np.ndarray, *, target: float = TARGET_ACCURACY) -> float:
+    """The lowest certainty threshold t such that the songs with certainty >= t are right at least ``target``
+    of the time (``inf`` if none is: every song would be flagged)."""
+    c = certainty(probs)
+    correct = np.asarray(probs).argmax(axis=1) == np.asarray(y)
+    order = np.argsort(-c, kind="stable")
+    c, correct = c[order], correct[order]
+    acc = np.cumsum(correct) / np.arange(1, len(c) + 1)  # accuracy of the k most certain songs
+    ok = np.flatnonzero(acc >= target)
+    if not len(ok):
+        return float("inf")
+    k = int(ok[-1])  # the largest kept set that meets the target
+    return float(c[k])
+
+
+def flag_summary(probs: np.ndarray, y: np.ndarray, threshold: float | None) -> dict[str, float | None]:
+    """Share of songs flagged ``uncertain`` at ``threshold`` and the accuracy of the rest."""
+    if threshold is None or not len(y):
+        return {"uncertain_share": None, "accuracy_not_uncertain": None, "uncertain_below": threshold}
+    keep = certainty(probs) >= threshold
+    correct = np.asarray(probs).argmax(axis=1) == np.asarray(y)
+    return {"uncertain_share": float(1 - keep.mean()), "uncertain_below": float(threshold),
+            "accuracy_not_uncertain": float(correct[keep].mean()) if keep.any() else None}  # fmt: skip
+
+
+def reliability_png(before: np.ndarray, after: np.ndarray | None, y: np.ndarray, *, bins: int = ECE_BINS) -> bytes:
+    """PNG of the reliability diagram (accuracy against confidence per bin) before and after calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    for probs, label, marker in ((before, "uncalibrated", "o"), (after, "calibrated", "s")):
+        if probs is None:
+            continue
+        rows = [r for r in reliability(probs, y, bins=bins) if r["n"]]
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker=marker,
+                label=f"{label} (ECE {ece(probs, y, bins=bins):.3f})")  # fmt: skip
+    ax.set_xlabel("confidence (top-1 probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Reliability of song probabilities ({bins} bins)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
