@@ -212,6 +212,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     require = (("timeline",) if cfg.timeline else ()) + (("embeddings",) if cfg.embeddings else ())
     todo = output.plan(files, cfg.output, spec.model_id, so, require=require)
     pruned = output.prune(cfg.output, todo.prune, so)
+    output.remove_empty_parts(cfg.output, so)
     log.info("tagging %d file(s) with model %s (%d already done, %d stale rows pruned)",
              len(todo.todo), spec.model_id, todo.skipped, pruned)  # fmt: skip
     counts = {"n_songs": 0, "n_errors": 0, "n_clips": 0, "n_timeline_steps": 0, "n_embeddings": 0, "errors_by_type": {},
@@ -221,6 +222,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
             counts = tag_files(todo.todo, spec=spec, model=cfg.model, clip_cfg=clip_cfg, inference=cfg.inference,
                                output=cfg.output, storage_options=so, timeline=cfg.timeline,
                                embeddings=cfg.embeddings)  # fmt: skip
+    output.ensure_tables(cfg.output, (*TAG_TABLES, *require), spec.genres, so)
     totals = output.table_counts(cfg.output, so)
     summary = {
         "model_id": spec.model_id,
