@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob as _glob
 import hashlib
@@ -242,11 +243,16 @@ def write_bytes_atomic(uri: str, data: bytes, storage_options: dict[str, Any] | 
     fs.makedirs(parent, exist_ok=True)
     if _is_local(fs):
         tmp = os.path.join(parent, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError:  # a full disk, say: leave no half-written temp file behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     else:
         with fs.open(path, "wb") as f:
             f.write(data)

@@ -17,7 +17,7 @@ from mgr_batch import checkpoint, output, storage
 from mgr_batch import features_musicnn as fm
 from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
-from mgr_batch.errors import ConfigError
+from mgr_batch.errors import ConfigError, OutputError
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.models import model_info
 from mgr_batch.schemas import TAG_TABLES
@@ -166,7 +166,7 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
     )
     totals: Counter = Counter()
     error_types: Counter = Counter()
-    for row in ds.take_all():  # one small summary row per written batch
+    for row in _summaries(ds, storage_options):  # one small summary row per written batch
         for key in ("n_songs", "n_errors", "n_clips", "n_timeline_steps", "n_embeddings", "audio_s"):
             totals[key] += row[key]
         error_types.update(json.loads(row["error_types"]))
@@ -182,6 +182,23 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
     if counts["n_songs"] + counts["n_errors"] != n_files:
         raise RuntimeError(f"lost files: {n_files} listed, {counts['n_songs']} songs + {counts['n_errors']} errors")
     return counts
+
+
+def _summaries(ds: ray.data.Dataset, storage_options: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``ds.take_all()``; a task that failed on storage (its error's cause an ``OSError`` or another error of
+    :func:`storage.read_errors`, e.g. a full disk or an S3 server that went away) fails the run with an
+    :class:`OutputError` that says so; any other error is a bug and propagates as it is."""
+    ds.context.raise_original_map_exception = True  # the OSError itself, not a UserCodeException without its cause
+    try:
+        return ds.take_all()
+    except ray.exceptions.RayTaskError as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, storage.read_errors()):
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        if cause is None:
+            raise
+        raise OutputError(f"the run stopped: {type(cause).__name__}: {cause}; every part written so far is whole, "
+                          "and a rerun on the same output completes it") from exc  # fmt: skip
 
 
 def run_tag(cfg: TagConfig) -> dict[str, Any]:
