@@ -72,6 +72,7 @@ def test_a_worker_node_killed_mid_run(tmp_path, tiny_model):
                           env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads(result.read_text())
+    print("node-kill run:", info)
     assert info["nodes"] == 3 and "parts_at_kill" in info, info
     assert info["victim_workers"] >= 1 and not info["victim_alive_after"], info
     assert info["parts_at_kill"] < len(listed), "killed after every batch was written"
