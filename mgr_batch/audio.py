@@ -13,10 +13,12 @@ import soxr
 
 from mgr_batch.errors import (
     AudioDecodeError,
+    AudioReadError,
     EmptyAudioError,
     InvalidAudioError,
     SilentAudioError,
 )
+from mgr_batch.storage import read_errors
 
 #: Seconds of native-rate audio decoded at a time: bounds memory to one block plus the output.
 BLOCK_SECONDS = 30.0
@@ -37,6 +39,9 @@ class Decoded:
     channels: int
     duration: float
     decoder: str
+    #: Peak deviation from their mean of the decoded samples before resampling (None: not measured; then
+    #: :func:`validate` measures ``y``, where a resampler's edge transients can hide a constant DC offset).
+    native_peak: float | None = None
 
     @property
     def analyzed(self) -> float:
@@ -59,11 +64,16 @@ def load(
     and anything else FFmpeg reads). Raises an ``AudioError`` leaf for files that are not usable audio: undecodable,
     empty, NaN/inf samples, or silent.
     """
+    reads = None
     if isinstance(source, str):
         head = _head(source)
     else:
-        head = source.read(len(OGG_MAGIC))
-        source.seek(0)
+        source = reads = _Reads(source)
+        try:
+            head = source.read(len(OGG_MAGIC))
+            source.seek(0)
+        except read_errors() as exc:
+            raise reads.failure(exc) from exc
         if not head:
             raise AudioDecodeError("the file is empty (0 bytes)")
     args = (sr, max_duration, resample_quality)
@@ -75,17 +85,74 @@ def load(
                 decoded = _load_soundfile(_rewound(source), *args)
             else:
                 decoded = _load_pyav(_fresh(source), *args)
-            break
         except sf.LibsndfileError as exc:
             reasons[decoder] = exc.error_string
         except (av.FFmpegError, AudioDecodeError) as exc:
             reasons[decoder] = getattr(exc, "strerror", None) or str(exc)
+        except read_errors():
+            if reads is None or reads.error is None:
+                raise
+        # A read that failed is never data nor a verdict on the file: the decoder saw an early end of file
+        # (libsndfile's callbacks run under cffi, which swallows the exception) or gave up on the bytes it had.
+        if reads is not None and reads.error is not None:
+            raise reads.failure(reads.error) from reads.error
+        if decoded is not None:
+            break
     if decoded is None:
         raise AudioDecodeError(
             f"not decodable as audio (libsndfile: {reasons['libsndfile']}; ffmpeg: {reasons['ffmpeg']})"
         )
-    validate(decoded.y, silence_threshold=silence_threshold)
+    validate(decoded.y, silence_threshold=silence_threshold, native_peak=decoded.native_peak)
     return decoded
+
+
+class _Reads:
+    """A binary file object that keeps the first error its reads or seeks raised, and counts the bytes read.
+
+    Decoders call it from C: libsndfile's virtual IO runs under cffi, which swallows an exception and returns
+    0 (end of file), and FFmpeg may report its own error instead; the kept error tells what really happened.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.error: BaseException | None = None
+        self.n_read = 0
+
+    def _kept(self, call, *args):
+        try:
+            return call(*args)
+        except read_errors() as exc:
+            if self.error is None:
+                self.error = exc
+            raise
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._kept(self.f.read, size)
+        self.n_read += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        n = self._kept(self.f.readinto, buffer) or 0
+        self.n_read += n
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._kept(self.f.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def failure(self, exc: BaseException) -> AudioReadError:
+        return AudioReadError(f"reading failed after {self.n_read} bytes: {type(exc).__name__}: {exc}")
+
+    def __getattr__(self, name: str):
+        return getattr(self.f, name)
 
 
 #: The first bytes of an Ogg container (Vorbis, Opus, FLAC in Ogg).
@@ -114,21 +181,30 @@ def _fresh(source: BinaryIO | str) -> BinaryIO | str:
     if isinstance(source, str):
         return source
     source.seek(0)
-    if isinstance(source, io.BufferedReader):  # what storage.open_input gives for a local path
+    if isinstance(getattr(source, "f", source), io.BufferedReader):  # what storage.open_input gives for a local path
         return source
     return io.BytesIO(source.read())
 
 
-def validate(y: np.ndarray, *, silence_threshold: float = 1e-4) -> None:
-    """Reject waveforms no genre can be read from: empty, non-finite, or silent (incl. pure DC)."""
+def validate(y: np.ndarray, *, silence_threshold: float = 1e-4, native_peak: float | None = None) -> None:
+    """Reject waveforms no genre can be read from: empty, non-finite, or silent (incl. pure DC).
+
+    ``native_peak``: the peak deviation of the samples before resampling (see :class:`Decoded`), which
+    decides silence when given.
+    """
     if y.size == 0:
         raise EmptyAudioError("the file decodes to zero samples")
     if not np.isfinite(y).all():
         raise InvalidAudioError("the samples contain NaN or infinite values")
-    mean = y.mean(dtype=np.float64)
-    peak = float(max(y.max() - mean, mean - y.min()))  # no full-size temporaries: y may be an hour long
+    peak = native_peak if native_peak is not None else _peak_deviation(y)
     if peak < silence_threshold:
         raise SilentAudioError(f"the file is silent (peak deviation {peak:.2e} < {silence_threshold:.0e})")
+
+
+def _peak_deviation(y: np.ndarray) -> float:
+    """max |y - mean(y)| without full-size temporaries (y may be an hour long)."""
+    mean = y.mean(dtype=np.float64)
+    return float(max(y.max() - mean, mean - y.min()))
 
 
 def mix_down(block: np.ndarray) -> np.ndarray:
@@ -151,9 +227,15 @@ class _MonoResampler:
     def __init__(self, sr_in: int, sr_out: int, quality: str) -> None:
         self.stream = None if sr_in == sr_out else soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=quality)
         self.chunks: list[np.ndarray] = []
+        # Sum, least and greatest of the mono samples before resampling, for the silence check.
+        self.n, self.total, self.lo, self.hi = 0, 0.0, np.inf, -np.inf
 
     def add(self, block: np.ndarray, *, last: bool = False) -> None:
         mono = np.ascontiguousarray(mix_down(block) if block.ndim == 2 else block, dtype=np.float32)
+        if mono.size:
+            self.n += mono.size
+            self.total += float(mono.sum(dtype=np.float64))
+            self.lo, self.hi = min(self.lo, float(mono.min())), max(self.hi, float(mono.max()))
         if self.stream is not None:
             mono = self.stream.resample_chunk(mono, last=last)
         if mono.size:
@@ -163,6 +245,13 @@ class _MonoResampler:
         if self.stream is not None:
             self.add(np.zeros((0,), np.float32), last=True)
         return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+    def native_peak(self) -> float | None:
+        """Peak deviation from their mean of the samples added (before resampling); None for none."""
+        if not self.n:
+            return None
+        mean = self.total / self.n
+        return max(self.hi - mean, mean - self.lo)
 
 
 def _load_soundfile(source, sr: int, max_duration: float | None, quality: str) -> Decoded:
@@ -182,7 +271,8 @@ def _load_soundfile(source, sr: int, max_duration: float | None, quality: str) -
     # A file that ends before its header says (a cut MP3 or WAV) reports what it really holds.
     truncated = done < limit
     duration = frames / native_sr if frames > 0 and not truncated else done / native_sr
-    return Decoded(y=y, sr=sr, native_sr=native_sr, channels=channels, duration=duration, decoder="libsndfile")
+    return Decoded(y=y, sr=sr, native_sr=native_sr, channels=channels, duration=duration, decoder="libsndfile",
+                   native_peak=resampler.native_peak())  # fmt: skip
 
 
 def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Decoded:
@@ -203,8 +293,9 @@ def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Dec
         # The header's length where we stopped early, else what was decoded (Opus headers count the
         # encoder's pre-skip; a cut file holds less than its header says).
         duration = float(stream.duration * stream.time_base) if stopped_early and stream.duration else done / native_sr
-    return Decoded(y=resampler.result(), sr=sr, native_sr=native_sr, channels=channels, duration=duration,
-                   decoder="ffmpeg")  # fmt: skip
+    y = resampler.result()
+    return Decoded(y=y, sr=sr, native_sr=native_sr, channels=channels, duration=duration, decoder="ffmpeg",
+                   native_peak=resampler.native_peak())  # fmt: skip
 
 
 def pyav_blocks(frames, sr: int, layout: av.AudioLayout, limit: int | None):

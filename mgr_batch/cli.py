@@ -28,7 +28,7 @@ from mgr_batch.config import (
     load_yaml,
     merge,
 )
-from mgr_batch.errors import ConfigError, MgrBatchError
+from mgr_batch.errors import ConfigError, MgrBatchError, OutputError
 
 TAG_EXAMPLES = """examples:
   mgr-batch tag ~/music --output tags/
@@ -485,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(SUMMARIES[args.command](result, args.output)))
         return 0
+    except OutputError as exc:  # the run itself failed (not its arguments): exit 1, and a rerun completes it
+        print(f"mgr-batch: error: {exc}", file=sys.stderr)
+        return 1
     except MgrBatchError as exc:
         print(f"mgr-batch: error: {exc}", file=sys.stderr)
         return 2

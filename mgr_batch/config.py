@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -371,7 +372,25 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "") -> 
     return cls(**kwargs)
 
 
+#: Numeric config fields by name (a name means the same thing in every config) and the values they take:
+#: at least 1, positive, or not negative. A value outside fails where the config is built, before Ray starts.
+AT_LEAST_ONE = frozenset({
+    "sr", "batch_size", "num_workers", "songs_per_task", "num_cpus", "cpus_per_worker", "epochs", "crops",
+    "n_fft", "hop_length", "n_mels", "n_mfcc", "order", "max_lag", "k_max", "n_clusters", "scale_neighbours",
+})  # fmt: skip
+POSITIVE = frozenset({"max_duration", "clip_seconds", "hop_seconds", "window_seconds", "lr", "cycle_epochs", "scale", "fmax"})
+NOT_NEGATIVE = frozenset({"silence_threshold", "num_gpus", "weight_decay", "fmin", "min_segment_seconds"})
+#: String config fields that take one of a few values (others are checked by their dataclass).
+CHOICES = {"resample_quality": ("HQ", "VHQ", "MQ", "LQ", "QQ")}
+#: Fields with a least value of their own.
+AT_LEAST = {"folds": 2}
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _coerce(hint: Any, value: Any, *, where: str) -> Any:
+    """``value`` as the type ``hint`` says, checked for type and range; one-line ConfigError otherwise."""
+    key = where.rstrip(".")
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -383,17 +402,50 @@ def _coerce(hint: Any, value: Any, *, where: str) -> Any:
         if isinstance(value, hint):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {where.rstrip('.')} must be a mapping")
+            raise ConfigError(f"config key {key} must be a mapping, not {value!r}")
         return from_dict(hint, value, where=where)
     if origin is tuple and value is not None:
         if isinstance(value, str):  # "blues,rock" as a convenience for flags and env vars
             return tuple(v.strip() for v in value.split(",") if v.strip())
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {where.rstrip('.')} must be a list")
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key {key} must be a list of strings, not {value!r}")
         return tuple(value)
-    if hint is float and isinstance(value, int):
-        return float(value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key} must be a mapping, not {value!r}")
+        return value
+    if hint in _TYPE_NAMES:
+        # bool is an int to Python, and "22050" a string to YAML: neither passes for a number here.
+        fits = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            value, fits = float(value), True
+        if not fits:
+            raise ConfigError(f"config key {key} must be {_TYPE_NAMES[hint]}, not {value!r}")
+        if hint in (int, float):
+            _check_range(key, value)
+        elif hint is str and key.rsplit(".", 1)[-1] in CHOICES:
+            _check_choice(key, value)
     return value
+
+
+def _check_choice(key: str, value: str) -> None:
+    choices = CHOICES[key.rsplit(".", 1)[-1]]
+    if value not in choices:
+        raise ConfigError(f"config key {key} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _check_range(key: str, value: float) -> None:
+    name = key.rsplit(".", 1)[-1]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {key} must be finite, not {value}")
+    if name in AT_LEAST_ONE and value < 1:
+        raise ConfigError(f"config key {key} must be at least 1, not {value}")
+    if name in POSITIVE and not value > 0:
+        raise ConfigError(f"config key {key} must be positive, not {value}")
+    if name in NOT_NEGATIVE and value < 0:
+        raise ConfigError(f"config key {key} must not be negative, not {value}")
+    if name in AT_LEAST and value < AT_LEAST[name]:
+        raise ConfigError(f"config key {key} must be at least {AT_LEAST[name]}, not {value}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -422,8 +474,10 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
-            merged = merge(out[key] if isinstance(out.get(key), dict) else {}, value)
-            if merged or key in out:
+            earlier = out.get(key)
+            merged = merge(earlier if isinstance(earlier, dict) else {}, value)
+            # Overrides that set nothing leave a value that is not a mapping as it is, for from_dict to reject.
+            if merged or (key in out and (earlier is None or isinstance(earlier, dict))):
                 out[key] = merged
         else:
             out[key] = value

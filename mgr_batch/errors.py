@@ -27,6 +27,11 @@ class LeakageError(MgrBatchError, ValueError):
     """A song (or artist, or split group) appears on both sides of a split."""
 
 
+class OutputError(MgrBatchError, OSError):
+    """Writing the output failed (a full disk, object storage that went away): the run stops, every part
+    written so far is whole, and a rerun completes it."""
+
+
 class AudioError(MgrBatchError):
     """One file's audio could not be turned into clips; becomes an error row, never a crash."""
 

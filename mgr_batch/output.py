@@ -1,7 +1,7 @@
 """The output folder across runs: what earlier runs wrote, which files are done, pruning rows to redo.
 
 A file is done when the songs or errors table holds its ``path`` with the same ``size``, ``mtime`` and
-``model_id``; anything else is (re)done, and its old rows are pruned first so no song appears twice.
+``model_id`` (an error of stage ``read`` never counts: the file is tried again); anything else is (re)done, and its old rows are pruned first so no song appears twice.
 Songs rows are written last in every batch (after its clips, errors and timeline), so a songs row implies
 its clips; clips (or timeline rows) of songs without a songs row are leftovers of a killed run and are
 pruned on the next run. A table being compacted is read as its commit record says (see :mod:`mgr_batch.compaction`),
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mgr_batch import compaction, storage
+from mgr_batch import compaction, schemas, storage
 from mgr_batch.schemas import OPTIONAL_TAG_TABLES, TAG_TABLES
 
 TABLES = (*TAG_TABLES, *OPTIONAL_TAG_TABLES)
@@ -70,12 +71,18 @@ def plan(files: pd.DataFrame, output: str, model_id: str, so: dict[str, Any] | N
     A tagged song is done only if each table of ``require`` (e.g. ``("timeline",)``) holds rows of it too.
     """
     cols = ["song_id", *KEY]
-    done = pd.concat([read_column_set(output, t, cols, so).assign(table=t) for t in ("songs", "errors")], ignore_index=True)
+    errors = read_column_set(output, "errors", [*cols, "stage"], so)
+    # A file whose bytes could not be read (stage "read": missing, unreachable, a connection that failed
+    # mid-file) is tried again by every run; other errors are the file's own and stay until it changes.
+    retry = set(errors.loc[errors["stage"] == "read", "song_id"])
+    done = pd.concat([read_column_set(output, "songs", cols, so).assign(table="songs"),
+                      errors[cols].assign(table="errors")], ignore_index=True)  # fmt: skip
+    done_key = done[~done["song_id"].isin(retry)]
     # songs with per-clip rows (clips, and the optional tables written before songs)
     clip_ids = set().union(*(read_column_set(output, t, ["song_id"], so)["song_id"] for t in ("clips", *OPTIONAL_TAG_TABLES)))
     if done.empty:
         return Plan(todo=files, skipped=0, prune=frozenset(clip_ids))
-    complete = done
+    complete = done_key
     for t in require:
         have = set(read_column_set(output, t, ["song_id"], so)["song_id"])
         complete = complete[(complete["table"] == "errors") | complete["song_id"].isin(have)]
@@ -133,3 +140,27 @@ def remove_temp_files(output: str, so: dict[str, Any] | None) -> None:
 def table_counts(output: str, so: dict[str, Any] | None) -> dict[str, int]:
     """Rows in each table of ``output`` now."""
     return {t: len(read_column_set(output, t, ["song_id"], so)) for t in TABLES}
+
+
+#: The part that stands for a table with no rows (a table's only part when it has one).
+EMPTY_PART = "part-empty.parquet"
+
+
+def remove_empty_parts(output: str, so: dict[str, Any] | None) -> None:
+    """Delete the :data:`EMPTY_PART` of every table (before a run writes rows; :func:`ensure_tables` puts
+    back those still needed), so a table never mixes an empty part of an earlier model's columns with rows."""
+    for table in (*TABLES, "segments"):
+        fs, path = storage.filesystem(storage.join(output, table, EMPTY_PART), so)
+        if fs.exists(path):
+            fs.rm(path)
+
+
+def ensure_tables(output: str, tables: tuple[str, ...], genres: tuple[str, ...], so: dict[str, Any] | None) -> None:
+    """Give each of ``tables`` that has no part an empty one with its schema (``genres``: the probability
+    columns), so that every table of a run can be read after it, e.g. ``pd.read_parquet("out/errors")``."""
+    for table in tables:
+        if _parts(output, table, so)[1]:
+            continue
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist([], schema=schemas.arrow_schema(table, genres)), buf, compression="zstd")
+        storage.write_bytes_atomic(storage.join(output, table, EMPTY_PART), buf.getvalue(), so)

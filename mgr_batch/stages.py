@@ -198,8 +198,8 @@ def random_crops(
 def _read_and_decode(path: str, audio: AudioConfig, storage_options: dict[str, Any] | None) -> audio_io.Decoded:
     try:
         f = storage.open_input(path, storage_options)
-    except OSError as exc:  # missing, permission denied, a directory, a symlink loop, network
-        raise AudioReadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except storage.read_errors() as exc:  # missing, permission denied, a directory, a symlink loop, network
+        raise AudioReadError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     with f:
         return audio_io.load(
             f,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob as _glob
 import hashlib
@@ -9,6 +10,7 @@ import io
 import os
 import posixpath
 import stat
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,22 @@ from mgr_batch.config import AUDIO_EXTENSIONS
 from mgr_batch.errors import ConfigError, InputNotFoundError
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What opening or reading a listed file raises when its bytes cannot be had (missing, permission denied,
+    a network that still fails after fsspec's own retries): such a file gets an ``AudioReadError`` row.
+
+    ``OSError``, and where s3fs is in use the errors it passes on: aiohttp's (a connection reset mid-body)
+    and botocore's (an endpoint that does not answer). Only modules already imported are looked at (one
+    not imported raised nothing), so that a local run never pays for importing them.
+    """
+    found: list[type[BaseException]] = [OSError]
+    if "aiohttp" in sys.modules:
+        found.append(sys.modules["aiohttp"].ClientError)
+    if "botocore.exceptions" in sys.modules:
+        found.append(sys.modules["botocore.exceptions"].BotoCoreError)
+    return tuple(found)
 
 #: The columns every listing has; manifests may add more (label, split, artist, ...).
 LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
@@ -97,7 +115,7 @@ def list_inputs(
     fs, root = filesystem(uri, storage_options)
     ignored: list[str] = []
     if uri.lower().endswith(MANIFEST_SUFFIXES) and not _glob.has_magic(uri):
-        files = _read_manifest(fs, root)
+        files = _read_manifest(fs, root, storage_options)
     elif _glob.has_magic(root) and not fs.exists(root):
         found = fs.glob(root, detail=True)
         files = _from_infos(fs, {p: i for p, i in found.items() if i.get("type") != "directory"})
@@ -130,7 +148,7 @@ def _from_infos(fs: fsspec.AbstractFileSystem, infos: dict[str, dict[str, Any]])
     )
 
 
-def _read_manifest(fs: fsspec.AbstractFileSystem, root: str) -> pd.DataFrame:
+def _read_manifest(fs: fsspec.AbstractFileSystem, root: str, storage_options: dict[str, Any] | None) -> pd.DataFrame:
     if not fs.exists(root):
         raise InputNotFoundError(f"manifest {full_uri(fs, root)!r} does not exist")
     with fs.open(root, "rb") as f:
@@ -153,11 +171,40 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, root: str) -> pd.DataFrame:
     table = table.drop(columns=[c for c in ("song_id", "size", "mtime") if c in table.columns])
     table["path"] = pd.Series(resolved, dtype="string")
     table.insert(1, "song_id", pd.Series([song_id_for(p) for p in resolved], dtype="string"))
-    # Size and mtime are looked up lazily by the reader for manifests (a million HEAD requests is a
-    # job for the workers, not the driver); 0 means "not known at listing time".
-    table.insert(2, "size", pd.Series([0] * len(table), dtype="int64"))
-    table.insert(3, "mtime", pd.Series([0.0] * len(table), dtype="float64"))
+    sizes, mtimes = _stat_listed(resolved, storage_options)
+    table.insert(2, "size", pd.Series(sizes, dtype="int64"))
+    table.insert(3, "mtime", pd.Series(mtimes, dtype="float64"))
     return table
+
+
+def _stat_listed(paths: list[str], storage_options: dict[str, Any] | None) -> tuple[list[int], list[float]]:
+    """Size and modification time of each path a manifest lists, as a folder listing gives them, so that a
+    rerun notices a changed file: ``os.stat`` for local files; for remote ones one listing per folder (one
+    request per 1000 keys on S3, instead of a HEAD per file). A path that is not there gets 0, 0 (its
+    reader reports why)."""
+    sizes, mtimes = [0] * len(paths), [0.0] * len(paths)
+    folders: dict[str, list[int]] = {}
+    for i, p in enumerate(paths):
+        if is_remote(p):
+            folders.setdefault(posixpath.dirname(p), []).append(i)
+            continue
+        try:
+            st = os.stat(p.removeprefix("file://"))
+        except OSError:
+            continue
+        sizes[i], mtimes[i] = st.st_size, st.st_mtime
+    for folder, rows in folders.items():
+        fs, root = filesystem(folder, storage_options)
+        fs.invalidate_cache(root)  # a listing cached by an earlier run in this process would hide a change
+        try:
+            infos = {full_uri(fs, info["name"]): info for info in fs.ls(root, detail=True)}
+        except FileNotFoundError:
+            continue
+        for i in rows:
+            info = infos.get(paths[i])
+            if info is not None and info.get("type") != "directory":
+                sizes[i], mtimes[i] = int(info.get("size") or 0), _mtime(info)
+    return sizes, mtimes
 
 
 def open_input(path: str, storage_options: dict[str, Any] | None = None):
@@ -196,11 +243,16 @@ def write_bytes_atomic(uri: str, data: bytes, storage_options: dict[str, Any] | 
     fs.makedirs(parent, exist_ok=True)
     if _is_local(fs):
         tmp = os.path.join(parent, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError:  # a full disk, say: leave no half-written temp file behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     else:
         with fs.open(path, "wb") as f:
             f.write(data)

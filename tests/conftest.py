@@ -21,7 +21,7 @@ RAY_FIXTURES = frozenset({"ray_cluster", "ray_head"})
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("fault"):
             item.add_marker(pytest.mark.e2e)
 
 

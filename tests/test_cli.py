@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -43,6 +45,20 @@ def test_models_lists_the_presets(capsys):
     assert set(PRESETS) <= set(names) and "stft4k" in names
 
 
+#: YAML config files with one bad value each (a wrong type, or out of range).
+BAD_CONFIGS = {
+    "clip_three": "clips:\n  clip_seconds: three\n",
+    "songs_zero": "inference:\n  songs_per_task: 0\n",
+    "gpus_text": "inference:\n  num_gpus: one\n",
+    "force_text": "force: 'yes please'\n",
+    "workers_float": "inference:\n  num_workers: 2.5\n",
+    "inference_list": "inference: [1, 2]\n",
+    "sr_text": "audio:\n  sr: '22050'\n",
+    "quality": "audio:\n  resample_quality: best\n",
+    "n_fft": "features:\n  n_fft: 0\n",
+}
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -52,6 +68,30 @@ def test_models_lists_the_presets(capsys):
         (["train", "{tmp}", "-o", "{tmp}/o", "--model-type", "nope"], "unknown model type"),
         (["tag", "{tmp}", "-o", "{tmp}/o", "--storage-option", "novalue"], "key=value"),
         (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/missing.yaml"], "cannot read config"),
+        # every config value's type and range, whether from a flag or a YAML file
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--clip-seconds", "0"], "clips.clip_seconds must be positive, not 0.0"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--hop-seconds", "-1"], "clips.hop_seconds must be positive"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--songs-per-task", "0"], "inference.songs_per_task must be at least 1"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--num-workers", "-3"], "inference.num_workers must be at least 1"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--batch-size", "0"], "inference.batch_size must be at least 1"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--num-gpus", "-0.5"], "inference.num_gpus must not be negative"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--num-cpus", "0"], "ray.num_cpus must be at least 1"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--clip-seconds", "nan"], "clips.clip_seconds must be finite"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/clip_three.yaml"], "clips.clip_seconds must be a number, not 'three'"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/songs_zero.yaml"], "inference.songs_per_task must be at least 1"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/gpus_text.yaml"], "inference.num_gpus must be a number"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/force_text.yaml"], "force must be true or false"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/workers_float.yaml"], "inference.num_workers must be an integer, not 2.5"),
+        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/inference_list.yaml"], "inference must be a mapping"),
+        (["train", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/sr_text.yaml"], "audio.sr must be an integer, not '22050'"),
+        (["train", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/quality.yaml"], "audio.resample_quality must be one of"),
+        (["train", "{tmp}", "-o", "{tmp}/o", "--num-workers", "-3"], "num_workers must be at least 1, not -3"),
+        (["train", "{tmp}", "-o", "{tmp}/o", "--epochs", "0"], "optim.epochs must be at least 1"),
+        (["train", "{tmp}", "-o", "{tmp}/o", "--lr", "0"], "optim.lr must be positive"),
+        (["train", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/n_fft.yaml"], "features.n_fft must be at least 1"),
+        (["cv", "{tmp}", "-o", "{tmp}/o", "--folds", "1"], "folds must be at least 2, not 1"),
+        (["segment", "{tmp}", "-o", "{tmp}/o", "--songs-per-task", "0"], "inference.songs_per_task must be at least 1"),
+        (["evaluate", "{tmp}", "-o", "{tmp}/o", "--batch-size", "-1"], "inference.batch_size must be at least 1"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, message, tmp_path, capsys):
@@ -60,6 +100,9 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, tmp_path, capsys):
     write_tone(tmp_path / "g" / "a.wav", seconds=1.0)
     (tmp_path / "badckpt").mkdir()
     (tmp_path / "badckpt" / "config.json").write_text("{not json")
+    (tmp_path / "c").mkdir()
+    for name, text in BAD_CONFIGS.items():
+        (tmp_path / "c" / f"{name}.yaml").write_text(text)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -69,6 +112,20 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, tmp_path, capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "mgr_batch.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("mgr-batch ")
+
+
+def test_a_bad_config_value_fails_before_ray_starts(tmp_path):
+    """``--clip-seconds 0`` is one line and exit 2 at once, not a task's ValueError after a Ray start."""
+    from audio_factory import write_tone
+
+    write_tone(tmp_path / "a.wav", seconds=1.0)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    started = time.monotonic()
+    bad = subprocess.run([sys.executable, "-m", "mgr_batch.cli", "tag", str(tmp_path), "-o", str(tmp_path / "o"),
+                          "--clip-seconds", "0", "-v"], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.strip() == "mgr-batch: error: config key clips.clip_seconds must be positive, not 0.0"
+    assert not (tmp_path / "o").exists() and time.monotonic() - started < 60
 
 
 def test_console_script_exits_with_the_commands_code(tmp_path):

@@ -107,3 +107,41 @@ def test_a_killed_run_reruns_to_the_clean_result(tmp_path, tiny_model):
     assert list(left.index) == list(right.index)
     pd.testing.assert_frame_equal(left[cols], right[cols], atol=1e-5)
     assert len(a["clips"]) == len(b["clips"])
+
+
+def test_a_changed_file_listed_in_a_manifest_is_redone(tmp_path, tiny_model):
+    """Manifest rows take the size and modification time a folder listing gives, so resume notices a change."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(2):
+        write_tone(src / f"m{i}.wav", seconds=3.0, freq=300.0 + 100 * i)
+    pd.DataFrame({"path": ["m0.wav", "m1.wav"]}).to_csv(src / "list.csv", index=False)
+    tag = ["tag", str(src / "list.csv"), "--output", str(out), "--model", tiny_model]
+    assert main(tag) == 0
+    assert main(tag) == 0
+    assert json.loads((out / "run.json").read_text())["n_skipped"] == 2
+    write_tone(src / "m0.wav", seconds=7.0, freq=500.0)  # changed after it was tagged
+    assert main(tag) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert (run["n_processed"], run["n_skipped"]) == (1, 1)
+    songs = assert_consistent(out, 2)["songs"].set_index("path")
+    assert songs.loc[str(src / "m0.wav"), "n_clips"] == 2 and songs.loc[str(src / "m0.wav"), "size"] > 0
+
+
+def test_a_changed_object_listed_in_an_s3_manifest_is_redone(tmp_path, tiny_model, s3_server, s3_bucket):
+    fs = s3_server.fs
+    for i in range(3):
+        write_tone(tmp_path / f"o{i}.wav", seconds=3.0, freq=300.0 + 100 * i)
+        fs.put(str(tmp_path / f"o{i}.wav"), f"{s3_bucket}/in/sub/o{i}.wav")
+    fs.pipe(f"{s3_bucket}/in/list.csv", b"path\nsub/o0.wav\nsub/o1.wav\nsub/o2.wav\n")
+    out = tmp_path / "out"
+    tag = ["tag", f"{s3_bucket}/in/list.csv", "--output", str(out), "--model", tiny_model, *s3_server.cli_options()]
+    assert main(tag) == 0
+    songs = pd.read_parquet(out / "songs")
+    assert (songs["size"] > 0).all() and (songs["mtime"] > 0).all()
+    write_tone(tmp_path / "o1.wav", seconds=6.5, freq=800.0)
+    fs.put(str(tmp_path / "o1.wav"), f"{s3_bucket}/in/sub/o1.wav")
+    assert main(tag) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert (run["n_processed"], run["n_skipped"]) == (1, 2)
+    songs = assert_consistent(out, 3)["songs"].set_index("path")
+    assert songs.loc[f"{s3_bucket}/in/sub/o1.wav", "n_clips"] == 2

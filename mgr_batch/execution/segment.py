@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from mgr_batch import storage
+from mgr_batch import output, storage
 from mgr_batch.config import SegmentConfig, dump_yaml, redacted, to_dict
 from mgr_batch.errors import ConfigError
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
@@ -58,6 +58,7 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
     }
     if summary["n_songs"] + summary["n_errors"] != len(files):
         raise RuntimeError(f"lost files: {len(files)} listed, {summary['n_songs']} songs + {summary['n_errors']} errors")
+    output.ensure_tables(cfg.output, ("segments", "errors"), (), so)
     storage.write_bytes_atomic(storage.join(cfg.output, "run.json"), json.dumps(summary, indent=2).encode(), so)
     storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
     return summary

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -17,7 +18,7 @@ from mgr_batch import checkpoint, compaction, output, storage
 from mgr_batch import features_musicnn as fm
 from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
-from mgr_batch.errors import ConfigError
+from mgr_batch.errors import ConfigError, OutputError
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.models import model_info
 from mgr_batch.progress import Progress
@@ -173,7 +174,7 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
     totals: Counter = Counter()
     error_types: Counter = Counter()
     with Progress(n_files, desc=desc) as progress:
-        for row in ds.iter_rows():  # one small summary row per written batch, as it is written
+        for row in _summaries(ds):  # one small summary row per written batch, as it is written
             for key in ("n_songs", "n_errors", "n_clips", "n_timeline_steps", "n_embeddings", "audio_s"):
                 totals[key] += row[key]
             error_types.update(json.loads(row["error_types"]))
@@ -191,6 +192,23 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
     if counts["n_songs"] + counts["n_errors"] != n_files:
         raise RuntimeError(f"lost files: {n_files} listed, {counts['n_songs']} songs + {counts['n_errors']} errors")
     return counts
+
+
+def _summaries(ds: ray.data.Dataset) -> Iterator[dict[str, Any]]:
+    """``ds.iter_rows()``, as the rows come; a task that failed on storage (its error's cause an ``OSError`` or another error of
+    :func:`storage.read_errors`, e.g. a full disk or an S3 server that went away) fails the run with an
+    :class:`OutputError` that says so; any other error is a bug and propagates as it is."""
+    ds.context.raise_original_map_exception = True  # the OSError itself, not a UserCodeException without its cause
+    try:
+        yield from ds.iter_rows()
+    except ray.exceptions.RayTaskError as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, storage.read_errors()):
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        if cause is None:
+            raise
+        raise OutputError(f"the run stopped: {type(cause).__name__}: {cause}; every part written so far is whole, "
+                          "and a rerun on the same output completes it") from exc  # fmt: skip
 
 
 def run_tag(cfg: TagConfig) -> dict[str, Any]:
@@ -222,6 +240,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     require = (("timeline",) if cfg.timeline else ()) + (("embeddings",) if cfg.embeddings else ())
     todo = output.plan(files, cfg.output, spec.model_id, so, require=require)
     pruned = output.prune(cfg.output, todo.prune, so)
+    output.remove_empty_parts(cfg.output, so)
     log.info("tagging %d file(s) with model %s (%d already done, %d stale rows pruned)",
              len(todo.todo), spec.model_id, todo.skipped, pruned)  # fmt: skip
     counts = {"n_songs": 0, "n_errors": 0, "n_clips": 0, "n_timeline_steps": 0, "n_embeddings": 0, "errors_by_type": {},
@@ -231,6 +250,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
             counts = tag_files(todo.todo, spec=spec, model=cfg.model, clip_cfg=clip_cfg, inference=cfg.inference,
                                output=cfg.output, storage_options=so, timeline=cfg.timeline,
                                embeddings=cfg.embeddings)  # fmt: skip
+    output.ensure_tables(cfg.output, (*TAG_TABLES, *require), spec.genres, so)
     totals = output.table_counts(cfg.output, so)
     summary = {
         "model_id": spec.model_id,
