@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from audio_factory import write_noise, write_tone
 
 from mgr_batch import checkpoint
@@ -95,6 +96,8 @@ def test_cv_folds_are_made_of_whole_songs(cross_validated):
     summary = json.loads((out / "cv.json").read_text())
     assert summary["folds"] == 2 and len(summary["per_fold"]) == 2
     assert summary["group_by"] == "stem"
+    written = yaml.safe_load((out / "config.yaml").read_text())  # the resolved config, beside cv.json
+    assert written["folds"] == 2 and written["train"]["output"] == str(out)
     tested = [set(pd.read_parquet(out / f"fold-{k}" / "songs.parquet")["path"]) for k in range(2)]
     assert not tested[0] & tested[1]
     assert len(tested[0] | tested[1]) == 6  # the broken file is an error row, in neither

@@ -133,6 +133,7 @@ def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec
         "wall_seconds": round(time.time() - started, 1),
     }
     storage.write_bytes_atomic(storage.join(tcfg.output, "cv.json"), json.dumps(summary, indent=2).encode(), so)
+    storage.write_bytes_atomic(storage.join(tcfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
     storage.write_bytes_atomic(storage.join(tcfg.output, "cv.md"), cv_markdown(summary).encode(), so)
     return summary
 
