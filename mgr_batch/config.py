@@ -378,8 +378,9 @@ AT_LEAST_ONE = frozenset({
     "sr", "batch_size", "num_workers", "songs_per_task", "num_cpus", "cpus_per_worker", "epochs", "crops",
     "n_fft", "hop_length", "n_mels", "n_mfcc", "order", "max_lag", "k_max", "n_clusters", "scale_neighbours",
 })  # fmt: skip
-POSITIVE = frozenset({"max_duration", "clip_seconds", "hop_seconds", "window_seconds", "lr", "cycle_epochs", "scale", "fmax"})
-NOT_NEGATIVE = frozenset({"silence_threshold", "num_gpus", "weight_decay", "fmin", "min_segment_seconds"})
+POSITIVE = frozenset({"max_duration", "clip_seconds", "hop_seconds", "window_seconds", "cycle_epochs", "scale", "fmax"})
+#: ``lr`` 0 is a frozen run (its tests check the pre-trained body survives a Train worker unchanged).
+NOT_NEGATIVE = frozenset({"silence_threshold", "num_gpus", "weight_decay", "fmin", "min_segment_seconds", "lr"})
 #: String config fields that take one of a few values (others are checked by their dataclass).
 CHOICES = {"resample_quality": ("HQ", "VHQ", "MQ", "LQ", "QQ")}
 #: Fields with a least value of their own.

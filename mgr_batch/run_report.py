@@ -128,6 +128,7 @@ def build(out: str, so: dict[str, Any] | None = None, cfg: ReportConfig | None =
     genres = _genres(songs_ds)
     uncertain = songs_ds is not None and "uncertain" in songs_ds.schema.names
     songs = _columns(songs_ds, SONG_COLUMNS + (["uncertain"] if uncertain else []))
+    uncertain = uncertain and bool(songs["uncertain"].notna().any())  # null throughout: a model with no threshold
     errors = _columns(_dataset(tables, "errors", so), ["path", "stage", "error_type"])
     page = Page(title=f"mgr-batch report: {out}")
     shown = _counts(page, songs, errors)

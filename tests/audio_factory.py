@@ -89,6 +89,23 @@ def write_aac(path: str | Path, *, seconds: float, sr: int = 44100, channels: in
     return path
 
 
+def write_tones_and_noise(root: str | Path) -> Path:
+    """Two genres of 2 s songs (tones, noise), 3 train and 1 valid song each, with ``train.txt`` and
+    ``valid.txt`` split lists (see :func:`split_flags`)."""
+    root = Path(root)
+    for i in range(4):
+        write_tone(root / "tones" / f"tones.{i:05d}.wav", seconds=2.0, freq=300.0 + 100 * i)
+        write_noise(root / "noise" / f"noise.{i:05d}.wav", seconds=2.0, seed=i)
+    (root / "train.txt").write_text("\n".join(f"{g}/{g}.{i:05d}.wav" for g in ("tones", "noise") for i in range(3)))
+    (root / "valid.txt").write_text("tones/tones.00003.wav\nnoise/noise.00003.wav\n")
+    return root
+
+
+def split_flags(root: str | Path) -> list[str]:
+    """The train/valid list flags of a :func:`write_tones_and_noise` folder."""
+    return ["--train-list", str(Path(root) / "train.txt"), "--valid-list", str(Path(root) / "valid.txt")]
+
+
 def _truncate_to_header(path: Path) -> None:
     """Cut a WAV file right after its ``data`` chunk header: the header promises samples that are not there."""
     data = path.read_bytes()

@@ -87,7 +87,7 @@ BAD_CONFIGS = {
         (["train", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/quality.yaml"], "audio.resample_quality must be one of"),
         (["train", "{tmp}", "-o", "{tmp}/o", "--num-workers", "-3"], "num_workers must be at least 1, not -3"),
         (["train", "{tmp}", "-o", "{tmp}/o", "--epochs", "0"], "optim.epochs must be at least 1"),
-        (["train", "{tmp}", "-o", "{tmp}/o", "--lr", "0"], "optim.lr must be positive"),
+        (["train", "{tmp}", "-o", "{tmp}/o", "--lr", "-0.1"], "optim.lr must not be negative"),
         (["train", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/n_fft.yaml"], "features.n_fft must be at least 1"),
         (["cv", "{tmp}", "-o", "{tmp}/o", "--folds", "1"], "folds must be at least 2, not 1"),
         (["segment", "{tmp}", "-o", "{tmp}/o", "--songs-per-task", "0"], "inference.songs_per_task must be at least 1"),

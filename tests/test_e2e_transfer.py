@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from audio_factory import write_noise, write_tone
+from audio_factory import split_flags, write_noise, write_tone, write_tones_and_noise
 
 from mgr_batch import audio, checkpoint, clips, features
 from mgr_batch.cli import main
@@ -22,17 +22,7 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> Path:
     """Two genres of 2 s songs (tones, noise), 3 train and 1 valid song each."""
-    root = tmp_path_factory.mktemp("labelled")
-    for i in range(4):
-        write_tone(root / "tones" / f"tones.{i:05d}.wav", seconds=2.0, freq=300.0 + 100 * i)
-        write_noise(root / "noise" / f"noise.{i:05d}.wav", seconds=2.0, seed=i)
-    (root / "train.txt").write_text("\n".join(f"{g}/{g}.{i:05d}.wav" for g in ("tones", "noise") for i in range(3)))
-    (root / "valid.txt").write_text("tones/tones.00003.wav\nnoise/noise.00003.wav\n")
-    return root
-
-
-def split_flags(root: Path) -> list[str]:
-    return ["--train-list", str(root / "train.txt"), "--valid-list", str(root / "valid.txt")]
+    return write_tones_and_noise(tmp_path_factory.mktemp("labelled"))
 
 
 def test_fine_tuning_musicnn_through_ray_train(labelled, tmp_path):

@@ -113,7 +113,7 @@ def test_the_share_of_uncertain_songs_where_the_table_has_it(tagged, tmp_path):
         t = pq.read_table(part)
         flags = pa.array([(i % 2) == 0 for i in range(t.num_rows)])
         flagged += sum(flags.to_pylist())
-        pq.write_table(t.append_column("uncertain", flags), part)
+        pq.write_table(t.set_column(t.schema.get_field_index("uncertain"), "uncertain", flags), part)
     assert main(["report", str(out), "--songs-per-genre", "2", "--timelines", "1"]) == 0
     html = (out / "report" / "index.html").read_text()
     assert "share uncertain" in html
