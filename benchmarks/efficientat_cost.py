@@ -91,12 +91,22 @@ def main() -> None:
             lambda x16=x16: run_batches(msd.embed, x16, unsqueeze=False), args.repeats
         ) / (clips16.size / 16000 / 60)
         rows.append((seconds, per_min))
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                if line.startswith("Model name")), platform.processor())  # fmt: skip
-    lines = [f"EfficientAT mn04_as, CPU seconds per minute of audio, 1 torch thread, batches of {BATCH}, best of "
-             f"{args.repeats} runs over {args.minutes:g} min; CPU: {cpu} ({os.cpu_count()} cores, load average "
-             f"{os.getloadavg()[0]:.0f} at the end); torch {torch.__version__}", "",
-             "| step | " + " | ".join(f"{s:g} s windows" for s, _ in rows) + " |", "|---|" + "---|" * len(rows)]  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        ),
+        platform.processor(),
+    )
+    lines = [
+        f"EfficientAT mn04_as, CPU seconds per minute of audio, 1 torch thread, batches of {BATCH}, best of "
+        f"{args.repeats} runs over {args.minutes:g} min; CPU: {cpu} ({os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.0f} at the end); torch {torch.__version__}",
+        "",
+        "| step | " + " | ".join(f"{s:g} s windows" for s, _ in rows) + " |",
+        "|---|" + "---|" * len(rows),
+    ]
     for key in rows[0][1]:
         lines.append(f"| {key} | " + " | ".join(f"{r[key]:.3f}" for _, r in rows) + " |")
     text = "\n".join(lines)

@@ -133,8 +133,16 @@ def _scores(truth: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     return float((truth == pred).mean()), float(balanced_accuracy_score(truth, pred))
 
 
-def evaluate_recipe(x: np.ndarray, y: np.ndarray, song: np.ndarray, song_fold: dict[str, int],
-                    song_split: dict[str, str], *, pooling: str, c: float) -> dict[str, float]:  # fmt: skip
+def evaluate_recipe(
+    x: np.ndarray,
+    y: np.ndarray,
+    song: np.ndarray,
+    song_fold: dict[str, int],
+    song_split: dict[str, str],
+    *,
+    pooling: str,
+    c: float,
+) -> dict[str, float]:
     """Both protocols for one recipe: 5-fold CV by song (mean, std over folds) and the artist-disjoint swap."""
     from mgr_batch.models.classic import ClassicModel
 
@@ -145,8 +153,16 @@ def evaluate_recipe(x: np.ndarray, y: np.ndarray, song: np.ndarray, song_fold: d
     def predict(train_mask_songs: np.ndarray) -> np.ndarray:
         """Predictions of the songs outside ``train_mask_songs`` (bool over songs); -1 for the others."""
         clip_mask = train_mask_songs[clip_song]
-        model = ClassicModel(name="logreg", n_classes=10, input_shape=x.shape[1:], grid={}, pooling=pooling, C=c,
-                             solver=SOLVER[pooling], max_iter=5000)  # fmt: skip
+        model = ClassicModel(
+            name="logreg",
+            n_classes=10,
+            input_shape=x.shape[1:],
+            grid={},
+            pooling=pooling,
+            C=c,
+            solver=SOLVER[pooling],
+            max_iter=5000,
+        )
         model.fit(x[clip_mask], y[clip_mask], groups=song[clip_mask])
         pred = np.full(len(songs), -1)
         for j in np.flatnonzero(~train_mask_songs):
@@ -168,8 +184,13 @@ def evaluate_recipe(x: np.ndarray, y: np.ndarray, song: np.ndarray, song_fold: d
         out[f"swap_{other}_acc"], out[f"swap_{other}_bal"] = _scores(truth[mask], pred[mask])
         out[f"swap_{other}_n"] = int(mask.sum())
     acc, bal = np.array(per_fold).T
-    out |= {"cv5_acc": float(acc.mean()), "cv5_acc_std": float(acc.std()), "cv5_bal": float(bal.mean()),
-            "cv5_bal_std": float(bal.std()), "cv5_n": int(len(songs))}  # fmt: skip
+    out |= {
+        "cv5_acc": float(acc.mean()),
+        "cv5_acc_std": float(acc.std()),
+        "cv5_bal": float(bal.mean()),
+        "cv5_bal_std": float(bal.std()),
+        "cv5_n": int(len(songs)),
+    }
     out["swap_acc"], out["swap_bal"] = _scores(truth, swap)
     return out
 
@@ -204,8 +225,11 @@ def study(embs: dict[str, dict[str, np.ndarray]], songs: pd.DataFrame, *, out: s
             r |= evaluate_recipe(x, y, song, song_fold, song_split, pooling=pooling, c=c)
             rows.append(r)
             cache.write_text(json.dumps(rows, indent=1))
-            print(f"{time.time() - started:6.0f} s  {recipe} {pooling} C={c}: 5-fold {r['cv5_acc']:.3f}/"
-                  f"{r['cv5_bal']:.3f}, swap {r['swap_acc']:.3f}/{r['swap_bal']:.3f}", flush=True)  # fmt: skip
+            print(
+                f"{time.time() - started:6.0f} s  {recipe} {pooling} C={c}: 5-fold {r['cv5_acc']:.3f}/"
+                f"{r['cv5_bal']:.3f}, swap {r['swap_acc']:.3f}/{r['swap_bal']:.3f}",
+                flush=True,
+            )
     wanted = set(recipes(embs))
     rows = [r for r in rows if r["recipe"] in wanted]
     Path(out).write_text(markdown(rows, command=command, n_clips=len(song), networks=tuple(embs)))
@@ -218,10 +242,12 @@ def score(r: dict) -> float:
 
 
 def _row(r: dict) -> str:
-    return (f"| {r['recipe'].replace('+', ' + ')} | {r['dims']} | {r['pooling']} | {r['C']:g} | "
-            f"{r['cv5_acc']:.3f} ± {r['cv5_acc_std']:.3f} | {r['cv5_bal']:.3f} ± {r['cv5_bal_std']:.3f} | "
-            f"{r['swap_acc']:.3f} | {r['swap_bal']:.3f} | {r['swap_valid_acc']:.3f} / {r['swap_valid_bal']:.3f} | "
-            f"{r['swap_train_acc']:.3f} / {r['swap_train_bal']:.3f} | {score(r):.3f} |")  # fmt: skip
+    return (
+        f"| {r['recipe'].replace('+', ' + ')} | {r['dims']} | {r['pooling']} | {r['C']:g} | "
+        f"{r['cv5_acc']:.3f} ± {r['cv5_acc_std']:.3f} | {r['cv5_bal']:.3f} ± {r['cv5_bal_std']:.3f} | "
+        f"{r['swap_acc']:.3f} | {r['swap_bal']:.3f} | {r['swap_valid_acc']:.3f} / {r['swap_valid_bal']:.3f} | "
+        f"{r['swap_train_acc']:.3f} / {r['swap_train_bal']:.3f} | {score(r):.3f} |"
+    )
 
 
 HEADER = (

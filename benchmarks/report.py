@@ -78,7 +78,7 @@ def generate(out: Path, n_songs: int, per_part: int, seed: int = 0) -> dict[str,
             "clip_probs": np.array(
                 [rng.dirichlet(np.full(len(genres), 0.3), size=k).astype(np.float32) for k in n_clips] + [None],
                 dtype=object,
-            )[:-1],  # fmt: skip
+            )[:-1],
             "error_stage": np.where(ok, "", "decode"),
             "error_type": np.where(ok, "", np.where(rng.random(n) < 0.5, "AudioDecodeError", "SilentAudioError")),
             "error_message": np.where(ok, "", "generated"),

@@ -66,47 +66,118 @@ ROWS: list[Row] = [
     Row("s4k-lstm", "stft4k", "lstm", "stft4k", S4K, "0.79", epochs=20),
     Row("s4k-lstm-attention", "stft4k", "lstm_attention", "stft4k", S4K, "0.748", epochs=20),
     # classic models on the 58-value vector: whole songs, and 3 s segments with voting
-    *(Row(f"classic-{m}-30s", "classic", m, "classic58_30s", TRANSFER, r30)
-      for m, r30 in (("svm", "0.4356"), ("logreg", "0.38"), ("tree", "0.5008"), ("naive_bayes", "0.3067"),
-                     ("knn", "0.2767"))),
-    *(Row(f"classic-{m}-3s", "classic3s", m, "classic58_3s", TRANSFER, r3, note="3 s segments, song = mean of segments")
-      for m, r3 in (("svm", "0.4567"), ("logreg", "0.4267"), ("tree", "0.3964"), ("naive_bayes", "0.3067"),
-                    ("knn", "0.34"))),
+    *(
+        Row(f"classic-{m}-30s", "classic", m, "classic58_30s", TRANSFER, r30)
+        for m, r30 in (
+            ("svm", "0.4356"),
+            ("logreg", "0.38"),
+            ("tree", "0.5008"),
+            ("naive_bayes", "0.3067"),
+            ("knn", "0.2767"),
+        )
+    ),
+    *(
+        Row(
+            f"classic-{m}-3s",
+            "classic3s",
+            m,
+            "classic58_3s",
+            TRANSFER,
+            r3,
+            note="3 s segments, song = mean of segments",
+        )
+        for m, r3 in (
+            ("svm", "0.4567"),
+            ("logreg", "0.4267"),
+            ("tree", "0.3964"),
+            ("naive_bayes", "0.3067"),
+            ("knn", "0.34"),
+        )
+    ),
     # LSTM study: MLP on 30 s vectors, LSTM over sequences of 3/6/9 s vectors
     Row("lstm-mlp-30s", "classic", "mlp", "classic58_30s", LSTM, "0.74 (30 s features)", epochs=60),
     Row("lstm-mlp-3s", "classic3s", "mlp", "classic58_3s", LSTM, "0.66 (3 s features)", epochs=30),
     # 316 sequences are 5 batches an epoch: at the default lr 1e-3 the LSTM does not fit them in 60 epochs
-    *(Row(f"lstm-seq{w}", f"seq{w}", "lstm_seq", f"classic58_seq{w}", LSTM, r, epochs=60, lr=1e-2,
-          note="lr 1e-2") for w, r in ((3, "0.93"), (6, "0.76"), (9, "0.73"))),
+    *(
+        Row(f"lstm-seq{w}", f"seq{w}", "lstm_seq", f"classic58_seq{w}", LSTM, r, epochs=60, lr=1e-2, note="lr 1e-2")
+        for w, r in ((3, "0.93"), (6, "0.76"), (9, "0.73"))
+    ),
     # 2 s crop study: log-mel 64 vs raw amplitude; PCA + kNN, PCA + SVM, FFNN, 3-layer CNN; random crops
     Row("crop-svm-logmel", "logmel64", "svm_pca", "logmel64_2s", CROP, "0.60"),
     Row("crop-knn-logmel", "logmel64", "knn", "logmel64_2s", CROP, "0.54"),
     Row("crop-ffnn-logmel", "logmel64", "ffnn", "logmel64_2s", CROP, "0.54", epochs=20),
-    Row("crop-cnn3-logmel", "logmel64", "cnn3", "logmel64_2s", CROP, "0.82", epochs=20,
-        clips={"select": "random", "crops": 8}, note="8 random 2 s crops per training song"),
+    Row(
+        "crop-cnn3-logmel",
+        "logmel64",
+        "cnn3",
+        "logmel64_2s",
+        CROP,
+        "0.82",
+        epochs=20,
+        clips={"select": "random", "crops": 8},
+        note="8 random 2 s crops per training song",
+    ),
     Row("crop-svm-raw", "raw", "svm_pca", "raw2s", CROP, "0.28"),
     Row("crop-knn-raw", "raw", "knn", "raw2s", CROP, "0.21"),
     Row("crop-ffnn-raw", "raw", "ffnn", "raw2s", CROP, "0.25", epochs=20),
     # transfer study: mel images with VGG/ResNet-style nets (one-cycle), GRU and skip-RNN on MFCCs
-    Row("tr-vgg", "logmel128", "vgg", "logmel128", TRANSFER, "0.75 (VGG-16, ImageNet weights)", epochs=8,
-        params={"width": 0.25}, note="quarter width, from scratch (no ImageNet weights here)"),
-    Row("tr-resnet", "logmel128", "resnet", "logmel128", TRANSFER, "0.79 (ResNet-34, ImageNet weights)", epochs=8,
-        params={"width": 0.25}, note="quarter width, from scratch (no ImageNet weights here)"),
+    Row(
+        "tr-vgg",
+        "logmel128",
+        "vgg",
+        "logmel128",
+        TRANSFER,
+        "0.75 (VGG-16, ImageNet weights)",
+        epochs=8,
+        params={"width": 0.25},
+        note="quarter width, from scratch (no ImageNet weights here)",
+    ),
+    Row(
+        "tr-resnet",
+        "logmel128",
+        "resnet",
+        "logmel128",
+        TRANSFER,
+        "0.79 (ResNet-34, ImageNet weights)",
+        epochs=8,
+        params={"width": 0.25},
+        note="quarter width, from scratch (no ImageNet weights here)",
+    ),
     Row("tr-gru", "mfcc", "gru", "mfcc", TRANSFER, "0.403", epochs=20),
     Row("tr-skip-rnn", "mfcc", "skip_rnn", "mfcc", TRANSFER, "(skip-RNN, no figure)", epochs=20),
     # CRNN: 1-D convolutions over time, LSTM, a softmax per step averaged over the song
     Row("crnn", "logmel128", "crnn", "logmel128", CRNN, "0.67 song level (700/300 split)", epochs=20),
     # Transfer from MSD_musicnn: (a) its pooled penultimate embedding + a classic head; (b) fine-tuning
-    *(Row(f"musicnn-{m}", "musicnn_emb", m, "musicnn_embedding", MUSICNN,
-          "0.75-0.80 (pre-trained embeddings + simple classifier, artist-filtered split)",
-          note="MSD_musicnn embedding of each 3 s clip, song = mean of clip probabilities")
-      for m in ("logreg", "svm")),
-    Row("musicnn-finetune", "musicnn", "musicnn", "musicnn", MUSICNN, "(fine-tuning, no figure)", epochs=5,
-        lr=5e-4, params={"pretrained": "MSD_musicnn"}, note="whole network from MSD_musicnn, new 10-genre head"),
+    *(
+        Row(
+            f"musicnn-{m}",
+            "musicnn_emb",
+            m,
+            "musicnn_embedding",
+            MUSICNN,
+            "0.75-0.80 (pre-trained embeddings + simple classifier, artist-filtered split)",
+            note="MSD_musicnn embedding of each 3 s clip, song = mean of clip probabilities",
+        )
+        for m in ("logreg", "svm")
+    ),
+    Row(
+        "musicnn-finetune",
+        "musicnn",
+        "musicnn",
+        "musicnn",
+        MUSICNN,
+        "(fine-tuning, no figure)",
+        epochs=5,
+        lr=5e-4,
+        params={"pretrained": "MSD_musicnn"},
+        note="whole network from MSD_musicnn, new 10-genre head",
+    ),
 ]
 
 
-def run(rows: list[Row], cv_groups: set[str], work: Path, results: dict[str, Any], keep_valid: set[str] = frozenset()) -> None:
+def run(
+    rows: list[Row], cv_groups: set[str], work: Path, results: dict[str, Any], keep_valid: set[str] = frozenset()
+) -> None:
     from mgr_batch import datasets
     from mgr_batch.cli import with_preset
     from mgr_batch.config import CVConfig, TrainConfig, from_dict
@@ -115,10 +186,19 @@ def run(rows: list[Row], cv_groups: set[str], work: Path, results: dict[str, Any
     from mgr_batch.execution.train import featurized_songs, fit, training_spec
 
     def config(row: Row, output: Path) -> TrainConfig:
-        data = {"data": str(DATA), "output": str(output), "preset": row.preset, "storage_path": str(work / "runs"),
-                "run_name": row.key, "cpus_per_worker": 2, "model": {"name": row.model, "params": row.params},
-                "clips": row.clips, "optim": {"epochs": max(1, row.epochs), "lr": row.lr, "schedule": "onecycle"},
-                "train_list": str(DATA / "train_filtered.txt"), "valid_list": str(DATA / "valid_filtered.txt")}  # fmt: skip
+        data = {
+            "data": str(DATA),
+            "output": str(output),
+            "preset": row.preset,
+            "storage_path": str(work / "runs"),
+            "run_name": row.key,
+            "cpus_per_worker": 2,
+            "model": {"name": row.model, "params": row.params},
+            "clips": row.clips,
+            "optim": {"epochs": max(1, row.epochs), "lr": row.lr, "schedule": "onecycle"},
+            "train_list": str(DATA / "train_filtered.txt"),
+            "valid_list": str(DATA / "valid_filtered.txt"),
+        }
         return from_dict(TrainConfig, with_preset(data))
 
     by_preset: dict[tuple[str, str], list[Row]] = {}
@@ -140,18 +220,31 @@ def run(rows: list[Row], cv_groups: set[str], work: Path, results: dict[str, Any
                     started = time.time()
                     trained = fit(songs, files, spec, cfg)
                     m = trained["metrics"]
-                    out = {"key": row.key, "model": row.model, "preset": preset_name, "model_id": trained["model_id"],
-                           "valid_song_accuracy": m.get("valid_song_accuracy"),
-                           "valid_song_balanced_accuracy": m.get("valid_song_balanced_accuracy"),
-                           "valid_n_songs": m.get("valid_n_songs"), "n_train_songs": trained["n_songs"].get("train"),
-                           "best_epoch": trained.get("best_epoch"), "epochs": row.epochs, "featurize_seconds": round(featurize_s),
-                           "fit_seconds": round(time.time() - started)}  # fmt: skip
+                    out = {
+                        "key": row.key,
+                        "model": row.model,
+                        "preset": preset_name,
+                        "model_id": trained["model_id"],
+                        "valid_song_accuracy": m.get("valid_song_accuracy"),
+                        "valid_song_balanced_accuracy": m.get("valid_song_balanced_accuracy"),
+                        "valid_n_songs": m.get("valid_n_songs"),
+                        "n_train_songs": trained["n_songs"].get("train"),
+                        "best_epoch": trained.get("best_epoch"),
+                        "epochs": row.epochs,
+                        "featurize_seconds": round(featurize_s),
+                        "fit_seconds": round(time.time() - started),
+                    }
                 if row.group in cv_groups:
                     cv_files = files.assign(split="train")
                     cv_cfg = CVConfig(folds=5, train=dataclasses.replace(cfg, output=str(work / f"{row.key}-cv")))
                     s = cross_validate(songs, cv_files, spec, cv_cfg)
-                    out |= {"cv_song_accuracy": s["song_accuracy"], "cv_song_balanced_accuracy": s["song_balanced_accuracy"],
-                            "cv_n_songs": s["n_songs"], "cv_group_by": s["group_by"], "cv_seconds": s["wall_seconds"]}  # fmt: skip
+                    out |= {
+                        "cv_song_accuracy": s["song_accuracy"],
+                        "cv_song_balanced_accuracy": s["song_balanced_accuracy"],
+                        "cv_n_songs": s["n_songs"],
+                        "cv_group_by": s["group_by"],
+                        "cv_seconds": s["wall_seconds"],
+                    }
                 results[row.key] = out
                 save(results)
                 print(f"[{row.key}] {json.dumps(out)}", flush=True)
@@ -195,8 +288,10 @@ def markdown(results: dict[str, Any]) -> str:
         cvb_s = "-" if cvb is None else f"{cvb['mean']:.3f}"
         epochs = f"{row.epochs} epochs (best {r.get('best_epoch')})" if row.epochs and r else ""
         note = "; ".join(x for x in (row.note, epochs) if x)
-        lines.append(f"| {row.study} | `{row.model}` | {row.preset} | {row.reported} | {_f(r.get('valid_song_accuracy'))} | "
-                     f"{_f(r.get('valid_song_balanced_accuracy'))} | {r.get('valid_n_songs', '-')} | {cv_s} | {cvb_s} | {note} |")  # fmt: skip
+        lines.append(
+            f"| {row.study} | `{row.model}` | {row.preset} | {row.reported} | {_f(r.get('valid_song_accuracy'))} | "
+            f"{_f(r.get('valid_song_balanced_accuracy'))} | {r.get('valid_n_songs', '-')} | {cv_s} | {cvb_s} | {note} |"
+        )
     lines += ["", WHY, ""]
     return "\n".join(lines)
 
@@ -260,8 +355,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="groups or keys to run (default: all)")
     parser.add_argument("--cv", nargs="*", default=[], help="groups to cross-validate too (5 folds by song)")
     parser.add_argument("--force", action="store_true", help="rerun configurations already in the results")
-    parser.add_argument("--work", default=str(ROOT / "runs" / "reproduction"),
-                        help="models, Ray Train runs and CV folds (reuse to resume an interrupted CV)")
+    parser.add_argument(
+        "--work",
+        default=str(ROOT / "runs" / "reproduction"),
+        help="models, Ray Train runs and CV folds (reuse to resume an interrupted CV)",
+    )
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     if args.list:
@@ -270,8 +368,12 @@ def main() -> None:
         return
     sys.path.insert(0, str(ROOT))
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    todo = [r for r in ROWS if (not args.only or r.group in args.only or r.key in args.only)
-            and (args.force or r.key not in results or (r.group in args.cv and "cv_song_accuracy" not in results[r.key]))]  # fmt: skip
+    todo = [
+        r
+        for r in ROWS
+        if (not args.only or r.group in args.only or r.key in args.only)
+        and (args.force or r.key not in results or (r.group in args.cv and "cv_song_accuracy" not in results[r.key]))
+    ]
     keep_valid = set() if args.force else {r.key for r in todo if r.key in results}
     run(todo, set(args.cv), Path(args.work).resolve(), results, keep_valid)
     save(results)

@@ -96,12 +96,20 @@ def measure_cost(data: Path, repeats: int, seed: int) -> list[dict]:
         if per_pair is None:  # one estimate for all lengths: the cost of a pair does not depend on the song
             per_pair = direct_pair_seconds(y, cfg, 500, seed)
         total = float(np.median(totals))
-        rows.append(dict(
-            minutes=minutes, n_windows=n, total_s=total, sem_s=float(np.median(sems)),
-            cluster_s=max(0.0, total - float(np.median(sems))), realtime_factor=minutes * 60 / total,
-            direct_sem_estimate_s=per_pair * n * n, n_clusters=result.n_clusters, n_segments=len(result.segments),
-            representative_s=float(sum(hi - lo for lo, hi in result.spans)),
-        ))  # fmt: skip
+        rows.append(
+            dict(
+                minutes=minutes,
+                n_windows=n,
+                total_s=total,
+                sem_s=float(np.median(sems)),
+                cluster_s=max(0.0, total - float(np.median(sems))),
+                realtime_factor=minutes * 60 / total,
+                direct_sem_estimate_s=per_pair * n * n,
+                n_clusters=result.n_clusters,
+                n_segments=len(result.segments),
+                representative_s=float(sum(hi - lo for lo, hi in result.spans)),
+            )
+        )
         print(
             f"cost {minutes:>2} min: {n} windows, {total:.2f} s ({rows[-1]['realtime_factor']:.0f}x real time)",
             flush=True,
@@ -125,8 +133,11 @@ def concatenated_songs(data: Path, n_songs: int, seed: int) -> list[dict]:
                 cache[p] = audio.load(str(data / "gtzan" / p), sr=SR).y
             parts.append(cache[p])
         junctions = np.cumsum([len(p) for p in parts])[:-1] / SR
-        songs.append(dict(index=index, paths=paths, genres=[str(g) for g in chosen], y=np.concatenate(parts),
-                          junctions=junctions))  # fmt: skip
+        songs.append(
+            dict(
+                index=index, paths=paths, genres=[str(g) for g in chosen], y=np.concatenate(parts), junctions=junctions
+            )
+        )
     return songs
 
 
@@ -167,19 +178,35 @@ def score_boundaries(songs: list[dict]) -> tuple[dict, list[dict]]:
             ks.append(result.n_clusters)
             purities.append(purity(result.spans, song["junctions"], result.duration))
             if name == "default":
-                per_song.append(dict(index=song["index"], genres=song["genres"], paths=song["paths"],
-                                     junctions_s=[round(float(j), 2) for j in song["junctions"]],
-                                     predicted_s=[round(float(p), 2) for p in predicted], hits=h,
-                                     n_clusters=result.n_clusters, representative_spans_s=result.spans,
-                                     representative_purity=purities[-1]))  # fmt: skip
+                per_song.append(
+                    dict(
+                        index=song["index"],
+                        genres=song["genres"],
+                        paths=song["paths"],
+                        junctions_s=[round(float(j), 2) for j in song["junctions"]],
+                        predicted_s=[round(float(p), 2) for p in predicted],
+                        hits=h,
+                        n_clusters=result.n_clusters,
+                        representative_spans_s=result.spans,
+                        representative_purity=purities[-1],
+                    )
+                )
         precision = n_hit / n_pred if n_pred else 0.0
         recall = n_hit / n_true if n_true else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         summary[name] = dict(
-            overrides=overrides, precision=precision, recall=recall, f1=f1, n_hits=n_hit, n_predicted=n_pred,
-            n_true=n_true, mean_k=float(np.mean(ks)), mean_true_parts=float(np.mean([len(s["junctions"]) + 1 for s in songs])),
-            mean_representative_purity=float(np.mean(purities)), mean_song_s=float(np.mean(seconds)),
-        )  # fmt: skip
+            overrides=overrides,
+            precision=precision,
+            recall=recall,
+            f1=f1,
+            n_hits=n_hit,
+            n_predicted=n_pred,
+            n_true=n_true,
+            mean_k=float(np.mean(ks)),
+            mean_true_parts=float(np.mean([len(s["junctions"]) + 1 for s in songs])),
+            mean_representative_purity=float(np.mean(purities)),
+            mean_song_s=float(np.mean(seconds)),
+        )
         print(f"boundaries {name}: P={precision:.2f} R={recall:.2f} F={f1:.2f}", flush=True)
     return summary, per_song
 
@@ -188,8 +215,10 @@ def markdown(result: dict) -> str:
     lines = ["# Representative-segment selection (AR/SEM + spectral clustering)", ""]
     lines += [f"Rerun: `{result['command']}`  ", f"Machine: {result['machine']}", ""]
     lines += ["## Cost per song (default config, input 22050 Hz mono)", ""]
-    lines += ["| song | windows | total (s) | SEM matrix (s) | clustering (s) | x real time | direct SEM, estimated (s) |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "| song | windows | total (s) | SEM matrix (s) | clustering (s) | x real time | direct SEM, estimated (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["cost"]:
         lines.append(
             f"| {r['minutes']} min | {r['n_windows']} | {r['total_s']:.2f} | {r['sem_s']:.2f} | {r['cluster_s']:.2f} "
@@ -197,17 +226,27 @@ def markdown(result: dict) -> str:
         )
     b = result["boundaries"]
     first = next(iter(b.values()))
-    lines += ["", f"## Boundaries within ±{TOLERANCE_S:g} s ({result['n_songs']} songs of 4 to 6 GTZAN excerpts, "
-              f"{first['n_true']} true boundaries, seed {result['seed']})", ""]  # fmt: skip
-    lines += ["| config | precision | recall | F1 | predicted | mean k (true parts) | representative purity | s/song |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        f"## Boundaries within ±{TOLERANCE_S:g} s ({result['n_songs']} songs of 4 to 6 GTZAN excerpts, "
+        f"{first['n_true']} true boundaries, seed {result['seed']})",
+        "",
+    ]
+    lines += [
+        "| config | precision | recall | F1 | predicted | mean k (true parts) | representative purity | s/song |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, s in b.items():
         lines.append(
             f"| {name} | {s['precision']:.2f} | {s['recall']:.2f} | {s['f1']:.2f} | {s['n_predicted']} "
             f"| {s['mean_k']:.1f} ({s['mean_true_parts']:.1f}) | {s['mean_representative_purity']:.2f} | {s['mean_song_s']:.2f} |"
         )
-    lines += ["", "Representative purity: share of the representative spans lying in the one excerpt they overlap most.",
-              "The defaults were tuned on 12 songs drawn with seed 0; these songs are drawn with another seed.", ""]  # fmt: skip
+    lines += [
+        "",
+        "Representative purity: share of the representative spans lying in the one excerpt they overlap most.",
+        "The defaults were tuned on 12 songs drawn with seed 0; these songs are drawn with another seed.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -228,11 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     songs = concatenated_songs(args.data, args.songs, args.seed)
     boundaries, per_song = score_boundaries(songs)
     result = dict(
-        command=command, seed=args.seed, n_songs=len(songs), tolerance_s=TOLERANCE_S,
+        command=command,
+        seed=args.seed,
+        n_songs=len(songs),
+        tolerance_s=TOLERANCE_S,
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load:.1f} at start, Python {platform.python_version()}",
-        config=to_dict(segmentation.SegmentationConfig()), cost=cost, boundaries=boundaries, songs=per_song,
+        config=to_dict(segmentation.SegmentationConfig()),
+        cost=cost,
+        boundaries=boundaries,
+        songs=per_song,
         runtime_s=time.perf_counter() - started,
-    )  # fmt: skip
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "segmentation.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     (args.out / "segmentation.md").write_text(markdown(result))

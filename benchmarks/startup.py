@@ -70,8 +70,20 @@ def steps(cpus: int, catalog: Path, work: Path) -> dict[str, list[str]]:
         "imports": [py, "-c", "import mgr_batch.execution.tag"],
         "ray": [py, "-c", _RAY_STEP, str(cpus), "none"],
         "ray + Ray Data": [py, "-c", _RAY_STEP, str(cpus), "data"],
-        "tag": [py, "-m", "mgr_batch.cli", "tag", str(catalog), "--output", str(work / "out"), "--force",
-                "--num-cpus", str(cpus), "--model", MODEL],  # fmt: skip
+        "tag": [
+            py,
+            "-m",
+            "mgr_batch.cli",
+            "tag",
+            str(catalog),
+            "--output",
+            str(work / "out"),
+            "--force",
+            "--num-cpus",
+            str(cpus),
+            "--model",
+            MODEL,
+        ],
     }
 
 
@@ -100,8 +112,13 @@ def allowance(floor_file: Path, cpus: int) -> dict | None:
         return None
     floor = res["decode_floor"]["wall_s"]["soundfile"]
     marginal = run["marginal_core_s_over_floor_wall"]
-    return {"results": str(floor_file.resolve().relative_to(ROOT)), "floor_s": floor, "marginal_over_floor": marginal,
-            "allowance_s": (1.2 - marginal) * floor / cpus, "fixed_run_wall_s": run["fixed_run_wall_s"]}  # fmt: skip
+    return {
+        "results": str(floor_file.resolve().relative_to(ROOT)),
+        "floor_s": floor,
+        "marginal_over_floor": marginal,
+        "allowance_s": (1.2 - marginal) * floor / cpus,
+        "fixed_run_wall_s": run["fixed_run_wall_s"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     med = {name: {k: statistics.median(t[k] for t in ts) for k in ts[0]} for name, ts in tries.items()}
     result = {
         "rerun": rerun,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_start": load0, "loadavg_end": loadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_start": load0,
+            "loadavg_end": loadavg(),
+        },
         "cpus": args.cpus,
         "repeats": args.repeats,
         "median": med,

@@ -158,8 +158,7 @@ def encode(source: str, fmt: str, target: str) -> None:
     os.replace(tmp, target)
 
 
-def build_catalog(data: Path, minutes: float, seed: int, cache: Path, jobs: int,
-                  formats=FORMATS) -> tuple[Path, float]:  # fmt: skip
+def build_catalog(data: Path, minutes: float, seed: int, cache: Path, jobs: int, formats=FORMATS) -> tuple[Path, float]:
     """A folder of hard links to cached encoded files; returns (folder, seconds of audio in it)."""
     plan = plan_catalog(data, minutes, seed, formats)
     files = cache / "files"
@@ -171,8 +170,11 @@ def build_catalog(data: Path, minutes: float, seed: int, cache: Path, jobs: int,
             list(
                 pool.map(encode, *zip(*[(s, f, str(files / encoded_name(s, f))) for s, f in sorted(todo)], strict=True))
             )
-    folder = cache / f"catalog-{minutes:g}min-seed{seed}" if formats == FORMATS else \
-        cache / f"catalog-{minutes:g}min-seed{seed}-{'-'.join(formats)}"  # fmt: skip
+    folder = (
+        cache / f"catalog-{minutes:g}min-seed{seed}"
+        if formats == FORMATS
+        else cache / f"catalog-{minutes:g}min-seed{seed}-{'-'.join(formats)}"
+    )
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
@@ -314,7 +316,9 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run_pinned(cmd: list[str], *, cpus: int, cwd: Path, log_path: Path, pin: bool = True) -> tuple[int, float, TreeMonitor]:
+def run_pinned(
+    cmd: list[str], *, cpus: int, cwd: Path, log_path: Path, pin: bool = True
+) -> tuple[int, float, TreeMonitor]:
     """``cmd`` in a subprocess that starts an embedded Ray of its own (no RAY_ADDRESS, its own Ray temp
     dir), output to ``log_path``, its process tree polled. With ``pin`` the process and all it starts (Ray's
     daemons and workers inherit it) run on the first ``cpus`` cores only, so that a 1-CPU run is a 1-core
@@ -339,8 +343,22 @@ def run_tag(catalog: Path, work: Path, name: str, cpus: int, extra: list[str], p
     """``mgr-batch tag catalog`` in a subprocess (:func:`run_pinned`), timed and polled."""
     out = work / f"out-{name}"
     # -v: Ray Data's own progress output, whose "execution finished in" line gives exec_s (off by default).
-    cmd = [sys.executable, "-c", _TAG_BOOTSTRAP, "tag", str(catalog), "--output", str(out), "--force",
-           "--num-cpus", str(cpus), "--model", MODEL, "-v", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        _TAG_BOOTSTRAP,
+        "tag",
+        str(catalog),
+        "--output",
+        str(out),
+        "--force",
+        "--num-cpus",
+        str(cpus),
+        "--model",
+        MODEL,
+        "-v",
+        *extra,
+    ]
     log_path = work / f"{name}.log"
     busy0 = machine_busy_s()
     rc, wall, mon = run_pinned(cmd, cpus=cpus, cwd=work, log_path=log_path, pin=pin)
@@ -448,8 +466,15 @@ def plain_loop(files: list[str], model: torch.nn.Module, spec, clip_seconds: flo
         probs = []
         with torch.inference_mode():
             for clip in song_clips:
-                mel = librosa.feature.melspectrogram(y=clip, sr=sr, n_fft=fc.n_fft, hop_length=fc.hop_length,
-                                                     n_mels=fc.n_mels, fmin=fc.fmin, fmax=fc.fmax)  # fmt: skip
+                mel = librosa.feature.melspectrogram(
+                    y=clip,
+                    sr=sr,
+                    n_fft=fc.n_fft,
+                    hop_length=fc.hop_length,
+                    n_mels=fc.n_mels,
+                    fmin=fc.fmin,
+                    fmax=fc.fmax,
+                )
                 db = librosa.power_to_db(mel, ref=1.0, amin=features.AMIN, top_db=None)
                 probs.append(torch.softmax(model(torch.from_numpy(db[None])), dim=-1)[0].numpy())
         return spec.genres[int(np.mean(probs, axis=0).argmax())]
@@ -483,8 +508,9 @@ def decode_floor(files: list[str], sr: int) -> dict:
     return out
 
 
-def stage_split(files: list[str], catalog: Path, spec, clip_cfg: ClipConfig, songs_per_task: int, batch_size: int | None,
-                work: Path) -> dict:  # fmt: skip
+def stage_split(
+    files: list[str], catalog: Path, spec, clip_cfg: ClipConfig, songs_per_task: int, batch_size: int | None, work: Path
+) -> dict:
     """Every stage of the tagging graph, single thread, with mgr-batch's own functions, in the graph's batches.
 
     read/decode/mono/resample/validate/cut/featurize replay ``audio.load`` + ``featurize_batch`` step by step
@@ -522,11 +548,24 @@ def stage_split(files: list[str], catalog: Path, spec, clip_cfg: ClipConfig, son
             clock.time("featurize", features.featurize, song_clips, sr=sr, cfg=spec.features)
         rows = listing.files[listing.files["path"].isin(batch_paths)]
         batch = {c: rows[c].to_numpy() for c in ("path", "song_id", "size", "mtime")}
-        featurized = clock.time("featurize_batch (whole, check)", featurize_batch, batch, audio=audio_cfg,
-                                clip_cfg=clip_cfg, feature_cfg=spec.features)  # fmt: skip
+        featurized = clock.time(
+            "featurize_batch (whole, check)",
+            featurize_batch,
+            batch,
+            audio=audio_cfg,
+            clip_cfg=clip_cfg,
+            feature_cfg=spec.features,
+        )
         predicted = clock.time("infer", predictor, featurized)
-        clock.time("write", write_tables, predicted, output=str(out_dir), genres=spec.genres, model_id=spec.model_id,
-                   clip_seconds=clip_cfg.clip_seconds)  # fmt: skip
+        clock.time(
+            "write",
+            write_tables,
+            predicted,
+            output=str(out_dir),
+            genres=spec.genres,
+            model_id=spec.model_id,
+            clip_seconds=clip_cfg.clip_seconds,
+        )
     shutil.rmtree(out_dir, ignore_errors=True)
     return {"cpu_s": clock.cpu, "wall_s": clock.wall, "mono_before_mix_down_cpu_s": old_mix}
 
@@ -585,8 +624,20 @@ def micro_logmel(y: np.ndarray, sr: int, fc) -> dict:
 
     def ref():
         for clip in song_clips:
-            librosa.power_to_db(librosa.feature.melspectrogram(y=clip, sr=sr, n_fft=fc.n_fft, hop_length=fc.hop_length,
-                                n_mels=fc.n_mels, fmin=fc.fmin, fmax=fc.fmax), ref=1.0, amin=features.AMIN, top_db=None)  # fmt: skip
+            librosa.power_to_db(
+                librosa.feature.melspectrogram(
+                    y=clip,
+                    sr=sr,
+                    n_fft=fc.n_fft,
+                    hop_length=fc.hop_length,
+                    n_mels=fc.n_mels,
+                    fmin=fc.fmin,
+                    fmax=fc.fmax,
+                ),
+                ref=1.0,
+                amin=features.AMIN,
+                top_db=None,
+            )
 
     def ours():
         features.featurize(song_clips, sr=sr, cfg=fc)
@@ -648,8 +699,14 @@ def micro_segmentation(y: np.ndarray, sr: int) -> dict:
     clustering = ours - _cpu(segmentation.sem_matrix, y, sr, cfg, repeats=2)
     ref, n = _reference_segmentation_s(y, sr, cfg, n_pairs=300, seed=0)
     ref += max(clustering, 0.0)  # the same clustering step on top
-    return {"minutes": minutes, "windows": n, "reference_s_per_min": ref / minutes, "mgr_batch_s_per_min": ours / minutes,
-            "speedup": ref / ours, "reference": "librosa.resample + librosa.lpc per window + lfilter SEM per pair (300 pairs timed, scaled to all) + the same clustering"}  # fmt: skip
+    return {
+        "minutes": minutes,
+        "windows": n,
+        "reference_s_per_min": ref / minutes,
+        "mgr_batch_s_per_min": ours / minutes,
+        "speedup": ref / ours,
+        "reference": "librosa.resample + librosa.lpc per window + lfilter SEM per pair (300 pairs timed, scaled to all) + the same clustering",
+    }
 
 
 def micro_inference(x: np.ndarray) -> dict:
@@ -703,14 +760,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "mgr-batch-bench")
     ap.add_argument("--classic-songs", type=int, default=6, help="GTZAN songs for the 58-value vector timing")
     ap.add_argument("--seg-minutes", type=float, default=5.0, help="song length for the segmentation timing")
-    ap.add_argument("--variant", action="append", default=None,
-                    help="extra flags for one more --cpus tag run (repeatable), e.g. '--batch-size 8'")  # fmt: skip
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        help="extra flags for one more --cpus tag run (repeatable), e.g. '--batch-size 8'",
+    )
     ap.add_argument("--repeats", type=int, default=1, help="tries of each tag run on the catalog; the fastest is kept")
-    ap.add_argument("--formats", default=",".join(FORMATS),
-                    help=f"catalog formats, in turn (default {','.join(FORMATS)}; also {','.join(sorted(set(ENCODINGS) - set(FORMATS)))})")  # fmt: skip
+    ap.add_argument(
+        "--formats",
+        default=",".join(FORMATS),
+        help=f"catalog formats, in turn (default {','.join(FORMATS)}; also {','.join(sorted(set(ENCODINGS) - set(FORMATS)))})",
+    )
     ap.add_argument("--name", default="throughput", help="result file names: <name>.json and <name>.md")
-    ap.add_argument("--no-pin", dest="pin", action="store_false",
-                    help="let each tag run use every core (default: pinned to as many cores as it gets CPUs)")  # fmt: skip
+    ap.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let each tag run use every core (default: pinned to as many cores as it gets CPUs)",
+    )
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     formats = tuple(args.formats.split(","))
@@ -724,8 +792,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rerun = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    catalog, audio_s = build_catalog(args.data, args.minutes, args.seed, args.cache, jobs=os.cpu_count() or 1,
-                                     formats=formats)  # fmt: skip
+    catalog, audio_s = build_catalog(
+        args.data, args.minutes, args.seed, args.cache, jobs=os.cpu_count() or 1, formats=formats
+    )
     files = catalog_files(catalog)
     fmt_counts = pd.Series([Path(f).suffix for f in files]).value_counts().to_dict()
     print(f"catalog {catalog}: {len(files)} files, {audio_s / 60:.1f} min ({fmt_counts})", flush=True)
@@ -744,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
             "libsndfile": sf.__libsndfile_version__,
             "soxr": soxr.__version__,
             "av": av.__version__,
-        },  # fmt: skip
+        },
         "catalog": {
             "files": len(files),
             "audio_s": audio_s,
@@ -752,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "sample_rates": {f: ENCODINGS[f][2] for f in formats},
             "channels": 2,
-        },  # fmt: skip
+        },
         "model_id": spec.model_id,
         "pinned": args.pin,
         "load_average": {"start": loadavg()},
@@ -811,8 +880,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale > 1:
         big = link_catalog(files, work / f"catalog-x{args.scale}", args.scale)
         scaled = [(f"tag_{cpus}cpu_x{args.scale}", cpus, []) for cpus in (args.cpus, 1)]  # memory at scale, and
-        scaled += [(f"tag_{args.cpus}cpu_variant{i}_x{args.scale}", args.cpus, v.split())  # 1 -> N scaling where
-                   for i, v in enumerate(variants)]  # start-up weighs little; each variant at scale too  # fmt: skip
+        scaled += [
+            (f"tag_{args.cpus}cpu_variant{i}_x{args.scale}", args.cpus, v.split())  # 1 -> N scaling where
+            for i, v in enumerate(variants)
+        ]  # start-up weighs little; each variant at scale too
         for name, cpus, extra in scaled:
             print(f"{name}: {args.scale}x the catalog {' '.join(extra)} ...", flush=True)
             la = loadavg()
@@ -848,8 +919,11 @@ def summarize(r: dict, cpus: int, scale: int) -> dict:
     runs = r["tag_runs"]
     s: dict = {"audio_minutes": a / 60}
     s["plain_loop"] = {"x_realtime_per_core_cpu": a / plain_c, "x_realtime_per_core_wall": a / plain_w}
-    s["decode_floor"] = {"x_realtime_per_core_cpu": a / floor_c, "x_realtime_per_core_wall": a / floor_w,
-                         "pyav_x_realtime_per_core_cpu": a / r["decode_floor"]["cpu_s"]["pyav"]}  # fmt: skip
+    s["decode_floor"] = {
+        "x_realtime_per_core_cpu": a / floor_c,
+        "x_realtime_per_core_wall": a / floor_w,
+        "pyav_x_realtime_per_core_cpu": a / r["decode_floor"]["cpu_s"]["pyav"],
+    }
     for name, run in runs.items():
         if name.startswith("fixed"):
             continue
@@ -902,12 +976,20 @@ def summarize(r: dict, cpus: int, scale: int) -> dict:
         s["scaling_efficiency"]["at_scale"] = big1["wall_s"] / (cpus * big["wall_s"])
         s["scaling_efficiency"]["at_scale_steady_state"] = (big1["wall_s"] - one["wall_s"]) / (cpus * d_wall)
         m1, m10 = many["memory_bytes"], big["memory_bytes"]
-        s["memory"] = {k: {"x1": m1.get(k, 0), f"x{scale}": m10.get(k, 0), "ratio": m10.get(k, 0) / max(m1.get(k, 0), 1)}
-                       for k in sorted(set(m1) | set(m10))}  # fmt: skip
+        s["memory"] = {
+            k: {"x1": m1.get(k, 0), f"x{scale}": m10.get(k, 0), "ratio": m10.get(k, 0) / max(m1.get(k, 0), 1)}
+            for k in sorted(set(m1) | set(m10))
+        }
     split = r["stage_split"]["cpu_s"]
     total = sum(split.get(k, 0.0) for k in STAGES)
-    s["stage_split"] = {k: {"cpu_s": split.get(k, 0.0), "s_per_audio_min": split.get(k, 0.0) / (a / 60),
-                            "share": split.get(k, 0.0) / total} for k in STAGES}  # fmt: skip
+    s["stage_split"] = {
+        k: {
+            "cpu_s": split.get(k, 0.0),
+            "s_per_audio_min": split.get(k, 0.0) / (a / 60),
+            "share": split.get(k, 0.0) / total,
+        }
+        for k in STAGES
+    }
     s["stage_split_total_cpu_s"] = total
     s["stage_split_vs_plain_loop_per_core_cpu"] = plain_c / total
     s["stage_split_over_floor_cpu"] = total / floor_c
@@ -926,7 +1008,9 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
     s, runs = r["summary"], r["tag_runs"]
     a_min = s["audio_minutes"]
     fmts = ", ".join(f"{v} {k.lstrip('.')}" for k, v in sorted(r["catalog"]["formats"].items()))
-    rates = " and ".join(sorted({f"{sr / 1000:g} kHz" for sr in r["catalog"].get("sample_rates", {"": 44100}).values()}))
+    rates = " and ".join(
+        sorted({f"{sr / 1000:g} kHz" for sr in r["catalog"].get("sample_rates", {"": 44100}).values()})
+    )
     la = r["load_average"]
     lines = [
         "# Throughput: `mgr-batch tag` against a plain loop and the decode floor",
@@ -940,9 +1024,12 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         "x real time per core = seconds of audio per second of one core. *wall*: core-seconds = wall time x CPUs "
         "of the run (Ray start-up, Python imports and idle cores included); *CPU*: CPU seconds actually used "
         "(by the process tree for `mgr-batch tag`), which other load on the machine disturbs less. "
-        + ("Each `tag` run is pinned to as many cores as it has CPUs (its driver, Ray's daemons and workers "
-           "together), so a 1-CPU run is a 1-core run." if r.get("pinned") else
-           "The `tag` runs are not pinned: a 1-CPU run's driver and Ray daemons may use the other cores."),
+        + (
+            "Each `tag` run is pinned to as many cores as it has CPUs (its driver, Ray's daemons and workers "
+            "together), so a 1-CPU run is a 1-core run."
+            if r.get("pinned")
+            else "The `tag` runs are not pinned: a 1-CPU run's driver and Ray daemons may use the other cores."
+        ),
         "",
         "| run | CPUs | wall (s) | x real time per core (wall / CPU) | vs plain loop per core (wall / CPU) | core-s / decode floor (wall / CPU) | same without the fixed cost (wall / CPU) | load avg (start-end), CPU used by other processes |",
         "|---|---|---|---|---|---|---|---|",
@@ -989,9 +1076,14 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         f"{100 * se['decode_slot_occupancy_1cpu']:.0f}% of the graph's time with 1 CPU and "
         f"{100 * se[f'decode_slot_occupancy_{cpus}cpu']:.0f}% with {cpus} (summed task wall / (CPUs x graph wall), "
         "which other load on the machine does not bias).  ",
-        *([f"On the {scale}x catalog: scaling efficiency 1 -> {cpus} CPUs {100 * se['at_scale']:.0f}% with start-up, "
-           f"{100 * se['at_scale_steady_state']:.0f}% in the steady state (the {scale}x run minus the 1x run at each CPU count).  "]
-          if "at_scale" in se else []),
+        *(
+            [
+                f"On the {scale}x catalog: scaling efficiency 1 -> {cpus} CPUs {100 * se['at_scale']:.0f}% with start-up, "
+                f"{100 * se['at_scale_steady_state']:.0f}% in the steady state (the {scale}x run minus the 1x run at each CPU count).  "
+            ]
+            if "at_scale" in se
+            else []
+        ),
         f"Plain loop and `mgr-batch tag` ({cpus} CPUs) give the same song genre for "
         f"{100 * r['agreement_with_plain_loop']['same_genre']:.1f}% of {r['agreement_with_plain_loop']['songs']} songs.",
         "",
@@ -1044,17 +1136,24 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         "| what | minutes of audio | reference (s per audio minute) | mgr-batch (s per audio minute) | speed-up |",
         "|---|---|---|---|---|",
     ]
-    names = {"logmel": "log-mel (librosa melspectrogram + power_to_db per clip vs `features.featurize`)",
-             "gtzan_58": "58-value vector (`gtzan_features_reference` vs `gtzan_features`)",
-             "segmentation": "segmentation (librosa.lpc + lfilter SEM per pair vs `segmentation.representative`)"}  # fmt: skip
+    names = {
+        "logmel": "log-mel (librosa melspectrogram + power_to_db per clip vs `features.featurize`)",
+        "gtzan_58": "58-value vector (`gtzan_features_reference` vs `gtzan_features`)",
+        "segmentation": "segmentation (librosa.lpc + lfilter SEM per pair vs `segmentation.representative`)",
+    }
     for k, label in names.items():
         m = r["micro"][k]
         lines.append(
             f"| {label} | {m['minutes']:.1f} | {m['reference_s_per_min']:.3f} | {m['mgr_batch_s_per_min']:.4f} | {m['speedup']:.1f}x |"
         )
     inf = r["micro"]["inference"]
-    lines += ["", f"Inference, shipped CNN on {inf['clips']} real 3 s clips, clips per CPU-second (one thread):", "",
-              "| model layout | batch 1 | batch 8 | batch 64 |", "|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        f"Inference, shipped CNN on {inf['clips']} real 3 s clips, clips per CPU-second (one thread):",
+        "",
+        "| model layout | batch 1 | batch 8 | batch 64 |",
+        "|---|---|---|---|",
+    ]
     for layout in ("eager", "channels_last"):
         c = inf["clips_per_cpu_s"]
         lines.append(

@@ -38,8 +38,9 @@ def cost(paths: list[str], model: str, *, embeddings: bool = False) -> dict[str,
     for path in paths:
         t = time.process_time()
         decoded = audio.load(path, sr=spec.audio.sr)
-        song_clips, _ = clips.cut(decoded.y, sr=spec.audio.sr, clip_seconds=spec.clips.clip_seconds,
-                                  hop_seconds=spec.clips.clip_seconds)  # fmt: skip
+        song_clips, _ = clips.cut(
+            decoded.y, sr=spec.audio.sr, clip_seconds=spec.clips.clip_seconds, hop_seconds=spec.clips.clip_seconds
+        )
         steps["decode"] += time.process_time() - t
         if spec.features.kind == fs.KIND:  # each network of the stack on its own
             parts = []
@@ -48,8 +49,11 @@ def cost(paths: list[str], model: str, *, embeddings: bool = False) -> dict[str,
                 got = fs.network_layers(song_clips, sr=spec.audio.sr, network=network, layers=layers)
                 steps[network] = steps.get(network, 0.0) + time.process_time() - t
                 parts.append(got)
-            by = {(n, layer): v for part, (n, ls) in zip(parts, _networks(spec.features).items(), strict=True)
-                  for layer, v in part.items()}  # fmt: skip
+            by = {
+                (n, layer): v
+                for part, (n, ls) in zip(parts, _networks(spec.features).items(), strict=True)
+                for layer, v in part.items()
+            }
             x = np.concatenate([by[p] for p in fs.parts(spec.features)], axis=1)[:, :, None]
             steps["features"] += sum(steps[n] for n in _networks(spec.features)) - steps["features"]
         else:
@@ -58,7 +62,12 @@ def cost(paths: list[str], model: str, *, embeddings: bool = False) -> dict[str,
             steps["features"] += time.process_time() - t
         t = time.process_time()
         predictor(
-            {"features": _objects([x]), "path": np.array([path]), "song_id": np.array(["s"]), "status": np.array(["ok"])}
+            {
+                "features": _objects([x]),
+                "path": np.array([path]),
+                "song_id": np.array(["s"]),
+                "status": np.array(["ok"]),
+            }
         )  # the head: clip rows and, for a song-level or calibrated model, the song row
         steps["predict"] += time.process_time() - t
         if embeddings:
@@ -108,20 +117,38 @@ def main() -> None:
         rows.append({"model": model, **cost(paths, model, embeddings=args.embeddings and i == 0)})
         print(rows[-1], flush=True)
     networks = [k for r in rows for k in r if k in fs.NETWORKS]
-    keys = ["model", "model_id", "minutes", "decode", "features", *dict.fromkeys(networks), "predict", "embedding",
-            "total"]  # fmt: skip
+    keys = [
+        "model",
+        "model_id",
+        "minutes",
+        "decode",
+        "features",
+        *dict.fromkeys(networks),
+        "predict",
+        "embedding",
+        "total",
+    ]
     base = next((r for r in rows if r["model"] == "musicnn-logreg"), None)
-    lines = ["# Inference cost per minute of audio (one CPU thread, CPU seconds per audio minute)", "",
-             f"Rerun: `python benchmarks/transfer_cost.py {' '.join(sys.argv[1:])}`  ",
-             f"{len(paths)} files; decode = decode + resample + cut, features = the model's featurization "
-             "(for embedding models this includes the pre-trained networks; a stack's networks also on their own), "
-             "predict = the model's head (clip rows and song row), "
-             "total = tagging (decode + features + predict); embedding = what `tag --embeddings` adds (first model only).", "",
-             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]  # fmt: skip
+    lines = [
+        "# Inference cost per minute of audio (one CPU thread, CPU seconds per audio minute)",
+        "",
+        f"Rerun: `python benchmarks/transfer_cost.py {' '.join(sys.argv[1:])}`  ",
+        f"{len(paths)} files; decode = decode + resample + cut, features = the model's featurization "
+        "(for embedding models this includes the pre-trained networks; a stack's networks also on their own), "
+        "predict = the model's head (clip rows and song row), "
+        "total = tagging (decode + features + predict); embedding = what `tag --embeddings` adds (first model only).",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "---|" * len(keys),
+    ]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     if base:
-        lines += ["", "Tagging cost (total) relative to `musicnn-logreg`, same run: "
-                  + ", ".join(f"`{r['model']}` {r['total'] / base['total']:.2f}x" for r in rows) + "."]  # fmt: skip
+        lines += [
+            "",
+            "Tagging cost (total) relative to `musicnn-logreg`, same run: "
+            + ", ".join(f"`{r['model']}` {r['total'] / base['total']:.2f}x" for r in rows)
+            + ".",
+        ]
     lines += ["", f"CPU: {_cpu()}."]
     text = "\n".join(lines) + "\n"
     print(text)
@@ -135,8 +162,10 @@ def _cpu() -> str:
     out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     flags = info.get("Flags", "")
-    return (f"{info.get('Model name', '?').strip()}, {info.get('CPU(s)', '?').strip()} CPUs, "
-            f"AVX-512 {'yes' if 'avx512f' in flags else 'no'}, AVX2 {'yes' if 'avx2' in flags else 'no'}")  # fmt: skip
+    return (
+        f"{info.get('Model name', '?').strip()}, {info.get('CPU(s)', '?').strip()} CPUs, "
+        f"AVX-512 {'yes' if 'avx512f' in flags else 'no'}, AVX2 {'yes' if 'avx2' in flags else 'no'}"
+    )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/gtzan_musicnn.npz")
     parser.add_argument("--heads", default="logreg,svm")
     args = parser.parse_args()
-    files = datasets.labelled(str(DATA), train_list=str(DATA / "train_filtered.txt"),
-                              valid_list=str(DATA / "valid_filtered.txt"))  # fmt: skip
+    files = datasets.labelled(
+        str(DATA), train_list=str(DATA / "train_filtered.txt"), valid_list=str(DATA / "valid_filtered.txt")
+    )
     cache = Path(args.cache)
     if cache.is_file():
         emb = dict(np.load(cache))
@@ -92,8 +93,11 @@ def main() -> None:
             cv = [score(head, x, y, song, fold != k, fold == k) for k in range(5)]
             acc = [c["song_accuracy"] for c in cv]
             bal = [c["song_balanced_accuracy"] for c in cv]
-            print(f"| {name} | {head} | {v['song_accuracy']:.3f} | {v['song_balanced_accuracy']:.3f} | "
-                  f"{np.mean(acc):.3f} ± {np.std(acc):.3f} | {np.mean(bal):.3f} |", flush=True)  # fmt: skip
+            print(
+                f"| {name} | {head} | {v['song_accuracy']:.3f} | {v['song_balanced_accuracy']:.3f} | "
+                f"{np.mean(acc):.3f} ± {np.std(acc):.3f} | {np.mean(bal):.3f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -225,7 +225,9 @@ class _MonoResampler:
     """Streams (frames, channels) blocks at ``sr_in`` into one mono float32 array at ``sr_out``."""
 
     def __init__(self, sr_in: int, sr_out: int, quality: str) -> None:
-        self.stream = None if sr_in == sr_out else soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=quality)
+        self.stream = (
+            None if sr_in == sr_out else soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=quality)
+        )
         self.chunks: list[np.ndarray] = []
         # Sum, least and greatest of the mono samples before resampling, for the silence check.
         self.n, self.total, self.lo, self.hi = 0, 0.0, np.inf, -np.inf
@@ -271,8 +273,15 @@ def _load_soundfile(source, sr: int, max_duration: float | None, quality: str) -
     # A file that ends before its header says (a cut MP3 or WAV) reports what it really holds.
     truncated = done < limit
     duration = frames / native_sr if frames > 0 and not truncated else done / native_sr
-    return Decoded(y=y, sr=sr, native_sr=native_sr, channels=channels, duration=duration, decoder="libsndfile",
-                   native_peak=resampler.native_peak())  # fmt: skip
+    return Decoded(
+        y=y,
+        sr=sr,
+        native_sr=native_sr,
+        channels=channels,
+        duration=duration,
+        decoder="libsndfile",
+        native_peak=resampler.native_peak(),
+    )
 
 
 def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Decoded:
@@ -294,8 +303,15 @@ def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Dec
         # encoder's pre-skip; a cut file holds less than its header says).
         duration = float(stream.duration * stream.time_base) if stopped_early and stream.duration else done / native_sr
     y = resampler.result()
-    return Decoded(y=y, sr=sr, native_sr=native_sr, channels=channels, duration=duration, decoder="ffmpeg",
-                   native_peak=resampler.native_peak())  # fmt: skip
+    return Decoded(
+        y=y,
+        sr=sr,
+        native_sr=native_sr,
+        channels=channels,
+        duration=duration,
+        decoder="ffmpeg",
+        native_peak=resampler.native_peak(),
+    )
 
 
 def pyav_blocks(frames, sr: int, layout: av.AudioLayout, limit: int | None):

@@ -51,9 +51,15 @@ def reliability(probs: np.ndarray, y: np.ndarray, *, bins: int = ECE_BINS) -> li
     out = []
     for b in range(bins):
         m = index == b
-        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()),
-                    "confidence": float(conf[m].mean()) if m.any() else None,
-                    "accuracy": float(correct[m].mean()) if m.any() else None})  # fmt: skip
+        out.append(
+            {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "n": int(m.sum()),
+                "confidence": float(conf[m].mean()) if m.any() else None,
+                "accuracy": float(correct[m].mean()) if m.any() else None,
+            }
+        )
     return out
 
 
@@ -94,8 +100,11 @@ def flag_summary(probs: np.ndarray, y: np.ndarray, threshold: float | None) -> d
         return {"uncertain_share": None, "accuracy_not_uncertain": None, "uncertain_below": threshold}
     keep = certainty(probs) >= threshold
     correct = np.asarray(probs).argmax(axis=1) == np.asarray(y)
-    return {"uncertain_share": float(1 - keep.mean()), "uncertain_below": float(threshold),
-            "accuracy_not_uncertain": float(correct[keep].mean()) if keep.any() else None}  # fmt: skip
+    return {
+        "uncertain_share": float(1 - keep.mean()),
+        "uncertain_below": float(threshold),
+        "accuracy_not_uncertain": float(correct[keep].mean()) if keep.any() else None,
+    }
 
 
 def reliability_png(before: np.ndarray, after: np.ndarray | None, y: np.ndarray, *, bins: int = ECE_BINS) -> bytes:
@@ -111,8 +120,12 @@ def reliability_png(before: np.ndarray, after: np.ndarray | None, y: np.ndarray,
         if probs is None:
             continue
         rows = [r for r in reliability(probs, y, bins=bins) if r["n"]]
-        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker=marker,
-                label=f"{label} (ECE {ece(probs, y, bins=bins):.3f})")  # fmt: skip
+        ax.plot(
+            [r["confidence"] for r in rows],
+            [r["accuracy"] for r in rows],
+            marker=marker,
+            label=f"{label} (ECE {ece(probs, y, bins=bins):.3f})",
+        )
     ax.set_xlabel("confidence (top-1 probability)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)

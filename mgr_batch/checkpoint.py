@@ -71,7 +71,9 @@ class ModelSpec:
         return model_info(self.model.name).family
 
     def build(self) -> nn.Module | ClassicModel:
-        return build_model(self.model.name, n_classes=len(self.genres), input_shape=self.input_shape, params=self.model.params)
+        return build_model(
+            self.model.name, n_classes=len(self.genres), input_shape=self.input_shape, params=self.model.params
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,7 +133,9 @@ def save(
     classic = isinstance(model, ClassicModel)
     weights = model.to_bytes() if classic else weights_bytes(model)
     spec = dataclasses.replace(spec, model_id=model_id_for(spec.model.name, weights))
-    storage.write_bytes_atomic(storage.join(directory, CLASSIC_WEIGHTS if classic else WEIGHTS), weights, storage_options)
+    storage.write_bytes_atomic(
+        storage.join(directory, CLASSIC_WEIGHTS if classic else WEIGHTS), weights, storage_options
+    )
     text = json.dumps(spec.to_json(), indent=2, sort_keys=False)
     storage.write_bytes_atomic(storage.join(directory, CONFIG), text.encode(), storage_options)
     return spec
@@ -166,20 +170,36 @@ def builtin_spec(name: str) -> ModelSpec:
 
         audio, clips, features = preset("efficientat").apply(AudioConfig(), ClipConfig(), FeatureConfig())
         weights = efficientat_path(DEFAULT_PRETRAINED).read_bytes()
-        return ModelSpec(genres=audioset_labels(), audio=audio, clips=clips, features=features,
-                         model=ModelConfig(name="efficientat", params={"pretrained": DEFAULT_PRETRAINED}),
-                         model_id=model_id_for(name, weights), activation="sigmoid",
-                         train={"source": "EfficientAT mn04_as (v0.0.1), pre-trained on AudioSet's 527 classes "
-                                          "(Schmid et al., 2023); not trained here"})  # fmt: skip
+        return ModelSpec(
+            genres=audioset_labels(),
+            audio=audio,
+            clips=clips,
+            features=features,
+            model=ModelConfig(name="efficientat", params={"pretrained": DEFAULT_PRETRAINED}),
+            model_id=model_id_for(name, weights),
+            activation="sigmoid",
+            train={
+                "source": "EfficientAT mn04_as (v0.0.1), pre-trained on AudioSet's 527 classes "
+                "(Schmid et al., 2023); not trained here"
+            },
+        )
     from mgr_batch.models.musicnn import MSD_TAGS, pretrained_path
 
     audio, clips, features = preset("musicnn").apply(AudioConfig(), ClipConfig(), FeatureConfig())
     weights = pretrained_path("MSD_musicnn").read_bytes()
-    return ModelSpec(genres=MSD_TAGS, audio=audio, clips=clips, features=features,
-                     model=ModelConfig(name="musicnn", params={"pretrained": "MSD_musicnn"}),
-                     model_id=model_id_for(name, weights), activation="sigmoid",
-                     train={"source": "musicnn 0.1.0 MSD_musicnn, pre-trained on the Million Song Dataset's "
-                                      "last.fm tags (Pons and Serra, 2019); not trained here"})  # fmt: skip
+    return ModelSpec(
+        genres=MSD_TAGS,
+        audio=audio,
+        clips=clips,
+        features=features,
+        model=ModelConfig(name="musicnn", params={"pretrained": "MSD_musicnn"}),
+        model_id=model_id_for(name, weights),
+        activation="sigmoid",
+        train={
+            "source": "musicnn 0.1.0 MSD_musicnn, pre-trained on the Million Song Dataset's "
+            "last.fm tags (Pons and Serra, 2019); not trained here"
+        },
+    )
 
 
 def load_spec(uri: str | None, storage_options: dict[str, Any] | None = None) -> ModelSpec:

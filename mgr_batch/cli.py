@@ -84,10 +84,14 @@ PLOT_TIMELINE_EXAMPLES = """examples:
   mgr-batch plot-timeline tags/ --song 3f2a9c0d1e4b5a6f --output timeline.png
 """
 
-SEGMENTATION_HELP = ("fixed: every clip of the song (default); representative: only clips of its representative "
-                     "segment; random: --crops random crops per training song (an augmentation; others get fixed clips)")
-FEATURES_HELP = ("features preset: sample rate, clip length and features of a seed study (default: the model type's own); "
-                 "see 'mgr-batch models --presets'")
+SEGMENTATION_HELP = (
+    "fixed: every clip of the song (default); representative: only clips of its representative "
+    "segment; random: --crops random crops per training song (an augmentation; others get fixed clips)"
+)
+FEATURES_HELP = (
+    "features preset: sample rate, clip length and features of a seed study (default: the model type's own); "
+    "see 'mgr-batch models --presets'"
+)
 
 
 def _pairs(pairs: list[str] | None, flag: str) -> dict[str, Any]:
@@ -104,14 +108,21 @@ def _pairs(pairs: list[str] | None, flag: str) -> dict[str, Any]:
 def _training_flags(p: argparse.ArgumentParser) -> None:
     """Flags train and cv share: what to train and how."""
     p.add_argument("--model-type", help="model name (see 'mgr-batch models'; default cnn)")
-    p.add_argument("--model-param", action="append", metavar="KEY=VALUE",
-                   help="model hyper-parameter (repeatable), e.g. hidden_size=64 or pretrained=MSD_musicnn")  # fmt: skip
+    p.add_argument(
+        "--model-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model hyper-parameter (repeatable), e.g. hidden_size=64 or pretrained=MSD_musicnn",
+    )
     p.add_argument("--features", help=FEATURES_HELP)
     p.add_argument("--init-from", help="checkpoint to start from (transfer learning: every layer whose shape fits)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3, or the model type's own: "
-                   "`mgr-batch models` lists it)")  # fmt: skip
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate (default 1e-3, or the model type's own: `mgr-batch models` lists it)",
+    )
     p.add_argument("--weight-decay", type=float, help="L2 penalty (AdamW weight decay)")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine)")
     p.add_argument("--seed", type=int)
@@ -134,12 +145,25 @@ def _training_dict(args: argparse.Namespace) -> dict[str, Any]:
         "num_workers": args.num_workers,
         "cpus_per_worker": args.cpus_per_worker,
         "preset": args.features,
-        "clips": {"clip_seconds": getattr(args, "clip_seconds", None), "hop_seconds": args.hop_seconds,
-                  "select": args.segmentation, "crops": args.crops},  # fmt: skip
-        "model": {"name": args.model_type, "params": _pairs(args.model_param, "--model-param") or None,
-                  "init_from": args.init_from},  # fmt: skip
-        "optim": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                  "weight_decay": args.weight_decay, "schedule": args.schedule},  # fmt: skip
+        "clips": {
+            "clip_seconds": getattr(args, "clip_seconds", None),
+            "hop_seconds": args.hop_seconds,
+            "select": args.segmentation,
+            "crops": args.crops,
+        },
+        "model": {
+            "name": args.model_type,
+            "params": _pairs(args.model_param, "--model-param") or None,
+            "init_from": args.init_from,
+        },
+        "optim": {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "weight_decay": args.weight_decay,
+            "schedule": args.schedule,
+        },
         "ray": {"address": args.address, "num_cpus": args.num_cpus},
     }
 
@@ -157,9 +181,13 @@ def with_preset(train: dict[str, Any]) -> dict[str, Any]:
     info = model_info((train.get("model") or {}).get("name") or "cnn")
     p = preset(train.get("preset") or default_preset(info.name, info.features))
     set_clips = {k: v for k, v in (train.get("clips") or {}).items() if v is not None}
-    return train | {"preset": p.name, "audio": p.audio | (train.get("audio") or {}),
-                    "optim": merge(info.optim, train.get("optim") or {}),
-                    "clips": p.clips | set_clips, "features": p.features | (train.get("features") or {})}  # fmt: skip
+    return train | {
+        "preset": p.name,
+        "audio": p.audio | (train.get("audio") or {}),
+        "optim": merge(info.optim, train.get("optim") or {}),
+        "clips": p.clips | set_clips,
+        "features": p.features | (train.get("features") or {}),
+    }
 
 
 def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -168,57 +196,113 @@ def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file; flags given here override it")
-    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                   help="fsspec storage option (repeatable), e.g. endpoint_url=..., key=..., secret=...")  # fmt: skip
-    p.add_argument("--address", help="join a running Ray cluster (e.g. 'auto' or ray://host:10001) instead of starting one")
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fsspec storage option (repeatable), e.g. endpoint_url=..., key=..., secret=...",
+    )
+    p.add_argument(
+        "--address", help="join a running Ray cluster (e.g. 'auto' or ray://host:10001) instead of starting one"
+    )
     p.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray (default: all)")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also show Ray's and the workers' output (decoder notes included) and debug logs")  # fmt: skip
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show Ray's and the workers' output (decoder notes included) and debug logs",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts) instead of a summary")
-    p.add_argument("--progress-seconds", type=float, metavar="S",
-                   help="seconds between progress lines when the output is not a terminal (default 10)")  # fmt: skip
+    p.add_argument(
+        "--progress-seconds",
+        type=float,
+        metavar="S",
+        help="seconds between progress lines when the output is not a terminal (default 10)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mgr-batch", description="Tag music catalogs with genres on Ray; train genre models.")
+    parser = argparse.ArgumentParser(
+        prog="mgr-batch", description="Tag music catalogs with genres on Ray; train genre models."
+    )
     parser.add_argument("--version", action="version", version=f"mgr-batch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    tag = sub.add_parser("tag", help="tag audio files with genres", epilog=TAG_EXAMPLES,
-                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                         description="Tag every audio file of INPUT; write songs/, clips/, errors/ Parquet tables and run.json to OUTPUT.")  # fmt: skip
-    tag.add_argument("input", help="folder (recursive), glob, manifest (.csv/.parquet with a 'path' column), or a URL of those")
+    tag = sub.add_parser(
+        "tag",
+        help="tag audio files with genres",
+        epilog=TAG_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Tag every audio file of INPUT; write songs/, clips/, errors/ Parquet tables and run.json to OUTPUT.",
+    )
+    tag.add_argument(
+        "input", help="folder (recursive), glob, manifest (.csv/.parquet with a 'path' column), or a URL of those"
+    )
     tag.add_argument("--output", "-o", required=True, help="output folder or URL")
-    tag.add_argument("--model", help="checkpoint folder or URL (default: the model shipped in the package, pre-trained "
-                     "MSD_musicnn + EfficientAT embeddings, song-level logistic regression, calibrated), 'musicnn-logreg': "
-                     "the earlier default (musicnn embeddings, clip-level), 'logmel-cnn': the packaged log-mel CNN (10x cheaper "
-                     "on CPU), 'msd-tags': musicnn's pre-trained tagger, 50 last.fm tags as independent probabilities, or "
-                     "'audioset-tags': EfficientAT's pre-trained AudioSet tagger, 527 sound and music classes likewise")  # fmt: skip
+    tag.add_argument(
+        "--model",
+        help="checkpoint folder or URL (default: the model shipped in the package, pre-trained "
+        "MSD_musicnn + EfficientAT embeddings, song-level logistic regression, calibrated), 'musicnn-logreg': "
+        "the earlier default (musicnn embeddings, clip-level), 'logmel-cnn': the packaged log-mel CNN (10x cheaper "
+        "on CPU), 'msd-tags': musicnn's pre-trained tagger, 50 last.fm tags as independent probabilities, or "
+        "'audioset-tags': EfficientAT's pre-trained AudioSet tagger, 527 sound and music classes likewise",
+    )
     tag.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's, 3)")
     tag.add_argument("--hop-seconds", type=float, help="seconds between clip starts (default: = clip length)")
     tag.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
     tag.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
-    tag.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0: the model runs in the decode tasks, on every CPU)")
-    tag.add_argument("--songs-per-task", type=int,
-                     help="songs per batch of a decode/featurize task (default 16; a task runs 1 to 4 batches)")
+    tag.add_argument(
+        "--num-gpus",
+        type=float,
+        help="GPUs per inference actor (default 0: the model runs in the decode tasks, on every CPU)",
+    )
+    tag.add_argument(
+        "--songs-per-task",
+        type=int,
+        help="songs per batch of a decode/featurize task (default 16; a task runs 1 to 4 batches)",
+    )
     tag.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
-    tag.add_argument("--force", action="store_true", default=None,
-                     help="redo every file (default: a rerun skips files OUTPUT already holds, unchanged, for the same model)")  # fmt: skip
-    tag.add_argument("--timeline", action="store_true", default=None,
-                     help="also write a timeline/ table: the model's genre probabilities at every time step of every "
-                     "clip (models with a belief over time, e.g. crnn); see 'mgr-batch plot-timeline'")  # fmt: skip
-    tag.add_argument("--embeddings", action="store_true", default=None,
-                     help="also write an embeddings/ table: each song's pre-trained musicnn (MSD) embedding, the "
-                     "mean over its clips, for similarity search (any --model)")  # fmt: skip
-    tag.add_argument("--compact", action="store_true", default=None,
-                     help="merge the tables' parts into large sorted files at the end of the run (see 'mgr-batch compact')")  # fmt: skip
-    tag.add_argument("--report", action="store_true", default=None,
-                     help="write OUTPUT/report/index.html and report.md at the end of the run (see 'mgr-batch report')")  # fmt: skip
+    tag.add_argument(
+        "--force",
+        action="store_true",
+        default=None,
+        help="redo every file (default: a rerun skips files OUTPUT already holds, unchanged, for the same model)",
+    )
+    tag.add_argument(
+        "--timeline",
+        action="store_true",
+        default=None,
+        help="also write a timeline/ table: the model's genre probabilities at every time step of every "
+        "clip (models with a belief over time, e.g. crnn); see 'mgr-batch plot-timeline'",
+    )
+    tag.add_argument(
+        "--embeddings",
+        action="store_true",
+        default=None,
+        help="also write an embeddings/ table: each song's pre-trained musicnn (MSD) embedding, the "
+        "mean over its clips, for similarity search (any --model)",
+    )
+    tag.add_argument(
+        "--compact",
+        action="store_true",
+        default=None,
+        help="merge the tables' parts into large sorted files at the end of the run (see 'mgr-batch compact')",
+    )
+    tag.add_argument(
+        "--report",
+        action="store_true",
+        default=None,
+        help="write OUTPUT/report/index.html and report.md at the end of the run (see 'mgr-batch report')",
+    )
     _common(tag)
 
-    train = sub.add_parser("train", help="train a genre model", epilog=TRAIN_EXAMPLES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description="Train a model on labelled audio (DATA: <genre>/<file> tree or manifest with path,label[,split]).")  # fmt: skip
+    train = sub.add_parser(
+        "train",
+        help="train a genre model",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a model on labelled audio (DATA: <genre>/<file> tree or manifest with path,label[,split]).",
+    )
     train.add_argument("data", help="labelled folder tree or manifest (local or URL)")
     train.add_argument("--output", "-o", required=True, help="where the final checkpoint goes (folder or URL)")
     train.add_argument("--train-list", help="file of training songs, one relative path per line (matched on the stem)")
@@ -229,27 +313,40 @@ def build_parser() -> argparse.ArgumentParser:
     _training_flags(train)
     _common(train)
 
-    ev = sub.add_parser("evaluate", help="score a model on labelled audio and write a report", epilog=EVALUATE_EXAMPLES,
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description="Tag labelled songs with the same graph as 'tag', then write metrics.json, "
-                        "per_genre.csv, songs.parquet, confusion_matrix.png and report.md to OUTPUT.")  # fmt: skip
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a model on labelled audio and write a report",
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Tag labelled songs with the same graph as 'tag', then write metrics.json, "
+        "per_genre.csv, songs.parquet, confusion_matrix.png and report.md to OUTPUT.",
+    )
     ev.add_argument("data", help="labelled folder tree or manifest with path,label[,split] (local or URL)")
     ev.add_argument("--output", "-o", required=True, help="report folder or URL")
-    ev.add_argument("--model", help="checkpoint folder or URL (default: the shipped model; 'musicnn-logreg': the earlier "
-                    "default; 'logmel-cnn': the packaged CNN)")  # fmt: skip
+    ev.add_argument(
+        "--model",
+        help="checkpoint folder or URL (default: the shipped model; 'musicnn-logreg': the earlier "
+        "default; 'logmel-cnn': the packaged CNN)",
+    )
     ev.add_argument("--list", help="only the songs in this list file (one relative path per line, matched on the stem)")
     ev.add_argument("--split", help="only the manifest rows of this split (e.g. valid)")
     ev.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
     ev.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
     ev.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
-    ev.add_argument("--num-gpus", type=float, help="GPUs per inference actor (default 0: the model runs in the decode tasks)")
+    ev.add_argument(
+        "--num-gpus", type=float, help="GPUs per inference actor (default 0: the model runs in the decode tasks)"
+    )
     _common(ev)
 
-    cv = sub.add_parser("cv", help="K-fold cross-validation by song", epilog=CV_EXAMPLES,
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description="Cross-validate a model type: folds are made of songs (never clips), stratified by "
-                        "genre, and a group (--group-by, default artist if DATA has it, else the song) never straddles "
-                        "two folds. Split lists, if given, restrict DATA to the songs they name.")  # fmt: skip
+    cv = sub.add_parser(
+        "cv",
+        help="K-fold cross-validation by song",
+        epilog=CV_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Cross-validate a model type: folds are made of songs (never clips), stratified by "
+        "genre, and a group (--group-by, default artist if DATA has it, else the song) never straddles "
+        "two folds. Split lists, if given, restrict DATA to the songs they name.",
+    )
     cv.add_argument("data", help="labelled folder tree or manifest (local or URL)")
     cv.add_argument("--output", "-o", required=True, help="folder for per-fold models and reports, cv.json and cv.md")
     cv.add_argument("--folds", type=int, default=5)
@@ -259,11 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     _training_flags(cv)
     _common(cv)
 
-    seg = sub.add_parser("segment", help="find each song's representative segment", epilog=SEGMENT_EXAMPLES,
-                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                         description="Segment songs by AR-model spectral distances between windows and normalized spectral "
-                         "clustering; write a segments table (song_id, start_s, end_s, cluster, is_representative), "
-                         "errors, and with --plot a PNG per song.")  # fmt: skip
+    seg = sub.add_parser(
+        "segment",
+        help="find each song's representative segment",
+        epilog=SEGMENT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Segment songs by AR-model spectral distances between windows and normalized spectral "
+        "clustering; write a segments table (song_id, start_s, end_s, cluster, is_representative), "
+        "errors, and with --plot a PNG per song.",
+    )
     seg.add_argument("input", help="folder (recursive), glob, manifest, or a URL of those")
     seg.add_argument("--output", "-o", required=True, help="output folder or URL")
     seg.add_argument("--plot", action="store_true", default=None, help="also write plots/<song_id>.png per song")
@@ -273,36 +374,54 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--songs-per-task", type=int, help="songs per batch of a task (default 16; a task runs 1 to 4)")
     _common(seg)
 
-    pt = sub.add_parser("plot-timeline", help="draw a song's genre belief over time (from 'tag --timeline') as a PNG",
-                        epilog=PLOT_TIMELINE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description="Read OUT/timeline (written by 'tag --timeline') and draw one song's per-genre "
-                        "probabilities over time, stacked, titled with its path and song-level genre.")  # fmt: skip
+    pt = sub.add_parser(
+        "plot-timeline",
+        help="draw a song's genre belief over time (from 'tag --timeline') as a PNG",
+        epilog=PLOT_TIMELINE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read OUT/timeline (written by 'tag --timeline') and draw one song's per-genre "
+        "probabilities over time, stacked, titled with its path and song-level genre.",
+    )
     pt.add_argument("tagged", metavar="OUT", help="a tag output folder or URL that holds timeline/ and songs/")
     pt.add_argument("--song", required=True, help="the song's song_id, or its path as listed in songs/")
     pt.add_argument("--output", "-o", required=True, help="PNG file (local path or URL) to write")
     pt.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
     pt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    rep = sub.add_parser("report", help="write a run report (one self-contained HTML page and report.md)",
-                         epilog=REPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-                         description="Read the columns it needs from a tag (or evaluate) output and write OUT/report/"
-                         "index.html (figures inline, no external links or scripts) and report.md with the same figures.")  # fmt: skip
+    rep = sub.add_parser(
+        "report",
+        help="write a run report (one self-contained HTML page and report.md)",
+        epilog=REPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read the columns it needs from a tag (or evaluate) output and write OUT/report/"
+        "index.html (figures inline, no external links or scripts) and report.md with the same figures.",
+    )
     rep.add_argument("tagged", metavar="OUT", help="a tag or evaluate output folder or URL")
-    rep.add_argument("--songs-per-genre", type=int, help="least certain and most confident songs listed per genre (default 5)")
+    rep.add_argument(
+        "--songs-per-genre", type=int, help="least certain and most confident songs listed per genre (default 5)"
+    )
     rep.add_argument("--timelines", type=int, help="longest songs whose clip genres are drawn over time (default 3)")
-    rep.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
+    rep.add_argument(
+        "--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)"
+    )
     rep.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    com = sub.add_parser("compact", help="merge each table's many small parts into few large sorted files",
-                         epilog=COMPACT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-                         description="Merge the Parquet parts of every table of OUT into files of about --target-rows "
-                         "rows or --target-mb MB (clips and timeline sorted by song_id), under a commit record that "
-                         "keeps every moment safe; a killed compaction is finished or rolled back by the next "
-                         "compact or tag. Rerunning tag afterwards still skips every done song.")  # fmt: skip
+    com = sub.add_parser(
+        "compact",
+        help="merge each table's many small parts into few large sorted files",
+        epilog=COMPACT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Merge the Parquet parts of every table of OUT into files of about --target-rows "
+        "rows or --target-mb MB (clips and timeline sorted by song_id), under a commit record that "
+        "keeps every moment safe; a killed compaction is finished or rolled back by the next "
+        "compact or tag. Rerunning tag afterwards still skips every done song.",
+    )
     com.add_argument("tagged", metavar="OUT", help="a tag output folder or URL")
     com.add_argument("--target-rows", type=int, help="rows per merged file at most (default 1000000)")
     com.add_argument("--target-mb", type=float, help="compressed megabytes per merged file at most (default 128)")
-    com.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
+    com.add_argument(
+        "--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)"
+    )
     com.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     models = sub.add_parser("models", help="list the models that --model-type accepts (and the feature presets)")
@@ -324,8 +443,12 @@ def tag_config(args: argparse.Namespace) -> TagConfig:
         "compact": {} if args.compact else None,
         "storage_options": _storage_options(args.storage_option) or None,
         "clips": clips if any(v is not None for v in clips.values()) else None,
-        "inference": {"batch_size": args.batch_size, "num_workers": args.num_workers,
-                      "num_gpus": args.num_gpus, "songs_per_task": args.songs_per_task},  # fmt: skip
+        "inference": {
+            "batch_size": args.batch_size,
+            "num_workers": args.num_workers,
+            "num_gpus": args.num_gpus,
+            "songs_per_task": args.songs_per_task,
+        },
         "ray": {"address": args.address, "num_cpus": args.num_cpus},
     }
     merged = merge(base, flags)
@@ -345,8 +468,11 @@ def segment_config(args: argparse.Namespace) -> SegmentConfig:
         "output": args.output,
         "plot": args.plot,
         "storage_options": _storage_options(args.storage_option) or None,
-        "segmentation": {"window_seconds": args.window_seconds, "n_clusters": args.n_clusters,
-                         "representative": args.representative},  # fmt: skip
+        "segmentation": {
+            "window_seconds": args.window_seconds,
+            "n_clusters": args.n_clusters,
+            "representative": args.representative,
+        },
         "inference": {"songs_per_task": args.songs_per_task},
         "ray": {"address": args.address, "num_cpus": args.num_cpus},
     }
@@ -379,16 +505,44 @@ def cv_config(args: argparse.Namespace) -> CVConfig:
     return from_dict(CVConfig, merge(base, flags))
 
 
-EVALUATE_SHOWN = ("model_id", "n_songs", "n_clips", "n_errors", "song_accuracy", "song_balanced_accuracy",
-                  "song_top3_accuracy", "clip_accuracy")  # fmt: skip
+EVALUATE_SHOWN = (
+    "model_id",
+    "n_songs",
+    "n_clips",
+    "n_errors",
+    "song_accuracy",
+    "song_balanced_accuracy",
+    "song_top3_accuracy",
+    "clip_accuracy",
+)
 
 #: command -> (module, function, config builder, what of its result to print); modules load lazily.
 COMMANDS = {
     "tag": ("mgr_batch.execution.tag", "run_tag", tag_config, lambda r: {k: v for k, v in r.items() if k != "config"}),
-    "train": ("mgr_batch.execution.train", "run_train", train_config, lambda r: {k: v for k, v in r.items() if k != "history"}),
-    "evaluate": ("mgr_batch.execution.evaluate", "run_evaluate", evaluate_config, lambda r: {k: r[k] for k in EVALUATE_SHOWN}),
-    "cv": ("mgr_batch.execution.evaluate", "run_cv", cv_config, lambda r: {k: v for k, v in r.items() if k != "per_fold"}),
-    "segment": ("mgr_batch.execution.segment", "run_segment", segment_config, lambda r: {k: v for k, v in r.items() if k != "config"}),
+    "train": (
+        "mgr_batch.execution.train",
+        "run_train",
+        train_config,
+        lambda r: {k: v for k, v in r.items() if k != "history"},
+    ),
+    "evaluate": (
+        "mgr_batch.execution.evaluate",
+        "run_evaluate",
+        evaluate_config,
+        lambda r: {k: r[k] for k in EVALUATE_SHOWN},
+    ),
+    "cv": (
+        "mgr_batch.execution.evaluate",
+        "run_cv",
+        cv_config,
+        lambda r: {k: v for k, v in r.items() if k != "per_fold"},
+    ),
+    "segment": (
+        "mgr_batch.execution.segment",
+        "run_segment",
+        segment_config,
+        lambda r: {k: v for k, v in r.items() if k != "config"},
+    ),
 }
 
 
@@ -432,8 +586,9 @@ def _quiet_or_verbose(args: argparse.Namespace) -> None:
         if seconds <= 0:
             raise MgrBatchError(f"--progress-seconds must be > 0, got {seconds}")
         SETTINGS.interval_s = seconds
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _require_tables(out: str, so: dict[str, Any]) -> None:
@@ -441,7 +596,9 @@ def _require_tables(out: str, so: dict[str, Any]) -> None:
     from mgr_batch import storage
 
     fs, root = storage.filesystem(out, so)
-    if not any(fs.exists(storage.join(root, *sub)) for sub in (("songs",), ("errors",), ("tags", "songs"), ("tags", "errors"))):
+    if not any(
+        fs.exists(storage.join(root, *sub)) for sub in (("songs",), ("errors",), ("tags", "songs"), ("tags", "errors"))
+    ):
         raise ConfigError(f"{out!r} holds no songs/ or errors/ table (is it a tag or evaluate output?)")
 
 
@@ -461,8 +618,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from mgr_batch.run_report import build as build_report
 
-            cfg = from_dict(ReportConfig, {k: v for k, v in (("songs_per_genre", args.songs_per_genre),
-                                                             ("timelines", args.timelines)) if v is not None})  # fmt: skip
+            cfg = from_dict(
+                ReportConfig,
+                {
+                    k: v
+                    for k, v in (("songs_per_genre", args.songs_per_genre), ("timelines", args.timelines))
+                    if v is not None
+                },
+            )
             so = _storage_options(args.storage_option)
             _require_tables(args.tagged, so)
             print(json.dumps(build_report(args.tagged, so, cfg), indent=2))
@@ -470,11 +633,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compact":
             from mgr_batch.compaction import compact
 
-            cfg = from_dict(CompactConfig, {k: v for k, v in (("target_rows", args.target_rows),
-                                                              ("target_mb", args.target_mb)) if v is not None})  # fmt: skip
+            cfg = from_dict(
+                CompactConfig,
+                {k: v for k, v in (("target_rows", args.target_rows), ("target_mb", args.target_mb)) if v is not None},
+            )
             so = _storage_options(args.storage_option)
             _require_tables(args.tagged, so)
-            print(json.dumps(compact(args.tagged, so, target_rows=cfg.target_rows, target_bytes=int(cfg.target_mb * 2**20)), indent=2))
+            print(
+                json.dumps(
+                    compact(args.tagged, so, target_rows=cfg.target_rows, target_bytes=int(cfg.target_mb * 2**20)),
+                    indent=2,
+                )
+            )
             return 0
         module, runner, build, shown = COMMANDS[args.command]
         result = getattr(importlib.import_module(module), runner)(build(args))

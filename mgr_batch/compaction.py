@@ -41,8 +41,11 @@ PREFIX = "compact-"
 #: Test hook: with this set to k, the process kills itself (SIGKILL) right after its k-th step.
 KILL_AT_ENV = "MGR_BATCH_COMPACT_KILL_AT"
 #: Row order inside a merged file, by table.
-SORT_KEYS = {"clips": ["song_id", "clip_index"], "timeline": ["song_id", "clip_index", "step_index"],
-             "segments": ["song_id", "segment_index"]}  # fmt: skip
+SORT_KEYS = {
+    "clips": ["song_id", "clip_index"],
+    "timeline": ["song_id", "clip_index", "step_index"],
+    "segments": ["song_id", "segment_index"],
+}
 DEFAULT_TARGET_ROWS = 1_000_000
 DEFAULT_TARGET_BYTES = 128 * 2**20
 
@@ -155,8 +158,14 @@ def _metadata(table: pa.Table, name: str) -> dict[bytes, bytes]:
     return schemas.part_metadata(model_id, genres)
 
 
-def compact(output: str, so: dict[str, Any] | None = None, *, target_rows: int = DEFAULT_TARGET_ROWS,
-            target_bytes: int = DEFAULT_TARGET_BYTES, tables: tuple[str, ...] = schemas.TABLES) -> dict[str, Any]:  # fmt: skip
+def compact(
+    output: str,
+    so: dict[str, Any] | None = None,
+    *,
+    target_rows: int = DEFAULT_TARGET_ROWS,
+    target_bytes: int = DEFAULT_TARGET_BYTES,
+    tables: tuple[str, ...] = schemas.TABLES,
+) -> dict[str, Any]:
     """Merge the parts of every table under ``output`` (local or URL) into files of about ``target_rows`` rows
     or ``target_bytes`` bytes; returns, per table, the parts before and after and the rows."""
     step = _Steps()

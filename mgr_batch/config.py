@@ -242,8 +242,10 @@ class InferenceConfig:
 
     def __post_init__(self) -> None:
         if self.in_decode_tasks and (self.num_gpus > 0 or self.embed_in_actor):
-            raise ConfigError("inference.in_decode_tasks runs the model on CPU tasks: it cannot be combined with "
-                              "num_gpus or embed_in_actor, which need the actor pool")
+            raise ConfigError(
+                "inference.in_decode_tasks runs the model on CPU tasks: it cannot be combined with "
+                "num_gpus or embed_in_actor, which need the actor pool"
+            )
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,9 @@ class CompactConfig:
 
     def __post_init__(self) -> None:
         if self.target_rows < 1 or self.target_mb <= 0:
-            raise ConfigError(f"compact targets must be positive (target_rows={self.target_rows}, target_mb={self.target_mb})")
+            raise ConfigError(
+                f"compact targets must be positive (target_rows={self.target_rows}, target_mb={self.target_mb})"
+            )
 
 
 @dataclass(frozen=True)
@@ -374,10 +378,27 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "") -> 
 
 #: Numeric config fields by name (a name means the same thing in every config) and the values they take:
 #: at least 1, positive, or not negative. A value outside fails where the config is built, before Ray starts.
-AT_LEAST_ONE = frozenset({
-    "sr", "batch_size", "num_workers", "songs_per_task", "num_cpus", "cpus_per_worker", "epochs", "crops",
-    "n_fft", "hop_length", "n_mels", "n_mfcc", "order", "max_lag", "k_max", "n_clusters", "scale_neighbours",
-})  # fmt: skip
+AT_LEAST_ONE = frozenset(
+    {
+        "sr",
+        "batch_size",
+        "num_workers",
+        "songs_per_task",
+        "num_cpus",
+        "cpus_per_worker",
+        "epochs",
+        "crops",
+        "n_fft",
+        "hop_length",
+        "n_mels",
+        "n_mfcc",
+        "order",
+        "max_lag",
+        "k_max",
+        "n_clusters",
+        "scale_neighbours",
+    }
+)
 POSITIVE = frozenset({"max_duration", "clip_seconds", "hop_seconds", "window_seconds", "cycle_epochs", "scale", "fmax"})
 #: ``lr`` 0 is a frozen run (its tests check the pre-trained body survives a Train worker unchanged).
 NOT_NEGATIVE = frozenset({"silence_threshold", "num_gpus", "weight_decay", "fmin", "min_segment_seconds", "lr"})

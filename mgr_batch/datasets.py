@@ -54,7 +54,9 @@ def labelled(
         both = sorted(lists["train"] & lists["valid"])
         if both:
             raise LeakageError(f"{len(both)} song(s) are in both the train and the valid list: {', '.join(both[:10])}")
-        files["split"] = ["train" if s in lists["train"] else "valid" if s in lists["valid"] else "" for s in files["stem"]]
+        files["split"] = [
+            "train" if s in lists["train"] else "valid" if s in lists["valid"] else "" for s in files["stem"]
+        ]
         files = files[files["split"] != ""].reset_index(drop=True)
         if files.empty:
             raise ConfigError("no file of DATA is named in the split lists (files are matched on their stem)")
@@ -62,7 +64,9 @@ def labelled(
         files["split"] = ""
     elif "split" not in files.columns:
         # By stem, so copies of one song (other folder or format) stay on one side.
-        files["split"] = ["valid" if int(hashlib.sha1(s.encode()).hexdigest()[:8], 16) % 5 == 0 else "train" for s in files["stem"]]
+        files["split"] = [
+            "valid" if int(hashlib.sha1(s.encode()).hexdigest()[:8], 16) % 5 == 0 else "train" for s in files["stem"]
+        ]
     files["split"] = files["split"].astype(str)
     check_no_leakage(files)
     return files
@@ -92,8 +96,13 @@ def manifest_hash(files: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
-def restrict(files: pd.DataFrame, *, list_uri: str | None = None, split: str | None = None,
-             storage_options: dict[str, Any] | None = None) -> pd.DataFrame:  # fmt: skip
+def restrict(
+    files: pd.DataFrame,
+    *,
+    list_uri: str | None = None,
+    split: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> pd.DataFrame:
     """Only the songs named in a list file (by stem) and/or of one manifest split."""
     if list_uri:
         keep = set(read_list(list_uri, storage_options))

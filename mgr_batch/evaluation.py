@@ -32,9 +32,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, genres: tuple[
         return {"n": 0}
     pred = probs.argmax(axis=1)
     labels = list(range(n_genres))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, pred, labels=labels, zero_division=np.nan
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=np.nan)
     cert = certainty(probs)
     top3 = np.argsort(-probs, axis=1)[:, :3]
     per_genre = {}
@@ -88,8 +86,9 @@ def aggregation_comparison(clips: pd.DataFrame, labels_by_song: pd.Series, genre
     return out
 
 
-def calibration_metrics(frame: pd.DataFrame, genres: tuple[str, ...], *, temperature: float | None,
-                        uncertain_below: float | None) -> dict[str, Any]:  # fmt: skip
+def calibration_metrics(
+    frame: pd.DataFrame, genres: tuple[str, ...], *, temperature: float | None, uncertain_below: float | None
+) -> dict[str, Any]:
     """Calibration of a song frame's probabilities (:func:`song_frame`): the expected calibration error (15
     bins) as written (``ece``) and, for a model with a ``temperature``, before it (``ece_uncalibrated``: the
     written probabilities with the temperature undone, exactly), per-bin reliability, and the share of songs
@@ -99,15 +98,26 @@ def calibration_metrics(frame: pd.DataFrame, genres: tuple[str, ...], *, tempera
     after = frame[[f"p_{g}" for g in genres]].to_numpy(np.float64)
     before = cal.apply_temperature(after, 1.0 / temperature) if temperature else after
     flags = cal.flag_summary(after, y, uncertain_below)
-    return {"bins": cal.ECE_BINS, "temperature": temperature,
-            "ece_uncalibrated": cal.ece(before, y), "ece": cal.ece(after, y),
-            "reliability_uncalibrated": cal.reliability(before, y), "reliability": cal.reliability(after, y),
-            **flags}  # fmt: skip
+    return {
+        "bins": cal.ECE_BINS,
+        "temperature": temperature,
+        "ece_uncalibrated": cal.ece(before, y),
+        "ece": cal.ece(after, y),
+        "reliability_uncalibrated": cal.reliability(before, y),
+        "reliability": cal.reliability(after, y),
+        **flags,
+    }
 
 
-def evaluate_tables(songs: pd.DataFrame, clips: pd.DataFrame, labels: pd.Series, genres: tuple[str, ...], *,
-                    temperature: float | None = None, uncertain_below: float | None = None,
-                    ) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+def evaluate_tables(
+    songs: pd.DataFrame,
+    clips: pd.DataFrame,
+    labels: pd.Series,
+    genres: tuple[str, ...],
+    *,
+    temperature: float | None = None,
+    uncertain_below: float | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """All metrics of a tagged, labelled set: ``(metrics, song_frame)``; ``labels`` is indexed by path.
     ``temperature`` and ``uncertain_below`` are the model's calibration (:func:`calibration_metrics`)."""
     frame = song_frame(songs, labels, genres)
@@ -124,10 +134,17 @@ def evaluate_tables(songs: pd.DataFrame, clips: pd.DataFrame, labels: pd.Series,
         "clip_accuracy": float((clip_pred == clip_labels).mean()) if len(clips) else None,
         "song_top3_accuracy": song_m.get("top3_accuracy"),
         "per_genre": song_m.get("per_genre", {}),
-        "confusion_matrix": {"genres": list(genres), "rows": "true genre", "columns": "predicted genre",
-                             "counts": song_m.get("confusion_matrix", [])},  # fmt: skip
-        "aggregations": aggregation_comparison(clips, frame.set_index("song_id")["label"], genres) if len(clips) else {},
+        "confusion_matrix": {
+            "genres": list(genres),
+            "rows": "true genre",
+            "columns": "predicted genre",
+            "counts": song_m.get("confusion_matrix", []),
+        },
+        "aggregations": aggregation_comparison(clips, frame.set_index("song_id")["label"], genres)
+        if len(clips)
+        else {},
         "calibration": calibration_metrics(frame, genres, temperature=temperature, uncertain_below=uncertain_below)
-        if len(frame) else {},
+        if len(frame)
+        else {},
     }
     return metrics, frame

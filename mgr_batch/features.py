@@ -54,8 +54,9 @@ def _mel_bands(
     return tuple(bands)
 
 
-def mel_power(power: torch.Tensor, *, sr: int, n_fft: int, n_mels: int, fmin: float = 0.0,
-              fmax: float | None = None) -> torch.Tensor:  # fmt: skip
+def mel_power(
+    power: torch.Tensor, *, sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> torch.Tensor:
     """Mel filter bank applied to a power spectrogram (..., 1 + n_fft // 2, n_frames) -> (..., n_mels, n_frames).
 
     On CPU, band by band over the bins each band's filters cover (about a tenth of the dense product's
@@ -114,8 +115,10 @@ def _per_chunk(
     rows = max(len(flat), 1)
     if x.device.type == "cpu":
         rows = max(1, STFT_CHUNK_BYTES // (8 * (1 + n_fft // 2) * n_frames(x.shape[-1], hop_length=hop_length)))
-    parts = [fn(power_spectrogram(flat[i : i + rows], n_fft=n_fft, hop_length=hop_length))
-             for i in range(0, max(len(flat), 1), rows)]  # fmt: skip
+    parts = [
+        fn(power_spectrogram(flat[i : i + rows], n_fft=n_fft, hop_length=hop_length))
+        for i in range(0, max(len(flat), 1), rows)
+    ]
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
     return out.reshape(*lead, *out.shape[-2:])
 
@@ -222,8 +225,16 @@ def _spectral_steps(n: int, sr: int, cfg: FeatureConfig) -> int:
     description="mel spectrogram (n_mels x frames), scaled by `scale` (dB by default)",
 )
 def _logmel(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
-    return log_mel(clips, sr=sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, fmin=cfg.fmin,
-                   fmax=cfg.fmax, scale=cfg.scale)  # fmt: skip
+    return log_mel(
+        clips,
+        sr=sr,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin,
+        fmax=cfg.fmax,
+        scale=cfg.scale,
+    )
 
 
 @register_feature(
@@ -241,8 +252,16 @@ def _stft(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
     description="MFCC sequence (n_mfcc x frames) from the dB log-mel",
 )
 def _mfcc(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
-    return mfcc(clips, sr=sr, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
-                fmin=cfg.fmin, fmax=cfg.fmax)  # fmt: skip
+    return mfcc(
+        clips,
+        sr=sr,
+        n_mfcc=cfg.n_mfcc,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin,
+        fmax=cfg.fmax,
+    )
 
 
 @register_feature("raw", shape=lambda n, *, sr, cfg: (1, n), description="the waveform itself (1 x samples)")
@@ -357,48 +376,110 @@ class Preset:
         self, audio: AudioConfig, clips: ClipConfig, features: FeatureConfig
     ) -> tuple[AudioConfig, ClipConfig, FeatureConfig]:
         """The three configs with this preset's values put in (other fields are kept)."""
-        return (dataclasses.replace(audio, **self.audio), dataclasses.replace(clips, **self.clips),
-                dataclasses.replace(FeatureConfig(), **self.features))  # fmt: skip
+        return (
+            dataclasses.replace(audio, **self.audio),
+            dataclasses.replace(clips, **self.clips),
+            dataclasses.replace(FeatureConfig(), **self.features),
+        )
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("logmel", "mgr-batch default", {"sr": 22050}, {"clip_seconds": 3.0}, {"kind": "logmel"}),
-        Preset("stft4k", "4 kHz spectrogram study: 5 s clips, 513 bins x 22 steps", {"sr": 4000},
-               {"clip_seconds": 5.0}, {"kind": "stft", "n_fft": 1024, "hop_length": 920}),
-        Preset("logmel64_2s", "2 s crop study: 64-bin log(X^2) mel, window 512, 50% overlap, 2 s windows",
-               {"sr": 22050}, {"clip_seconds": 2.0}, {"kind": "logmel", "n_fft": 512, "hop_length": 256,
-                                                       "n_mels": 64, "scale": "log"}),
-        Preset("raw2s", "2 s crop study: raw amplitude of 2 s windows (at 8 kHz)", {"sr": 8000},
-               {"clip_seconds": 2.0}, {"kind": "raw"}),
-        Preset("logmel128", "transfer study: 128-bin mel images, n_fft 2048, hop 1024 at 22.05 kHz",
-               {"sr": 22050}, {"clip_seconds": 3.0}, {"kind": "logmel", "n_fft": 2048, "hop_length": 1024}),
-        Preset("mfcc", "transfer study: 20 MFCCs per frame for the GRU", {"sr": 22050}, {"clip_seconds": 3.0},
-               {"kind": "mfcc", "n_mfcc": 20}),
-        Preset("classic58_30s", "58-value vector of whole 30 s songs", {"sr": 22050}, {"clip_seconds": 30.0},
-               {"kind": "classic58"}),
-        Preset("classic58_3s", "58-value vector of 3 s segments (voting)", {"sr": 22050}, {"clip_seconds": 3.0},
-               {"kind": "classic58"}),
-        *(Preset(f"classic58_seq{w}", f"LSTM study: sequences of {w} s feature vectors over 30 s", {"sr": 22050},
-                 {"clip_seconds": 30.0}, {"kind": "classic58_seq", "window_seconds": float(w)}) for w in (3, 6, 9)),
-        Preset("musicnn", "musicnn's input: 96-band log10(1 + 10000 mel) at 16 kHz, 3 s patches", {"sr": 16000},
-               {"clip_seconds": 3.0}, {"kind": "logmel", "n_fft": 512, "hop_length": 256, "n_mels": 96,
-                                        "scale": "log1p"}),
+        Preset(
+            "stft4k",
+            "4 kHz spectrogram study: 5 s clips, 513 bins x 22 steps",
+            {"sr": 4000},
+            {"clip_seconds": 5.0},
+            {"kind": "stft", "n_fft": 1024, "hop_length": 920},
+        ),
+        Preset(
+            "logmel64_2s",
+            "2 s crop study: 64-bin log(X^2) mel, window 512, 50% overlap, 2 s windows",
+            {"sr": 22050},
+            {"clip_seconds": 2.0},
+            {"kind": "logmel", "n_fft": 512, "hop_length": 256, "n_mels": 64, "scale": "log"},
+        ),
+        Preset(
+            "raw2s",
+            "2 s crop study: raw amplitude of 2 s windows (at 8 kHz)",
+            {"sr": 8000},
+            {"clip_seconds": 2.0},
+            {"kind": "raw"},
+        ),
+        Preset(
+            "logmel128",
+            "transfer study: 128-bin mel images, n_fft 2048, hop 1024 at 22.05 kHz",
+            {"sr": 22050},
+            {"clip_seconds": 3.0},
+            {"kind": "logmel", "n_fft": 2048, "hop_length": 1024},
+        ),
+        Preset(
+            "mfcc",
+            "transfer study: 20 MFCCs per frame for the GRU",
+            {"sr": 22050},
+            {"clip_seconds": 3.0},
+            {"kind": "mfcc", "n_mfcc": 20},
+        ),
+        Preset(
+            "classic58_30s",
+            "58-value vector of whole 30 s songs",
+            {"sr": 22050},
+            {"clip_seconds": 30.0},
+            {"kind": "classic58"},
+        ),
+        Preset(
+            "classic58_3s",
+            "58-value vector of 3 s segments (voting)",
+            {"sr": 22050},
+            {"clip_seconds": 3.0},
+            {"kind": "classic58"},
+        ),
+        *(
+            Preset(
+                f"classic58_seq{w}",
+                f"LSTM study: sequences of {w} s feature vectors over 30 s",
+                {"sr": 22050},
+                {"clip_seconds": 30.0},
+                {"kind": "classic58_seq", "window_seconds": float(w)},
+            )
+            for w in (3, 6, 9)
+        ),
+        Preset(
+            "musicnn",
+            "musicnn's input: 96-band log10(1 + 10000 mel) at 16 kHz, 3 s patches",
+            {"sr": 16000},
+            {"clip_seconds": 3.0},
+            {"kind": "logmel", "n_fft": 512, "hop_length": 256, "n_mels": 96, "scale": "log1p"},
+        ),
     )
-}  # fmt: skip
+}
 #: The preset a model gets when none is named, by the feature kind its registry entry declares.
 DEFAULT_PRESET = {
-    "logmel": "logmel", "stft": "stft4k", "mfcc": "mfcc", "raw": "raw2s", "classic58": "classic58_30s",
-    "classic58_seq": "classic58_seq3", "musicnn": "musicnn", "musicnn_embedding": "musicnn_embedding",
-    "efficientat": "efficientat", "efficientat_logmel": "efficientat", "efficientat_embedding": "efficientat_embedding",
+    "logmel": "logmel",
+    "stft": "stft4k",
+    "mfcc": "mfcc",
+    "raw": "raw2s",
+    "classic58": "classic58_30s",
+    "classic58_seq": "classic58_seq3",
+    "musicnn": "musicnn",
+    "musicnn_embedding": "musicnn_embedding",
+    "efficientat": "efficientat",
+    "efficientat_logmel": "efficientat",
+    "efficientat_embedding": "efficientat_embedding",
     "stacked_embedding": "musicnn_efficientat",
-}  # fmt: skip
+}
 
 
 #: Models whose study used other settings than their feature kind's default preset.
-MODEL_PRESET = {"cnn3": "logmel64_2s", "ffnn": "logmel64_2s", "vgg": "logmel128", "resnet": "logmel128",
-                "crnn": "logmel128"}  # fmt: skip
+MODEL_PRESET = {
+    "cnn3": "logmel64_2s",
+    "ffnn": "logmel64_2s",
+    "vgg": "logmel128",
+    "resnet": "logmel128",
+    "crnn": "logmel128",
+}
 
 
 def default_preset(model: str, kind: str) -> str:

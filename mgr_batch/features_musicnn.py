@@ -87,8 +87,9 @@ def _layer(out: dict[str, torch.Tensor], layer: str) -> torch.Tensor:
     return out[layer]
 
 
-def embed_logmel_layers(x: np.ndarray, *, pretrained: str = DEFAULT_PRETRAINED,
-                        layers: tuple[str, ...] = (DEFAULT_LAYER,)) -> dict[str, np.ndarray]:  # fmt: skip
+def embed_logmel_layers(
+    x: np.ndarray, *, pretrained: str = DEFAULT_PRETRAINED, layers: tuple[str, ...] = (DEFAULT_LAYER,)
+) -> dict[str, np.ndarray]:
     """Several layers' embeddings of musicnn inputs ``x`` (n, 96, frames) from one forward pass each
     CHUNK_CLIPS clips: ``{layer: (n, LAYERS[layer]) float32}``."""
     net = pretrained_network(pretrained)

@@ -9,7 +9,9 @@ from sklearn.metrics import balanced_accuracy_score
 from mgr_batch.stages import song_probabilities
 
 
-def song_predictions(clip_probs: np.ndarray, song_ids: np.ndarray, labels: np.ndarray, *, method: str = "mean") -> pd.DataFrame:
+def song_predictions(
+    clip_probs: np.ndarray, song_ids: np.ndarray, labels: np.ndarray, *, method: str = "mean"
+) -> pd.DataFrame:
     """One row per song: ``song_id``, ``label`` and ``probs`` (n_genres,) aggregated from its clips.
 
     ``clip_probs`` is (n_clips, n_genres); ``song_ids`` and ``labels`` (int) are (n_clips,).
@@ -17,8 +19,13 @@ def song_predictions(clip_probs: np.ndarray, song_ids: np.ndarray, labels: np.nd
     frame = pd.DataFrame({"song_id": song_ids, "label": labels, "row": np.arange(len(song_ids))})
     rows = []
     for sid, group in frame.groupby("song_id", sort=True):
-        rows.append({"song_id": sid, "label": int(group["label"].iloc[0]),
-                     "probs": song_probabilities(clip_probs[group["row"].to_numpy()], method=method)})  # fmt: skip
+        rows.append(
+            {
+                "song_id": sid,
+                "label": int(group["label"].iloc[0]),
+                "probs": song_probabilities(clip_probs[group["row"].to_numpy()], method=method),
+            }
+        )
     return pd.DataFrame(rows, columns=["song_id", "label", "probs"])
 
 

@@ -65,7 +65,9 @@ class Plan:
     prune: frozenset[str]
 
 
-def plan(files: pd.DataFrame, output: str, model_id: str, so: dict[str, Any] | None, *, require: tuple[str, ...] = ()) -> Plan:
+def plan(
+    files: pd.DataFrame, output: str, model_id: str, so: dict[str, Any] | None, *, require: tuple[str, ...] = ()
+) -> Plan:
     """Compare the listing with what ``output`` already holds for ``model_id``.
 
     A tagged song is done only if each table of ``require`` (e.g. ``("timeline",)``) holds rows of it too.
@@ -75,11 +77,15 @@ def plan(files: pd.DataFrame, output: str, model_id: str, so: dict[str, Any] | N
     # A file whose bytes could not be read (stage "read": missing, unreachable, a connection that failed
     # mid-file) is tried again by every run; other errors are the file's own and stay until it changes.
     retry = set(errors.loc[errors["stage"] == "read", "song_id"])
-    done = pd.concat([read_column_set(output, "songs", cols, so).assign(table="songs"),
-                      errors[cols].assign(table="errors")], ignore_index=True)  # fmt: skip
+    done = pd.concat(
+        [read_column_set(output, "songs", cols, so).assign(table="songs"), errors[cols].assign(table="errors")],
+        ignore_index=True,
+    )
     done_key = done[~done["song_id"].isin(retry)]
     # songs with per-clip rows (clips, and the optional tables written before songs)
-    clip_ids = set().union(*(read_column_set(output, t, ["song_id"], so)["song_id"] for t in ("clips", *OPTIONAL_TAG_TABLES)))
+    clip_ids = set().union(
+        *(read_column_set(output, t, ["song_id"], so)["song_id"] for t in ("clips", *OPTIONAL_TAG_TABLES))
+    )
     if done.empty:
         return Plan(todo=files, skipped=0, prune=frozenset(clip_ids))
     complete = done_key

@@ -51,8 +51,15 @@ class Progress:
     thread while the ticker thread redraws.
     """
 
-    def __init__(self, total: int, *, desc: str = "tag", stream: TextIO | None = None,
-                 interactive: bool | None = None, settings: Settings = SETTINGS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        total: int,
+        *,
+        desc: str = "tag",
+        stream: TextIO | None = None,
+        interactive: bool | None = None,
+        settings: Settings = SETTINGS,
+    ) -> None:
         self.total, self.desc, self.settings = total, desc, settings
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
@@ -68,9 +75,15 @@ class Progress:
         if not self.settings.enabled:
             return self
         if self.interactive:
-            self._bar = tqdm(total=self.total, desc=self.desc, unit="file", file=self.stream, dynamic_ncols=True,
-                             bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} files "
-                             "[{elapsed}<{remaining}, {rate_fmt}]{postfix}")  # fmt: skip
+            self._bar = tqdm(
+                total=self.total,
+                desc=self.desc,
+                unit="file",
+                file=self.stream,
+                dynamic_ncols=True,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} files "
+                "[{elapsed}<{remaining}, {rate_fmt}]{postfix}",
+            )
             self._bar.set_postfix_str(self._extras(), refresh=True)
         else:
             self._print_line()
@@ -120,8 +133,10 @@ class Progress:
         pct = 100.0 * self.files / self.total if self.total else 100.0
         rate = self.files / elapsed
         left = hours((self.total - self.files) / rate) if self.files else "?"
-        return (f"{self.desc}: {self.files}/{self.total} files ({pct:.0f}%), {self._extras()}, "
-                f"{rate:.2f} files/s, {left} left, {hours(elapsed)} elapsed")  # fmt: skip
+        return (
+            f"{self.desc}: {self.files}/{self.total} files ({pct:.0f}%), {self._extras()}, "
+            f"{rate:.2f} files/s, {left} left, {hours(elapsed)} elapsed"
+        )
 
     def _print_line(self) -> None:
         print(self.line(), file=self.stream, flush=True)

@@ -73,8 +73,10 @@ class Page:
     def figure(self, fig: Figure) -> None:
         self.figures.append(fig)
         data = base64.b64encode(fig.png).decode()
-        self.html.append(f'<figure><img alt="{html.escape(fig.title)}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{html.escape(fig.title)}</figcaption></figure>")  # fmt: skip
+        self.html.append(
+            f'<figure><img alt="{html.escape(fig.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(fig.title)}</figcaption></figure>"
+        )
         self.md += [f"![{fig.title}]({fig.name}.png)", ""]
 
     def pre(self, text: str) -> None:
@@ -159,8 +161,12 @@ def _counts(page: Page, songs: pd.DataFrame, errors: pd.DataFrame) -> dict[str, 
     if rows:
         page.heading("Errors by type")
         page.table(["error type", "stage", f"example paths (up to {EXAMPLES})", "files"], rows, counts=keys)
-    return {"n_songs": len(songs), "n_errors": len(errors), "audio_hours": round(hours, 4),
-            "errors_by_type": {r[0]: r[-1] for r in rows}}  # fmt: skip
+    return {
+        "n_songs": len(songs),
+        "n_errors": len(errors),
+        "audio_hours": round(hours, 4),
+        "errors_by_type": {r[0]: r[-1] for r in rows},
+    }
 
 
 def _panel_genres(songs: pd.DataFrame, genres: tuple[str, ...]) -> list[str]:
@@ -203,8 +209,10 @@ def _genre_section(
     else:
         page.para("This model gives no `uncertain` flag per song; see certainty below.")
     shown = _panel_genres(songs, genres or tuple(counts.index))
-    for column, label, bins in (("confidence", "confidence (top-1 probability)", np.linspace(0, 1, 21)),
-                                ("certainty", "certainty log10(p1/p2)", None)):  # fmt: skip
+    for column, label, bins in (
+        ("confidence", "confidence (top-1 probability)", np.linspace(0, 1, 21)),
+        ("certainty", "certainty log10(p1/p2)", None),
+    ):
         values = songs[column].astype(float)
         edges = bins if bins is not None else np.linspace(0, max(float(values.max()), 1e-3), 21)
         cols = min(4, len(shown))
@@ -223,10 +231,14 @@ def _genre_section(
         rows = []
         for g in shown:
             of = songs[songs["genre"] == g]
-            rows += [["least certain", g, r.path, float(r.confidence), float(r.certainty)]
-                     for r in of.nsmallest(k, "certainty").itertuples()]  # fmt: skip
-            rows += [["most confident", g, r.path, float(r.confidence), float(r.certainty)]
-                     for r in of.nlargest(k, "confidence").itertuples()]  # fmt: skip
+            rows += [
+                ["least certain", g, r.path, float(r.confidence), float(r.certainty)]
+                for r in of.nsmallest(k, "certainty").itertuples()
+            ]
+            rows += [
+                ["most confident", g, r.path, float(r.confidence), float(r.certainty)]
+                for r in of.nlargest(k, "confidence").itertuples()
+            ]
         page.table(["which", "genre", "path", "confidence", "certainty"], rows)
 
 
@@ -245,8 +257,9 @@ def _duration_section(page: Page, songs: pd.DataFrame) -> None:
     page.para(f"Duration in minutes: min {q[0]:.2f}, median {q[1]:.2f}, 95th percentile {q[2]:.2f}, max {q[3]:.2f}.")
 
 
-def _timeline_section(page: Page, tables: str, songs: pd.DataFrame, genres: tuple[str, ...], so: dict[str, Any] | None,
-                      cfg: ReportConfig) -> None:  # fmt: skip
+def _timeline_section(
+    page: Page, tables: str, songs: pd.DataFrame, genres: tuple[str, ...], so: dict[str, Any] | None, cfg: ReportConfig
+) -> None:
     """The clips' genre probabilities over time for the ``cfg.timelines`` longest songs (clips table, few rows read)."""
     if songs.empty or not cfg.timelines or not genres:
         return
@@ -298,23 +311,46 @@ def _song_clips(tables: str, song_ids: list[str], cols: list[str], so: dict[str,
 
 def _evaluation_section(page: Page, out: str, metrics: dict[str, Any], so: dict[str, Any] | None) -> None:
     page.heading("Evaluation")
-    keys = [k for k in ("n_songs", "n_clips", "n_errors", "song_accuracy", "song_balanced_accuracy", "song_top3_accuracy",
-                        "clip_accuracy") if k in metrics]  # fmt: skip
+    keys = [
+        k
+        for k in (
+            "n_songs",
+            "n_clips",
+            "n_errors",
+            "song_accuracy",
+            "song_balanced_accuracy",
+            "song_top3_accuracy",
+            "clip_accuracy",
+        )
+        if k in metrics
+    ]
     page.table(["metric", "value"], [[k, metrics[k]] for k in keys])
     per = metrics.get("per_genre") or {}
     if per:
-        page.table(["genre", "precision", "recall", "f1", "support"],
-                   [[g, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")] for g, m in per.items()])  # fmt: skip
+        page.table(
+            ["genre", "precision", "recall", "f1", "support"],
+            [[g, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")] for g, m in per.items()],
+        )
     cm = metrics.get("confusion_matrix")
     if cm:
-        page.figure(Figure("confusion_matrix", "Confusion matrix (rows true, columns predicted)",
-                           confusion_png(np.array(cm["counts"]), cm["genres"])))  # fmt: skip
+        page.figure(
+            Figure(
+                "confusion_matrix",
+                "Confusion matrix (rows true, columns predicted)",
+                confusion_png(np.array(cm["counts"]), cm["genres"]),
+            )
+        )
     fs, path = storage.filesystem(storage.join(out, "songs.parquet"), so)
     if fs.exists(path):
         scored = pads.dataset(path, filesystem=fs, format="parquet")
         if {"confidence", "correct"} <= set(scored.schema.names):
-            page.figure(Figure("reliability", "Reliability diagram (song confidence against accuracy)",
-                               _reliability_png(scored.to_table(columns=["confidence", "correct"]).to_pandas())))  # fmt: skip
+            page.figure(
+                Figure(
+                    "reliability",
+                    "Reliability diagram (song confidence against accuracy)",
+                    _reliability_png(scored.to_table(columns=["confidence", "correct"]).to_pandas()),
+                )
+            )
     extra = {k: v for k, v in metrics.items() if "calibration" in k or k in ("ece", "brier")}
     if extra:
         page.pre(json.dumps(extra, indent=2, default=str))
@@ -365,8 +401,12 @@ def _model_card(page: Page, config: dict[str, Any] | None, model_id: str | None,
     except (CheckpointError, InputNotFoundError) as exc:
         page.para(f"Model {model_id or model}: its checkpoint could not be read ({exc}).")
         return
-    rows = [["model id", spec.model_id], ["model", spec.model.name], ["genres", ", ".join(spec.genres)],
-            ["training data hash", spec.train.get("data_manifest_hash", "n/a")]]  # fmt: skip
+    rows = [
+        ["model id", spec.model_id],
+        ["model", spec.model.name],
+        ["genres", ", ".join(spec.genres)],
+        ["training data hash", spec.train.get("data_manifest_hash", "n/a")],
+    ]
     if isinstance(spec.train.get("n_songs"), dict):
         rows.append(["training songs", ", ".join(f"{k} {v}" for k, v in spec.train["n_songs"].items())])
     rows += [[k, v] for k, v in spec.metrics.items() if isinstance(v, int | float)]
@@ -385,8 +425,10 @@ def _model_card(page: Page, config: dict[str, Any] | None, model_id: str | None,
 def _run_section(page: Page, run: dict[str, Any], out: str, so: dict[str, Any] | None) -> None:
     page.heading("Run")
     if run:
-        page.para(f"Wall time {run.get('wall_seconds', 'n/a')} s; {run.get('n_processed', 'n/a')} files processed, "
-                  f"{run.get('n_skipped', 'n/a')} skipped as already done.")  # fmt: skip
+        page.para(
+            f"Wall time {run.get('wall_seconds', 'n/a')} s; {run.get('n_processed', 'n/a')} files processed, "
+            f"{run.get('n_skipped', 'n/a')} skipped as already done."
+        )
         page.pre(json.dumps(run.get("config", {}), indent=2, default=str))
     else:
         config = _config_yaml(out, so)
@@ -401,8 +443,10 @@ figure{margin:1em 0}figcaption{color:#555;font-size:13px}h2{border-bottom:1px so
 
 def _write(page: Page, out: str, so: dict[str, Any] | None) -> None:
     title = html.escape(page.title)
-    doc = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style>'
-           f"</head><body><h1>{title}</h1>" + "\n".join(page.html) + "</body></html>")  # fmt: skip
+    doc = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style>'
+        f"</head><body><h1>{title}</h1>" + "\n".join(page.html) + "</body></html>"
+    )
     base = storage.join(out, REPORT_DIR)
     for fig in page.figures:
         storage.write_bytes_atomic(storage.join(base, f"{fig.name}.png"), fig.png, so)

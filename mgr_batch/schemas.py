@@ -20,7 +20,11 @@ TABLES = (*TAG_TABLES, *OPTIONAL_TAG_TABLES, "segments")
 #: column changes meaning or type.
 SCHEMA_VERSION = 1
 #: Parquet key-value metadata keys every part carries.
-META_SCHEMA_VERSION, META_MODEL_ID, META_GENRES = b"mgr_batch.schema_version", b"mgr_batch.model_id", b"mgr_batch.genres"
+META_SCHEMA_VERSION, META_MODEL_ID, META_GENRES = (
+    b"mgr_batch.schema_version",
+    b"mgr_batch.model_id",
+    b"mgr_batch.genres",
+)
 
 _TYPES = {
     "string": pa.string(),
@@ -62,8 +66,11 @@ def probability_columns(genres: tuple[str, ...]) -> list[str]:
 
 def part_metadata(model_id: str, genres: tuple[str, ...]) -> dict[bytes, bytes]:
     """The key-value metadata of a Parquet part: schema version, model id and genre order (a JSON list)."""
-    return {META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(), META_MODEL_ID: model_id.encode(),
-            META_GENRES: json.dumps(list(genres)).encode()}  # fmt: skip
+    return {
+        META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
+        META_MODEL_ID: model_id.encode(),
+        META_GENRES: json.dumps(list(genres)).encode(),
+    }
 
 
 def read_part_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
@@ -71,25 +78,44 @@ def read_part_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
     metadata = metadata or {}
     version = metadata.get(META_SCHEMA_VERSION)
     genres = metadata.get(META_GENRES)
-    return {"schema_version": int(version) if version else None,
-            "model_id": metadata[META_MODEL_ID].decode() if META_MODEL_ID in metadata else None,
-            "genres": tuple(json.loads(genres)) if genres else None}  # fmt: skip
+    return {
+        "schema_version": int(version) if version else None,
+        "model_id": metadata[META_MODEL_ID].decode() if META_MODEL_ID in metadata else None,
+        "genres": tuple(json.loads(genres)) if genres else None,
+    }
 
 
 def markdown() -> str:
     """``docs/schemas.md``: every table of ``schemas/*.json`` as a Markdown table (``python tools/schemas_doc.py`` writes it)."""
-    lines = ["# Output tables", "", "<!-- Generated from schemas/*.json by `python tools/schemas_doc.py`; do not edit. -->", "",
-             f"Schema version {SCHEMA_VERSION}. Every Parquet file carries the key-value metadata "
-             f"`{META_SCHEMA_VERSION.decode()}`, `{META_MODEL_ID.decode()}` and `{META_GENRES.decode()}` "
-             "(the genre order, a JSON list).", ""]  # fmt: skip
+    lines = [
+        "# Output tables",
+        "",
+        "<!-- Generated from schemas/*.json by `python tools/schemas_doc.py`; do not edit. -->",
+        "",
+        f"Schema version {SCHEMA_VERSION}. Every Parquet file carries the key-value metadata "
+        f"`{META_SCHEMA_VERSION.decode()}`, `{META_MODEL_ID.decode()}` and `{META_GENRES.decode()}` "
+        "(the genre order, a JSON list).",
+        "",
+    ]
     for name in TABLES:
         doc = spec(name)
-        lines += [f"## `{name}`", "", doc.get("description", ""), "", "| column | type | nullable | description |", "|---|---|---|---|"]
-        lines += [f"| `{c['name']}` | `{c['type']}` | {'yes' if c['nullable'] else 'no'} | {_md(c.get('description', ''))} |"
-                  for c in doc["columns"]]  # fmt: skip
+        lines += [
+            f"## `{name}`",
+            "",
+            doc.get("description", ""),
+            "",
+            "| column | type | nullable | description |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{c['name']}` | `{c['type']}` | {'yes' if c['nullable'] else 'no'} | {_md(c.get('description', ''))} |"
+            for c in doc["columns"]
+        ]
         extra = doc.get("genre_columns")
         if extra:
-            lines.append(f"| `{extra['prefix']}<genre>` | `{extra['type']}` | no | {_md(extra.get('description', ''))} |")
+            lines.append(
+                f"| `{extra['prefix']}<genre>` | `{extra['type']}` | no | {_md(extra.get('description', ''))} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

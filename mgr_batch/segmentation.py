@@ -343,10 +343,18 @@ def representative(y: np.ndarray, sr: int, cfg: SegmentationConfig | None = None
     n = len(starts)
     if n < 2:
         return Segmentation(
-            S=S, A=np.zeros_like(S), labels=np.zeros(n, dtype=np.int64), starts_s=starts,
-            window_seconds=cfg.window_seconds, duration=duration, scale=1.0, segments=[(0.0, duration, 0)],
-            cluster=0, spans=[(0.0, duration)], keep_mask=np.ones(n, dtype=bool),
-        )  # fmt: skip
+            S=S,
+            A=np.zeros_like(S),
+            labels=np.zeros(n, dtype=np.int64),
+            starts_s=starts,
+            window_seconds=cfg.window_seconds,
+            duration=duration,
+            scale=1.0,
+            segments=[(0.0, duration, 0)],
+            cluster=0,
+            spans=[(0.0, duration)],
+            keep_mask=np.ones(n, dtype=bool),
+        )
     scale = default_scale(0.5 * (S + S.T), cfg.scale_neighbours) if cfg.scale is None else cfg.scale
     A = adjacency(S, scale)
     labels = spectral_clusters(A, cfg.n_clusters, k_max=cfg.k_max, seed=cfg.seed)
@@ -362,6 +370,15 @@ def representative(y: np.ndarray, sr: int, cfg: SegmentationConfig | None = None
     for lo, hi in runs:
         keep |= (labels == cluster) & (centres >= lo) & (centres < hi)
     return Segmentation(
-        S=S, A=A, labels=labels, starts_s=starts, window_seconds=cfg.window_seconds, duration=duration,
-        scale=float(scale), segments=segments, cluster=cluster, spans=runs, keep_mask=keep,
-    )  # fmt: skip
+        S=S,
+        A=A,
+        labels=labels,
+        starts_s=starts,
+        window_seconds=cfg.window_seconds,
+        duration=duration,
+        scale=float(scale),
+        segments=segments,
+        cluster=cluster,
+        spans=runs,
+        keep_mask=keep,
+    )

@@ -34,9 +34,21 @@ from mgr_batch.segmentation_plot import segmentation_png
 LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
 #: Columns :func:`featurize_batch` adds.
 FEATURE_COLUMNS = (
-    "status", "duration_s", "analyzed_s", "sample_rate", "channels", "n_clips",
-    "clip_start_s", "features", "used_start_s", "used_end_s", "decode_notes", "error_stage", "error_type", "error_message",
-)  # fmt: skip
+    "status",
+    "duration_s",
+    "analyzed_s",
+    "sample_rate",
+    "channels",
+    "n_clips",
+    "clip_start_s",
+    "features",
+    "used_start_s",
+    "used_end_s",
+    "decode_notes",
+    "error_stage",
+    "error_type",
+    "error_message",
+)
 
 
 def _objects(items: list[np.ndarray]) -> np.ndarray:
@@ -68,26 +80,64 @@ def featurize_batch(
     def ok(decoded: audio_io.Decoded, i: int) -> dict[str, Any]:
         # Random crops are a training augmentation: songs being tagged or scored get fixed windows.
         training = "split" in batch and str(batch["split"][i]) == "train"
-        song_clips, starts, spans = select_clips(decoded.y, sr=audio.sr, cfg=clip_cfg, training=training,
-                                                 song_id=str(batch["song_id"][i]) if "song_id" in batch else "")  # fmt: skip
-        return dict(duration_s=decoded.duration, analyzed_s=decoded.analyzed, sample_rate=decoded.native_sr,
-                    channels=decoded.channels, n_clips=len(starts), clip_start_s=starts,
-                    features=features.featurize(song_clips, sr=audio.sr, cfg=feature_cfg),
-                    used_start_s=spans[:, 0], used_end_s=spans[:, 1],
-                    **({"embedding_input": fm.musicnn_input(song_clips, sr=audio.sr)} if embedding_input else {}))  # fmt: skip
+        song_clips, starts, spans = select_clips(
+            decoded.y,
+            sr=audio.sr,
+            cfg=clip_cfg,
+            training=training,
+            song_id=str(batch["song_id"][i]) if "song_id" in batch else "",
+        )
+        return dict(
+            duration_s=decoded.duration,
+            analyzed_s=decoded.analyzed,
+            sample_rate=decoded.native_sr,
+            channels=decoded.channels,
+            n_clips=len(starts),
+            clip_start_s=starts,
+            features=features.featurize(song_clips, sr=audio.sr, cfg=feature_cfg),
+            used_start_s=spans[:, 0],
+            used_end_s=spans[:, 1],
+            **({"embedding_input": fm.musicnn_input(song_clips, sr=audio.sr)} if embedding_input else {}),
+        )
 
-    failed = dict(duration_s=0.0, analyzed_s=0.0, sample_rate=0, channels=0, n_clips=0, clip_start_s=np.zeros(0),
-                  features=np.zeros((0, n_mels, n_frames), np.float32), used_start_s=np.zeros(0), used_end_s=np.zeros(0))  # fmt: skip
+    failed = dict(
+        duration_s=0.0,
+        analyzed_s=0.0,
+        sample_rate=0,
+        channels=0,
+        n_clips=0,
+        clip_start_s=np.zeros(0),
+        features=np.zeros((0, n_mels, n_frames), np.float32),
+        used_start_s=np.zeros(0),
+        used_end_s=np.zeros(0),
+    )
     if embedding_input:
         failed["embedding_input"] = np.zeros((0, 96, 0), np.float32)
-    return _per_song(batch, audio, storage_options, ok, failed,
-                     typed={"duration_s": np.float64, "analyzed_s": np.float64, "sample_rate": np.int32,
-                            "channels": np.int32, "n_clips": np.int32})  # fmt: skip
+    return _per_song(
+        batch,
+        audio,
+        storage_options,
+        ok,
+        failed,
+        typed={
+            "duration_s": np.float64,
+            "analyzed_s": np.float64,
+            "sample_rate": np.int32,
+            "channels": np.int32,
+            "n_clips": np.int32,
+        },
+    )
 
 
-def _per_song(batch: dict[str, np.ndarray], audio: AudioConfig, storage_options: dict[str, Any] | None,
-              ok: Callable[[audio_io.Decoded, int], dict[str, Any]], failed: dict[str, Any], *,
-              typed: dict[str, type]) -> dict[str, np.ndarray]:  # fmt: skip
+def _per_song(
+    batch: dict[str, np.ndarray],
+    audio: AudioConfig,
+    storage_options: dict[str, Any] | None,
+    ok: Callable[[audio_io.Decoded, int], dict[str, Any]],
+    failed: dict[str, Any],
+    *,
+    typed: dict[str, type],
+) -> dict[str, np.ndarray]:
     """Decode each listed file and turn it into one row: ``ok(decoded, row)``, or ``failed`` plus the error.
 
     Every row gets ``status``, ``decode_notes`` (what the native decoders printed to stderr about the file,
@@ -103,12 +153,28 @@ def _per_song(batch: dict[str, np.ndarray], audio: AudioConfig, storage_options:
         except AudioError as exc:
             notes = captured.text
             message = f"{exc} (decoder notes: {notes})" if notes else str(exc)
-            rows.append({**failed, "status": "error", "error_stage": exc.stage, "error_type": error_type(exc),
-                         "error_message": message, "decode_notes": notes})  # fmt: skip
+            rows.append(
+                {
+                    **failed,
+                    "status": "error",
+                    "error_stage": exc.stage,
+                    "error_type": error_type(exc),
+                    "error_message": message,
+                    "decode_notes": notes,
+                }
+            )
         else:
             notes = captured.text
-            rows.append({**ok(decoded, i), "status": "ok", "error_stage": "", "error_type": "", "error_message": "",
-                         "decode_notes": notes})  # fmt: skip
+            rows.append(
+                {
+                    **ok(decoded, i),
+                    "status": "ok",
+                    "error_stage": "",
+                    "error_type": "",
+                    "error_message": "",
+                    "decode_notes": notes,
+                }
+            )
         if notes:  # still in the worker's log (on the screen with `-v`), now with the file they are about
             print(f"decoder notes on {path}: {notes}", file=sys.stderr, flush=True)
     out = dict(batch)
@@ -281,7 +347,9 @@ class Predictor:
             self.forward = fold_batch_norm(self.model).to(memory_format=torch.channels_last)
         self.batch_size = batch_size or (CPU_BATCH_SIZE if on_cpu else GPU_BATCH_SIZE)
         if timeline and not has_timeline(self.model):
-            raise ConfigError(f"model {self.spec.model_id!r} ({self.spec.model.name}) has no timeline (a belief per time step)")
+            raise ConfigError(
+                f"model {self.spec.model_id!r} ({self.spec.model.name}) has no timeline (a belief per time step)"
+            )
         self.timeline = timeline
 
     def predict_timeline(self, x: np.ndarray) -> np.ndarray:
@@ -339,12 +407,16 @@ class Predictor:
             # (songs and clips) go through its temperature (mgr_batch.calibration).
             song_x = np.split(x, np.cumsum(counts)[:-1]) if flat else [np.zeros((0,))] * len(counts)
             pooled = getattr(self.model, "predict_song_proba", None)
-            song_probs = [(pooled(sx) if pooled is not None else cp.mean(axis=0)) if len(cp) else cp.sum(axis=0)
-                          for sx, cp in zip(song_x, song_clip_probs, strict=True)]  # fmt: skip
+            song_probs = [
+                (pooled(sx) if pooled is not None else cp.mean(axis=0)) if len(cp) else cp.sum(axis=0)
+                for sx, cp in zip(song_x, song_clip_probs, strict=True)
+            ]
             t = self.spec.temperature
             if t is not None:
-                song_probs = [calibration.apply_temperature(p, t) if len(c) else p
-                              for p, c in zip(song_probs, song_clip_probs, strict=True)]  # fmt: skip
+                song_probs = [
+                    calibration.apply_temperature(p, t) if len(c) else p
+                    for p, c in zip(song_probs, song_clip_probs, strict=True)
+                ]
                 song_clip_probs = [calibration.apply_temperature(c, t) if len(c) else c for c in song_clip_probs]
             out["song_probs"] = _objects([np.asarray(p, np.float32) for p in song_probs])
         out["clip_probs"] = _objects(song_clip_probs)
@@ -359,10 +431,20 @@ class Predictor:
         flat = [f for f in feats if len(f)]
         shape = (0, n_steps, len(self.spec.genres))
         probs = self.predict_timeline(np.concatenate(flat)) if flat else np.zeros(shape, np.float32)
-        times = [step_times(s, n_frames=n_frames, step_frames=self.model.step_frames,
-                            hop_length=self.spec.features.hop_length, sr=self.spec.audio.sr) for s in starts]  # fmt: skip
-        return {"timeline_probs": _objects(np.split(probs, np.cumsum(counts)[:-1]) if counts else []),
-                "timeline_s": _objects(times)}  # fmt: skip
+        times = [
+            step_times(
+                s,
+                n_frames=n_frames,
+                step_frames=self.model.step_frames,
+                hop_length=self.spec.features.hop_length,
+                sr=self.spec.audio.sr,
+            )
+            for s in starts
+        ]
+        return {
+            "timeline_probs": _objects(np.split(probs, np.cumsum(counts)[:-1]) if counts else []),
+            "timeline_s": _objects(times),
+        }
 
 
 def song_probabilities(clip_probs: np.ndarray, *, method: str = "mean") -> np.ndarray:
@@ -401,8 +483,12 @@ def explode_clips(batch: dict[str, np.ndarray], *, genres: tuple[str, ...], spli
     counts = [len(f) for f in feats]
     if not keep:
         shape = np.asarray(batch["features"][0]).shape[1:] if len(batch["features"]) else (0, 0)
-        return {"features": np.zeros((0, *shape), np.float32), "label": np.zeros(0, np.int64),
-                "song_id": np.zeros(0, dtype=str), "clip_index": np.zeros(0, np.int32)}  # fmt: skip
+        return {
+            "features": np.zeros((0, *shape), np.float32),
+            "label": np.zeros(0, np.int64),
+            "song_id": np.zeros(0, dtype=str),
+            "clip_index": np.zeros(0, np.int32),
+        }
     return {
         "features": np.concatenate(feats).astype(np.float32, copy=False),
         "label": np.repeat([index[str(batch["label"][i])] for i in keep], counts).astype(np.int64),
@@ -413,9 +499,17 @@ def explode_clips(batch: dict[str, np.ndarray], *, genres: tuple[str, ...], spli
 
 #: Columns :func:`segment_batch` adds.
 SEGMENT_COLUMNS = (
-    "status", "duration_s", "seg_start_s", "seg_end_s", "seg_cluster", "seg_representative", "plot_png",
-    "error_stage", "error_type", "error_message",
-)  # fmt: skip
+    "status",
+    "duration_s",
+    "seg_start_s",
+    "seg_end_s",
+    "seg_cluster",
+    "seg_representative",
+    "plot_png",
+    "error_stage",
+    "error_type",
+    "error_message",
+)
 
 
 def segment_batch(
@@ -437,13 +531,23 @@ def segment_batch(
         spans = np.array(seg.spans).reshape(-1, 2)
         bounds = np.array([(lo, hi) for lo, hi, _ in seg.segments]).reshape(-1, 2)
         inside = [bool(((spans[:, 0] < hi) & (spans[:, 1] > lo)).any()) for lo, hi in bounds]
-        return dict(duration_s=decoded.duration, seg_start_s=bounds[:, 0], seg_end_s=bounds[:, 1],
-                    seg_cluster=np.array([c for _, _, c in seg.segments], np.int32),
-                    seg_representative=np.array(inside, bool),
-                    plot_png=segmentation_png(seg, decoded.y, audio.sr) if plot else b"")  # fmt: skip
+        return dict(
+            duration_s=decoded.duration,
+            seg_start_s=bounds[:, 0],
+            seg_end_s=bounds[:, 1],
+            seg_cluster=np.array([c for _, _, c in seg.segments], np.int32),
+            seg_representative=np.array(inside, bool),
+            plot_png=segmentation_png(seg, decoded.y, audio.sr) if plot else b"",
+        )
 
-    failed = dict(duration_s=0.0, seg_start_s=np.zeros(0), seg_end_s=np.zeros(0), seg_cluster=np.zeros(0, np.int32),
-                  seg_representative=np.zeros(0, bool), plot_png=b"")  # fmt: skip
+    failed = dict(
+        duration_s=0.0,
+        seg_start_s=np.zeros(0),
+        seg_end_s=np.zeros(0),
+        seg_cluster=np.zeros(0, np.int32),
+        seg_representative=np.zeros(0, bool),
+        plot_png=b"",
+    )
     return _per_song(batch, audio, storage_options, ok, failed, typed={"duration_s": np.float64})
 
 
@@ -479,8 +583,9 @@ _CACHED: OrderedDict[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
 CACHED_STAGES = 2
 
 
-def call_cached(batch: dict[str, np.ndarray], *, stage: type, kwargs: dict[str, Any] | None = None,
-                freeze_gc: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+def call_cached(
+    batch: dict[str, np.ndarray], *, stage: type, kwargs: dict[str, Any] | None = None, freeze_gc: bool = False
+) -> dict[str, np.ndarray]:
     """``stage(**kwargs)(batch)``, building the stage object (e.g. a :class:`Predictor`, which loads a model)
     once per process and keeping it for the next batches, as an actor would: plain tasks can then run the
     model where they decode.
@@ -508,8 +613,11 @@ def _song_embeddings(clip_vectors: list[np.ndarray], *, layer: str, model_id: st
     """:class:`Embedder`'s columns from each song's clip embeddings (n_clips, dims): ``embedding`` (their
     mean; empty for a song with no clips), ``embedding_layer`` and ``embedding_model_id``."""
     n = len(clip_vectors)
-    return {"embedding": _objects([v.mean(axis=0) if len(v) else np.zeros(0, np.float32) for v in clip_vectors]),
-            "embedding_layer": np.full(n, layer), "embedding_model_id": np.full(n, model_id)}  # fmt: skip
+    return {
+        "embedding": _objects([v.mean(axis=0) if len(v) else np.zeros(0, np.float32) for v in clip_vectors]),
+        "embedding_layer": np.full(n, layer),
+        "embedding_model_id": np.full(n, model_id),
+    }
 
 
 def embeddings_from_features(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -40,6 +40,7 @@ def read_errors() -> tuple[type[BaseException], ...]:
         found.append(sys.modules["botocore.exceptions"].BotoCoreError)
     return tuple(found)
 
+
 #: The columns every listing has; manifests may add more (label, split, artist, ...).
 LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
 

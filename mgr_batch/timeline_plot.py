@@ -30,7 +30,9 @@ class SongTimeline:
 def _read(output: str, table: str, filters: Any, so: dict[str, Any] | None, columns: list[str] | None = None):
     fs, root = storage.filesystem(storage.join(output, table), so)
     if not fs.exists(root):
-        raise ConfigError(f"{output!r} has no {table}/ table" + (" (tag it with --timeline)" if table == "timeline" else ""))
+        raise ConfigError(
+            f"{output!r} has no {table}/ table" + (" (tag it with --timeline)" if table == "timeline" else "")
+        )
     # pyarrow skips files starting with '.' or '_' (temp parts of a run in progress)
     return pq.read_table(root, filesystem=fs, filters=filters, columns=columns)
 
@@ -47,8 +49,13 @@ def read_timeline(output: str, *, song: str, storage_options: dict[str, Any] | N
     n_fixed = len(schemas.spec("songs")["columns"])
     prefix = schemas.spec("songs")["genre_columns"]["prefix"]
     genres = tuple(name[len(prefix) :] for name in songs.schema.names[n_fixed:])
-    steps = _read(output, "timeline", pc.field("song_id") == row["song_id"], storage_options,
-                  columns=["clip_index", "step_index", "time_s", "probabilities"])  # fmt: skip
+    steps = _read(
+        output,
+        "timeline",
+        pc.field("song_id") == row["song_id"],
+        storage_options,
+        columns=["clip_index", "step_index", "time_s", "probabilities"],
+    )
     if steps.num_rows == 0:
         raise ConfigError(f"song {song!r} has no rows in {output}/timeline (was it tagged without --timeline?)")
     steps = steps.sort_by([("time_s", "ascending"), ("clip_index", "ascending"), ("step_index", "ascending")])
@@ -77,8 +84,13 @@ def timeline_png(tl: SongTimeline, *, width: float = 12.0, height: float = 5.0) 
 
     colours = plt.get_cmap("tab10" if len(tl.genres) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(width, height))
-    ax.stackplot(tl.time_s, tl.probabilities.T, labels=tl.genres,
-                 colors=[colours(j % colours.N) for j in range(len(tl.genres))], linewidth=0)  # fmt: skip
+    ax.stackplot(
+        tl.time_s,
+        tl.probabilities.T,
+        labels=tl.genres,
+        colors=[colours(j % colours.N) for j in range(len(tl.genres))],
+        linewidth=0,
+    )
     for start in tl.clip_start_s[1:]:
         ax.axvline(start, color="white", linestyle=":", linewidth=0.8)
     left = float(min(tl.time_s.min(), tl.clip_start_s.min(initial=np.inf)))

@@ -18,7 +18,12 @@ from mgr_batch.stages import certainty, song_probabilities
 
 
 def build_tables(
-    batch: dict[str, np.ndarray], *, genres: tuple[str, ...], model_id: str, clip_seconds: float, aggregation: str = "mean",
+    batch: dict[str, np.ndarray],
+    *,
+    genres: tuple[str, ...],
+    model_id: str,
+    clip_seconds: float,
+    aggregation: str = "mean",
     uncertain_below: float | None = None,
 ) -> dict[str, pa.Table]:
     """Songs, clips and errors tables (in :mod:`mgr_batch.schemas` form) of one predicted batch.
@@ -37,22 +42,30 @@ def build_tables(
     g = np.asarray(genres)
 
     if "song_probs" in batch:  # a song-level head's own (or a calibrated model's) song probabilities
-        song_probs = np.stack([np.asarray(batch["song_probs"][i]) for i in idx]) if len(idx) else np.zeros((0, len(genres)))
+        song_probs = (
+            np.stack([np.asarray(batch["song_probs"][i]) for i in idx]) if len(idx) else np.zeros((0, len(genres)))
+        )
     else:
-        song_probs = np.stack([song_probabilities(batch["clip_probs"][i], method=aggregation) for i in idx]) if len(idx) else np.zeros((0, len(genres)))
+        song_probs = (
+            np.stack([song_probabilities(batch["clip_probs"][i], method=aggregation) for i in idx])
+            if len(idx)
+            else np.zeros((0, len(genres)))
+        )
     song_certainty = certainty(song_probs) if len(idx) else np.zeros(0)
     order = np.argsort(-song_probs, axis=1, kind="stable")
     songs = {c: batch[c][idx] for c in _copied("songs", batch)}
     songs.setdefault("decode_notes", [""] * len(idx))  # batches featurized without notes (e.g. by hand)
-    songs.update({
-        "genre": g[order[:, 0]] if len(idx) else np.zeros(0, str),
-        "confidence": song_probs[np.arange(len(idx)), order[:, 0]] if len(idx) else np.zeros(0),
-        "certainty": song_certainty,
-        # null (unknown) for a model without a threshold; never False by default
-        "uncertain": [None] * len(idx) if uncertain_below is None else (song_certainty < uncertain_below).tolist(),
-        "top3": [list(g[o[:3]]) for o in order],
-        "model_id": [model_id] * len(idx),
-    })  # fmt: skip
+    songs.update(
+        {
+            "genre": g[order[:, 0]] if len(idx) else np.zeros(0, str),
+            "confidence": song_probs[np.arange(len(idx)), order[:, 0]] if len(idx) else np.zeros(0),
+            "certainty": song_certainty,
+            # null (unknown) for a model without a threshold; never False by default
+            "uncertain": [None] * len(idx) if uncertain_below is None else (song_certainty < uncertain_below).tolist(),
+            "top3": [list(g[o[:3]]) for o in order],
+            "model_id": [model_id] * len(idx),
+        }
+    )
     for j, genre in enumerate(genres):
         songs[f"p_{genre}"] = song_probs[:, j]
 
@@ -84,13 +97,19 @@ def build_tables(
     return {
         "clips": _table(clips, schemas.arrow_schema("clips", genres)),
         "errors": _table(errors, schemas.arrow_schema("errors")),
-        **({"timeline": timeline_table(batch, idx, genres=genres, model_id=model_id)} if "timeline_probs" in batch else {}),
+        **(
+            {"timeline": timeline_table(batch, idx, genres=genres, model_id=model_id)}
+            if "timeline_probs" in batch
+            else {}
+        ),
         **({"embeddings": embeddings_table(batch, idx)} if "embedding" in batch else {}),
         "songs": _table(songs, schemas.arrow_schema("songs", genres)),
     }
 
 
-def timeline_table(batch: dict[str, np.ndarray], idx: np.ndarray, *, genres: tuple[str, ...], model_id: str) -> pa.Table:
+def timeline_table(
+    batch: dict[str, np.ndarray], idx: np.ndarray, *, genres: tuple[str, ...], model_id: str
+) -> pa.Table:
     """The timeline table of songs ``idx`` of a batch: one row per step of each clip, in song, clip, step order.
 
     Needs ``song_id``, ``path`` and the Predictor's ``timeline_probs[i]`` (n_clips, n_steps, n_genres) and
@@ -115,8 +134,12 @@ def timeline_table(batch: dict[str, np.ndarray], idx: np.ndarray, *, genres: tup
     cols["model_id"] = [model_id] * len(p)
     offsets = np.arange(len(p) + 1, dtype=np.int32) * n_genres
     schema = schemas.arrow_schema("timeline")
-    arrays = [pa.ListArray.from_arrays(pa.array(offsets), pa.array(p.reshape(-1), pa.float32())) if f.name == "probabilities"
-              else pa.array(cols[f.name], type=f.type) for f in schema]  # fmt: skip
+    arrays = [
+        pa.ListArray.from_arrays(pa.array(offsets), pa.array(p.reshape(-1), pa.float32()))
+        if f.name == "probabilities"
+        else pa.array(cols[f.name], type=f.type)
+        for f in schema
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -128,15 +151,23 @@ def embeddings_table(batch: dict[str, np.ndarray], idx: np.ndarray) -> pa.Table:
     """
     vectors = [np.asarray(batch["embedding"][i], np.float32) for i in idx]
     dims = np.array([len(v) for v in vectors], np.int32)
-    cols = {"song_id": [str(batch["song_id"][i]) for i in idx], "path": [str(batch["path"][i]) for i in idx],
-            "model_id": [str(batch["embedding_model_id"][i]) for i in idx],
-            "layer": [str(batch["embedding_layer"][i]) for i in idx], "dims": dims,
-            "n_clips": np.asarray(batch["n_clips"], np.int32)[idx]}  # fmt: skip
+    cols = {
+        "song_id": [str(batch["song_id"][i]) for i in idx],
+        "path": [str(batch["path"][i]) for i in idx],
+        "model_id": [str(batch["embedding_model_id"][i]) for i in idx],
+        "layer": [str(batch["embedding_layer"][i]) for i in idx],
+        "dims": dims,
+        "n_clips": np.asarray(batch["n_clips"], np.int32)[idx],
+    }
     offsets = np.concatenate([[0], np.cumsum(dims)]).astype(np.int32)
     flat = np.concatenate(vectors) if vectors else np.zeros(0, np.float32)
     schema = schemas.arrow_schema("embeddings")
-    arrays = [pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32())) if f.name == "vector"
-              else pa.array(cols[f.name], type=f.type) for f in schema]  # fmt: skip
+    arrays = [
+        pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32()))
+        if f.name == "vector"
+        else pa.array(cols[f.name], type=f.type)
+        for f in schema
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -146,8 +177,12 @@ ERROR_COLUMNS = {"stage": "error_stage", "message": "error_message"}
 
 def _copied(table: str, batch: dict[str, np.ndarray]) -> list[str]:
     """The columns of ``table``'s schema that come straight from the batch."""
-    return [c["name"] for c in schemas.spec(table)["columns"] if ERROR_COLUMNS.get(c["name"], c["name"]) in batch
-            and not (table == "songs" and c["name"] in ("genre", "model_id"))]  # fmt: skip
+    return [
+        c["name"]
+        for c in schemas.spec(table)["columns"]
+        if ERROR_COLUMNS.get(c["name"], c["name"]) in batch
+        and not (table == "songs" and c["name"] in ("genre", "model_id"))
+    ]
 
 
 def _table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
@@ -184,8 +219,14 @@ def write_tables(
     so a killed run never leaves a half-written file for readers. Part names derive from the batch's
     song ids, so the same batch always lands in the same file.
     """
-    tables = build_tables(batch, genres=genres, model_id=model_id, clip_seconds=clip_seconds, aggregation=aggregation,
-                          uncertain_below=uncertain_below)  # fmt: skip
+    tables = build_tables(
+        batch,
+        genres=genres,
+        model_id=model_id,
+        clip_seconds=clip_seconds,
+        aggregation=aggregation,
+        uncertain_below=uncertain_below,
+    )
     _write_parts(tables, output, part_name(batch["song_id"]), storage_options, schemas.part_metadata(model_id, genres))
     errors = Counter(tables["errors"].column("error_type").to_pylist())
     return {
@@ -199,7 +240,9 @@ def write_tables(
     }
 
 
-def write_segments(batch: dict[str, np.ndarray], *, output: str, storage_options: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+def write_segments(
+    batch: dict[str, np.ndarray], *, output: str, storage_options: dict[str, Any] | None = None
+) -> dict[str, np.ndarray]:
     """Write a segmented batch: a ``segments`` part, an ``errors`` part, and ``plots/<song_id>.png``."""
     ok = np.flatnonzero(np.asarray(batch["status"]) == "ok")
     rows: dict[str, list] = {c["name"]: [] for c in schemas.spec("segments")["columns"]}
@@ -214,22 +257,40 @@ def write_segments(batch: dict[str, np.ndarray], *, output: str, storage_options
         rows["is_representative"] += np.asarray(batch["seg_representative"][i], bool).tolist()
         png = batch["plot_png"][i]
         if png:
-            storage.write_bytes_atomic(storage.join(output, "plots", f"{batch['song_id'][i]}.png"), bytes(png), storage_options)
+            storage.write_bytes_atomic(
+                storage.join(output, "plots", f"{batch['song_id'][i]}.png"), bytes(png), storage_options
+            )
     bad = np.flatnonzero(np.asarray(batch["status"]) != "ok")
     errors = {c: batch[ERROR_COLUMNS.get(c, c)][bad] for c in _copied("errors", batch)}
     errors["model_id"] = ["segmentation"] * len(bad)
-    tables = {"segments": _table(rows, schemas.arrow_schema("segments")), "errors": _table(errors, schemas.arrow_schema("errors"))}
-    _write_parts(tables, output, part_name(batch["song_id"]), storage_options, schemas.part_metadata("segmentation", ()))
-    return {"n_songs": np.array([len(ok)]), "n_errors": np.array([len(bad)]), "n_segments": np.array([tables["segments"].num_rows]),
-            "audio_s": np.array([float(np.sum(np.asarray(batch["duration_s"], np.float64)[ok]))]),
-            "error_types": np.array([json.dumps(Counter(tables["errors"].column("error_type").to_pylist()))])}  # fmt: skip
+    tables = {
+        "segments": _table(rows, schemas.arrow_schema("segments")),
+        "errors": _table(errors, schemas.arrow_schema("errors")),
+    }
+    _write_parts(
+        tables, output, part_name(batch["song_id"]), storage_options, schemas.part_metadata("segmentation", ())
+    )
+    return {
+        "n_songs": np.array([len(ok)]),
+        "n_errors": np.array([len(bad)]),
+        "n_segments": np.array([tables["segments"].num_rows]),
+        "audio_s": np.array([float(np.sum(np.asarray(batch["duration_s"], np.float64)[ok]))]),
+        "error_types": np.array([json.dumps(Counter(tables["errors"].column("error_type").to_pylist()))]),
+    }
 
 
-def _write_parts(tables: dict[str, pa.Table], output: str, name: str, storage_options: dict[str, Any] | None,
-                 metadata: dict[bytes, bytes]) -> None:  # fmt: skip
+def _write_parts(
+    tables: dict[str, pa.Table],
+    output: str,
+    name: str,
+    storage_options: dict[str, Any] | None,
+    metadata: dict[bytes, bytes],
+) -> None:
     """Each non-empty table as ``output/<table>/<name>``, with the key-value ``metadata`` (schema version, model, genres)."""
     for table_name, table in tables.items():
         if table.num_rows:
             buf = io.BytesIO()
-            pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), buf, compression="zstd")
+            pq.write_table(
+                table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), buf, compression="zstd"
+            )
             storage.write_bytes_atomic(storage.join(output, table_name, name), buf.getvalue(), storage_options)

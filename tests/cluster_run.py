@@ -50,10 +50,21 @@ def _alive(pid: int) -> bool:
 
 def main_(src: str, out: str, model: str, result: str) -> int:
     # The GCS declares a node dead after failed health checks: every 0.5 s, 3 in a row, not Ray's 3 s x 5.
-    health = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_timeout_ms": 500,
-              "health_check_failure_threshold": 3}  # fmt: skip
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE,
-                                                           "include_dashboard": False, "_system_config": health})  # fmt: skip
+    health = {
+        "health_check_initial_delay_ms": 0,
+        "health_check_period_ms": 500,
+        "health_check_timeout_ms": 500,
+        "health_check_failure_threshold": 3,
+    }
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "object_store_memory": STORE,
+            "include_dashboard": False,
+            "_system_config": health,
+        },
+    )
     victim = cluster.add_node(num_cpus=1, object_store_memory=STORE)
     cluster.add_node(num_cpus=1, object_store_memory=STORE)
     cluster.wait_for_nodes()

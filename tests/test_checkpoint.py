@@ -163,7 +163,11 @@ def test_packaged_models_load_and_predict():
         folder = checkpoint.resolve(name)
         assert sum(f.stat().st_size for f in os.scandir(folder)) < 1_000_000  # the package stays small
         x = np.random.default_rng(0).normal(size=(3, *spec.input_shape)).astype(np.float32)
-        probs = model.predict_proba(x) if spec.family == "classic" else torch.softmax(model(torch.from_numpy(x)), -1).detach().numpy()
+        probs = (
+            model.predict_proba(x)
+            if spec.family == "classic"
+            else torch.softmax(model(torch.from_numpy(x)), -1).detach().numpy()
+        )
         assert probs.shape == (3, len(GTZAN_GENRES)) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert checkpoint.resolve("default") == checkpoint.resolve(None) != checkpoint.resolve("logmel-cnn")
     assert checkpoint.resolve("musicnn-logreg") != checkpoint.resolve(None)

@@ -29,7 +29,11 @@ def test_models_lists_the_registry(capsys):
     end = lines.index("")  # the model table, then the packaged models and the embedding features
     rows = {line.split()[0]: line.split() for line in lines[1:end]}
     assert set(rows) == set(MODELS)
-    assert rows["cnn"][1:4] == ["neural", "logmel", "(logmel)"] and rows["svm"][1:4] == ["classic", "classic58", "(classic58_30s)"]
+    assert rows["cnn"][1:4] == ["neural", "logmel", "(logmel)"] and rows["svm"][1:4] == [
+        "classic",
+        "classic58",
+        "(classic58_30s)",
+    ]
     assert rows["vgg"][3] == "(logmel128)" and rows["efficientat"][1:4] == ["neural", "efficientat", "(efficientat)"]
     packaged = lines[end + 1].split(": ", 1)[1].split(", ")
     assert packaged == ["default", "musicnn-logreg", "logmel-cnn", "msd-tags", "audioset-tags"]
@@ -77,14 +81,32 @@ BAD_CONFIGS = {
         (["tag", "{tmp}", "-o", "{tmp}/o", "--num-gpus", "-0.5"], "inference.num_gpus must not be negative"),
         (["tag", "{tmp}", "-o", "{tmp}/o", "--num-cpus", "0"], "ray.num_cpus must be at least 1"),
         (["tag", "{tmp}", "-o", "{tmp}/o", "--clip-seconds", "nan"], "clips.clip_seconds must be finite"),
-        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/clip_three.yaml"], "clips.clip_seconds must be a number, not 'three'"),
-        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/songs_zero.yaml"], "inference.songs_per_task must be at least 1"),
-        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/gpus_text.yaml"], "inference.num_gpus must be a number"),
+        (
+            ["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/clip_three.yaml"],
+            "clips.clip_seconds must be a number, not 'three'",
+        ),
+        (
+            ["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/songs_zero.yaml"],
+            "inference.songs_per_task must be at least 1",
+        ),
+        (
+            ["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/gpus_text.yaml"],
+            "inference.num_gpus must be a number",
+        ),
         (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/force_text.yaml"], "force must be true or false"),
-        (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/workers_float.yaml"], "inference.num_workers must be an integer, not 2.5"),
+        (
+            ["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/workers_float.yaml"],
+            "inference.num_workers must be an integer, not 2.5",
+        ),
         (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/inference_list.yaml"], "inference must be a mapping"),
-        (["train", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/sr_text.yaml"], "audio.sr must be an integer, not '22050'"),
-        (["train", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/quality.yaml"], "audio.resample_quality must be one of"),
+        (
+            ["train", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/sr_text.yaml"],
+            "audio.sr must be an integer, not '22050'",
+        ),
+        (
+            ["train", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/quality.yaml"],
+            "audio.resample_quality must be one of",
+        ),
         (["train", "{tmp}", "-o", "{tmp}/o", "--num-workers", "-3"], "num_workers must be at least 1, not -3"),
         (["train", "{tmp}", "-o", "{tmp}/o", "--epochs", "0"], "optim.epochs must be at least 1"),
         (["train", "{tmp}", "-o", "{tmp}/o", "--lr", "-0.1"], "optim.lr must not be negative"),
@@ -121,8 +143,24 @@ def test_a_bad_config_value_fails_before_ray_starts(tmp_path):
     write_tone(tmp_path / "a.wav", seconds=1.0)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     started = time.monotonic()
-    bad = subprocess.run([sys.executable, "-m", "mgr_batch.cli", "tag", str(tmp_path), "-o", str(tmp_path / "o"),
-                          "--clip-seconds", "0", "-v"], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mgr_batch.cli",
+            "tag",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "o"),
+            "--clip-seconds",
+            "0",
+            "-v",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode == 2, bad.stderr
     assert bad.stderr.strip() == "mgr-batch: error: config key clips.clip_seconds must be positive, not 0.0"
     assert not (tmp_path / "o").exists() and time.monotonic() - started < 60
@@ -132,8 +170,11 @@ def test_console_script_exits_with_the_commands_code(tmp_path):
     """``mgr-batch`` (cli.run) exits with main's code: 0 for a listing, 2 for a user error."""
     ok = subprocess.run([sys.executable, "-m", "mgr_batch.cli", "models"], capture_output=True, text=True)
     assert ok.returncode == 0 and "cnn" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "mgr_batch.cli", "tag", str(tmp_path / "missing"), "-o", str(tmp_path / "o")],
-                         capture_output=True, text=True)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "mgr_batch.cli", "tag", str(tmp_path / "missing"), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("mgr-batch: error:")
 
 

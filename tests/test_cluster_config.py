@@ -18,7 +18,11 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
-JOBS = {"tag": ROOT / "jobs" / "tag_catalog.py", "train": ROOT / "jobs" / "train.py", "evaluate": ROOT / "jobs" / "evaluate.py"}
+JOBS = {
+    "tag": ROOT / "jobs" / "tag_catalog.py",
+    "train": ROOT / "jobs" / "train.py",
+    "evaluate": ROOT / "jobs" / "evaluate.py",
+}
 
 
 @pytest.fixture
@@ -147,8 +151,14 @@ def test_job_script_help(command: str) -> None:
     script = JOBS[command]
     assert script.is_file()
     for env in (_clean_env(), _clean_env(RAY_ADDRESS="127.0.0.1:6379")):
-        proc = subprocess.run([sys.executable, str(script.relative_to(ROOT)), "--help"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, str(script.relative_to(ROOT)), "--help"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         assert f"usage: mgr-batch {command}" in proc.stdout
         assert "--address" in proc.stdout
@@ -161,8 +171,11 @@ def test_commands_join_the_job_cluster_inside_a_ray_job() -> None:
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     assert init_kwargs(RayConfig(num_cpus=3), {}, verbose=False) == quiet | {"num_cpus": 3}
     assert init_kwargs(RayConfig(num_cpus=3), {}, trains=True, verbose=True) == quiet | {
-        "log_to_driver": True, "logging_level": logging.INFO, "num_cpus": 3,
-        "runtime_env": {"worker_process_setup_hook": WORKER_SETUP}}  # fmt: skip
+        "log_to_driver": True,
+        "logging_level": logging.INFO,
+        "num_cpus": 3,
+        "runtime_env": {"worker_process_setup_hook": WORKER_SETUP},
+    }
     assert "runtime_env" not in init_kwargs(RayConfig(), {"RAY_ADDRESS": "10.0.0.1:6379"}, trains=True)
     inside = init_kwargs(RayConfig(), {"RAY_ADDRESS": "10.0.0.1:6379"})  # what Ray's job supervisor sets
     assert inside["address"] == "auto" and "num_cpus" not in inside
@@ -191,8 +204,9 @@ def test_worker_setup_quiets_the_placement_group_cleaner(monkeypatch) -> None:
     monkeypatch.setenv("RAY_ADDRESS", "set-by-the-test")  # this process is no Ray worker
     try:
         worker_setup.setup()
-        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
-                                   "loggers": {"ray.train": {"level": "DEBUG"}}})  # fmt: skip
+        logging.config.dictConfig(
+            {"version": 1, "disable_existing_loggers": False, "loggers": {"ray.train": {"level": "DEBUG"}}}
+        )
         cleaner.addHandler(handler)
         cleaner.warning("Failed to query Ray Train Controller actor state.")
         cleaner.error("a real error")

@@ -42,7 +42,9 @@ def test_unknown_keys_are_rejected_by_full_name(cls, data, where):
         from_dict(cls, data)
 
 
-@pytest.mark.parametrize("inference", [{"in_decode_tasks": True, "num_gpus": 1}, {"in_decode_tasks": True, "embed_in_actor": True}])
+@pytest.mark.parametrize(
+    "inference", [{"in_decode_tasks": True, "num_gpus": 1}, {"in_decode_tasks": True, "embed_in_actor": True}]
+)
 def test_inference_in_decode_tasks_excludes_what_needs_the_actors(inference):
     with pytest.raises(ConfigError, match="in_decode_tasks"):
         from_dict(TagConfig, {"inference": inference})

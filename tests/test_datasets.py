@@ -199,7 +199,13 @@ def _songs(n_per: int = 6, artists: bool = False) -> pd.DataFrame:
     rows = []
     for g in ("rock", "jazz", "pop"):
         for i in range(n_per):
-            row = {"path": f"/d/{g}/{g}.{i:05d}.wav", "song_id": f"{g}{i}", "stem": f"{g}.{i:05d}", "label": g, "split": "train"}
+            row = {
+                "path": f"/d/{g}/{g}.{i:05d}.wav",
+                "song_id": f"{g}{i}",
+                "stem": f"{g}.{i:05d}",
+                "label": g,
+                "split": "train",
+            }
             if artists:
                 row["artist"] = f"{g}-artist-{i // 2}"
             rows.append(row)

@@ -31,9 +31,31 @@ def test_fine_tuning_efficientat_through_ray_train(labelled, tmp_path):
     2-genre head, one epoch of Ray Train on CPU. With lr 0 the convolutions stay exactly the pre-trained ones,
     which proves the body was loaded inside the Train worker."""
     ckpt = tmp_path / "efficientat"
-    rc = main(["train", str(labelled), "-o", str(ckpt), "--model-type", "efficientat", "--model-param", "pretrained=mn04_as",
-               "--clip-seconds", "1", "--epochs", "1", "--batch-size", "4", "--lr", "0", "--weight-decay", "0",
-               "--storage-path", str(tmp_path / "runs"), *split_flags(labelled)])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            str(labelled),
+            "-o",
+            str(ckpt),
+            "--model-type",
+            "efficientat",
+            "--model-param",
+            "pretrained=mn04_as",
+            "--clip-seconds",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--lr",
+            "0",
+            "--weight-decay",
+            "0",
+            "--storage-path",
+            str(tmp_path / "runs"),
+            *split_flags(labelled),
+        ]
+    )
     assert rc == 0
     spec = checkpoint.load_spec(str(ckpt))
     assert (spec.model.name, spec.model.params, spec.train["preset"]) == (
@@ -62,12 +84,29 @@ def test_classic_head_on_efficientat_embeddings_in_tasks_or_actor(labelled, tmp_
     (``inference.embed_in_actor``: the decode tasks send its log-mel, as for a GPU actor) gives the
     probabilities of the network run in the decode tasks."""
     ckpt = tmp_path / "logreg"
-    rc = main(["train", str(labelled), "-o", str(ckpt), "--model-type", "logreg", "--features", "efficientat_embedding",
-               "--clip-seconds", "2", *split_flags(labelled)])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            str(labelled),
+            "-o",
+            str(ckpt),
+            "--model-type",
+            "logreg",
+            "--features",
+            "efficientat_embedding",
+            "--clip-seconds",
+            "2",
+            *split_flags(labelled),
+        ]
+    )
     assert rc == 0
     spec = checkpoint.load_spec(str(ckpt))
     assert (spec.train["preset"], spec.features.kind, spec.audio.sr, spec.input_shape) == (
-        "efficientat_embedding", "efficientat_embedding", 32000, (384, 1))  # fmt: skip
+        "efficientat_embedding",
+        "efficientat_embedding",
+        32000,
+        (384, 1),
+    )
     assert spec.metrics["valid_song_accuracy"] == 1.0
 
     config = tmp_path / "actor.yaml"
@@ -77,8 +116,10 @@ def test_classic_head_on_efficientat_embeddings_in_tasks_or_actor(labelled, tmp_
         main(["tag", str(labelled), "-o", str(tmp_path / "actor"), "--model", str(ckpt), "--config", str(config)]) == 0
     )
     probs = [f"p_{g}" for g in spec.genres]
-    tasks, actor = (pq.read_table(tmp_path / d / "songs").to_pandas().sort_values("path").reset_index(drop=True)
-                    for d in ("tasks", "actor"))  # fmt: skip
+    tasks, actor = (
+        pq.read_table(tmp_path / d / "songs").to_pandas().sort_values("path").reset_index(drop=True)
+        for d in ("tasks", "actor")
+    )
     assert len(tasks) == 8 and (tasks["genre"] == [Path(p).parent.name for p in tasks["path"]]).all()
     assert list(tasks["genre"]) == list(actor["genre"]) and list(tasks["n_clips"]) == list(actor["n_clips"])
     np.testing.assert_allclose(actor[probs].to_numpy(), tasks[probs].to_numpy(), atol=1e-5)

@@ -60,7 +60,10 @@ def test_evaluate_writes_consistent_reports(labelled, tiny_model, tmp_path):
 
 def test_evaluate_list_restricts_the_songs(labelled, tiny_model, tmp_path):
     out = tmp_path / "r"
-    assert main(["evaluate", str(labelled), "--model", tiny_model, "--list", str(labelled / "valid.txt"), "-o", str(out)]) == 0
+    assert (
+        main(["evaluate", str(labelled), "--model", tiny_model, "--list", str(labelled / "valid.txt"), "-o", str(out)])
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["n_songs"], metrics["n_errors"]) == (2, 1)
 
@@ -79,8 +82,21 @@ def test_evaluate_refuses_unknown_labels_and_training_songs(labelled, tiny_model
 
 
 def cv_args(labelled: Path, out: Path, runs: Path, *extra: str) -> list[str]:
-    return ["cv", str(labelled), "--model-type", "cnn", "--folds", "2", "--output", str(out),
-            "--config", str(labelled / "tiny.yaml"), "--storage-path", str(runs), *extra]  # fmt: skip
+    return [
+        "cv",
+        str(labelled),
+        "--model-type",
+        "cnn",
+        "--folds",
+        "2",
+        "--output",
+        str(out),
+        "--config",
+        str(labelled / "tiny.yaml"),
+        "--storage-path",
+        str(runs),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -39,9 +39,25 @@ def _split(data: Path) -> list[str]:
 def recipe_model(labelled, tmp_path_factory) -> Path:
     pytest.importorskip("mgr_batch.models.efficientat")
     ckpt = tmp_path_factory.mktemp("ckpt") / "stacked"
-    rc = main(["train", str(labelled), "-o", str(ckpt), "--model-type", "logreg", "--features", "musicnn_efficientat",
-               "--model-param", "pooling=mean", "--model-param", "calibrate=true",
-               "--model-param", "grid={C: [0.01]}", *_split(labelled)])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            str(labelled),
+            "-o",
+            str(ckpt),
+            "--model-type",
+            "logreg",
+            "--features",
+            "musicnn_efficientat",
+            "--model-param",
+            "pooling=mean",
+            "--model-param",
+            "calibrate=true",
+            "--model-param",
+            "grid={C: [0.01]}",
+            *_split(labelled),
+        ]
+    )
     assert rc == 0
     return ckpt
 
@@ -74,8 +90,11 @@ def test_tag_scores_songs_with_the_head_on_pooled_clips_and_flags_uncertain(reci
     from mgr_batch import clips as clipping
 
     decoded = audio.load(str(src / "long.wav"), sr=spec.audio.sr)
-    x = features.featurize(clipping.cut(decoded.y, sr=spec.audio.sr, clip_seconds=3.0, hop_seconds=3.0)[0],
-                           sr=spec.audio.sr, cfg=spec.features)  # fmt: skip
+    x = features.featurize(
+        clipping.cut(decoded.y, sr=spec.audio.sr, clip_seconds=3.0, hop_seconds=3.0)[0],
+        sr=spec.audio.sr,
+        cfg=spec.features,
+    )
     want = calibration.apply_temperature(model.predict_song_proba(x), spec.temperature)
     np.testing.assert_allclose(songs.loc[0, probs].to_numpy(np.float64), want, atol=1e-5)
     want_clips = calibration.apply_temperature(model.predict_proba(x), spec.temperature)
@@ -98,8 +117,21 @@ def test_tag_scores_songs_with_the_head_on_pooled_clips_and_flags_uncertain(reci
 
 def test_evaluate_reports_calibration_and_the_uncertain_share(recipe_model, labelled, tmp_path):
     out = tmp_path / "report"
-    assert main(["evaluate", str(labelled), "--model", str(recipe_model), "--list", str(labelled.parent / "unseen.txt"),
-                 "-o", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                str(labelled),
+                "--model",
+                str(recipe_model),
+                "--list",
+                str(labelled.parent / "unseen.txt"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     c = metrics["calibration"]
     assert (
@@ -124,9 +156,30 @@ def test_models_without_a_threshold_write_null_uncertain(labelled, tmp_path):
 
 def test_cv_trains_and_scores_a_calibrated_song_level_head_per_fold(labelled, tmp_path):
     out = tmp_path / "cv"
-    assert main(["cv", str(labelled), "-o", str(out), "--folds", "2", "--model-type", "logreg", "--features",
-                 "musicnn_embedding", "--model-param", "pooling=mean", "--model-param", "calibrate=true",
-                 "--model-param", "grid={C: [0.1]}", *_split(labelled)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "cv",
+                str(labelled),
+                "-o",
+                str(out),
+                "--folds",
+                "2",
+                "--model-type",
+                "logreg",
+                "--features",
+                "musicnn_embedding",
+                "--model-param",
+                "pooling=mean",
+                "--model-param",
+                "calibrate=true",
+                "--model-param",
+                "grid={C: [0.1]}",
+                *_split(labelled),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "cv.json").read_text())
     assert summary["n_songs"] == 12 and len(summary["per_fold"]) == 2
     for k in range(2):

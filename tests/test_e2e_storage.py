@@ -75,7 +75,9 @@ def labelled(tmp_path_factory) -> Path:
         write_noise(root / "data" / "noise" / f"noise.{i:05d}.flac", seconds=4.0, seed=i)
     (root / "train.txt").write_text("\n".join(f"{g}/{g}.{i:05d}.wav" for g in ("tones", "noise") for i in range(3)))
     (root / "valid.txt").write_text("tones/tones.00003.wav\nnoise/noise.00003.wav\n")
-    (root / "tiny.yaml").write_text("features: {n_mels: 32, hop_length: 1024}\nmodel: {name: cnn, params: {channels: [4]}}\n")
+    (root / "tiny.yaml").write_text(
+        "features: {n_mels: 32, hop_length: 1024}\nmodel: {name: cnn, params: {channels: [4]}}\n"
+    )
     return root
 
 
@@ -93,8 +95,24 @@ def test_train_with_checkpoints_in_storage_then_evaluate(where, labelled, tmp_pa
         fs = storage.filesystem(base)[0]
         (tmp_path / "data").symlink_to(labelled / "data", target_is_directory=True)
     lists = ["--train-list", str(labelled / "train.txt"), "--valid-list", str(labelled / "valid.txt")]
-    rc = main(["train", f"{base}/data", "--output", f"{base}/model", "--config", str(labelled / "tiny.yaml"),
-               "--epochs", "2", "--storage-path", f"{base}/runs", "--run-name", "r", *lists, *options])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            f"{base}/data",
+            "--output",
+            f"{base}/model",
+            "--config",
+            str(labelled / "tiny.yaml"),
+            "--epochs",
+            "2",
+            "--storage-path",
+            f"{base}/runs",
+            "--run-name",
+            "r",
+            *lists,
+            *options,
+        ]
+    )
     assert rc == 0
     assert fs.exists(f"{base}/model/model.pt") and fs.exists(f"{base}/model/config.json")
     run_files = fs.find(f"{base}/runs/r")
@@ -102,7 +120,21 @@ def test_train_with_checkpoints_in_storage_then_evaluate(where, labelled, tmp_pa
     assert S3_SECRET not in fs.cat_file(f"{base}/model/train_config.yaml").decode()
 
     report = f"{base}/report"
-    assert main(["evaluate", f"{base}/data", "--model", f"{base}/model", "--list", str(labelled / "valid.txt"),
-                 "--output", report, *options]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                f"{base}/data",
+                "--model",
+                f"{base}/model",
+                "--list",
+                str(labelled / "valid.txt"),
+                "--output",
+                report,
+                *options,
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(fs.cat_file(f"{report}/metrics.json"))
     assert metrics["n_songs"] == 2 and set(metrics["per_genre"]) == {"noise", "tones"}

@@ -131,7 +131,10 @@ def test_manifest_glob_and_hop(tmp_path, tiny_model):
     write_tone(audio / "sub" / "b.flac", seconds=4.0, sr=44100, channels=2)
     (tmp_path / "manifest.csv").write_text("path,label\naudio/a.wav,x\naudio/sub/b.flac,y\n")
     out1, out2 = tmp_path / "o1", tmp_path / "o2"
-    assert main(["tag", str(tmp_path / "manifest.csv"), "-o", str(out1), "--model", tiny_model, "--hop-seconds", "1.5"]) == 0
+    assert (
+        main(["tag", str(tmp_path / "manifest.csv"), "-o", str(out1), "--model", tiny_model, "--hop-seconds", "1.5"])
+        == 0
+    )
     songs = read(out1, "songs").set_index("path")
     assert songs.loc[str(audio / "a.wav"), "n_clips"] == 5  # 9 s, 3 s clips every 1.5 s
     assert songs.loc[str(audio / "sub" / "b.flac"), "n_clips"] == 1
@@ -180,7 +183,12 @@ def test_cpu_runs_decode_predict_and_write_in_one_task_like_the_actor_path(corpu
     config = tmp_path / "actors.yaml"
     config.write_text("inference:\n  in_decode_tasks: false\n")
     out = tmp_path / "actors"
-    assert main(["tag", str(root), "-o", str(out), "--model", tiny_model, "--songs-per-task", "3", "--config", str(config)]) == 0
+    assert (
+        main(
+            ["tag", str(root), "-o", str(out), "--model", tiny_model, "--songs-per-task", "3", "--config", str(config)]
+        )
+        == 0
+    )
     for table, key in (("songs", "path"), ("errors", "path"), ("clips", ["path", "clip_index"])):
         fused, actors = (read(o, table).sort_values(key).reset_index(drop=True) for o in (tagged, out))
         assert len(fused) == len(actors) > 0
@@ -200,7 +208,19 @@ def test_a_one_cpu_ray_tags_without_deadlock(tmp_path, tiny_model):
     src, out = tmp_path / "in", tmp_path / "out"
     for i in range(3):
         write_tone(src / f"s{i}.wav", seconds=4.0, freq=300.0 + 50 * i)
-    cmd = [sys.executable, "-m", "mgr_batch.cli", "tag", str(src), "-o", str(out), "--model", tiny_model, "--num-cpus", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mgr_batch.cli",
+        "tag",
+        str(src),
+        "-o",
+        str(out),
+        "--model",
+        tiny_model,
+        "--num-cpus",
+        "1",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # an embedded Ray of its own, not the fixture's
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

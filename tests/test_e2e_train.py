@@ -36,9 +36,24 @@ def labelled(tmp_path_factory) -> Path:
 
 def test_train_then_tag_with_the_checkpoint(labelled, tmp_path):
     ckpt = tmp_path / "ckpt"
-    rc = main(["train", str(labelled), "--output", str(ckpt), "--config", str(labelled / "tiny.yaml"),
-               "--train-list", str(labelled / "train.txt"), "--valid-list", str(labelled / "valid.txt"),
-               "--epochs", "1", "--storage-path", str(tmp_path / "runs")])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            str(labelled),
+            "--output",
+            str(ckpt),
+            "--config",
+            str(labelled / "tiny.yaml"),
+            "--train-list",
+            str(labelled / "train.txt"),
+            "--valid-list",
+            str(labelled / "valid.txt"),
+            "--epochs",
+            "1",
+            "--storage-path",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert rc == 0
     spec = checkpoint.load_spec(str(ckpt))
     assert spec.genres == ("noise", "tones")
@@ -60,8 +75,20 @@ def test_train_then_tag_with_the_checkpoint(labelled, tmp_path):
 
 
 def test_split_lists_that_overlap_are_refused(labelled, tmp_path, capsys):
-    rc = main(["train", str(labelled), "--output", str(tmp_path / "c"), "--config", str(labelled / "tiny.yaml"),
-               "--train-list", str(labelled / "train.txt"), "--valid-list", str(labelled / "train.txt")])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            str(labelled),
+            "--output",
+            str(tmp_path / "c"),
+            "--config",
+            str(labelled / "tiny.yaml"),
+            "--train-list",
+            str(labelled / "train.txt"),
+            "--valid-list",
+            str(labelled / "train.txt"),
+        ]
+    )
     assert rc == 2
     assert "both" in capsys.readouterr().err
 
@@ -69,13 +96,29 @@ def test_split_lists_that_overlap_are_refused(labelled, tmp_path, capsys):
 def test_a_classic_model_trains_on_pipeline_features_then_tags(labelled, tmp_path):
     """logreg on the 58-value vector that Ray Data computed; grid search by song; a skops checkpoint."""
     ckpt = tmp_path / "logreg"
-    rc = main(["train", str(labelled), "--output", str(ckpt), "--model-type", "logreg",
-               "--train-list", str(labelled / "train.txt"), "--valid-list", str(labelled / "valid.txt")])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            str(labelled),
+            "--output",
+            str(ckpt),
+            "--model-type",
+            "logreg",
+            "--train-list",
+            str(labelled / "train.txt"),
+            "--valid-list",
+            str(labelled / "valid.txt"),
+        ]
+    )
     assert rc == 0
     spec = checkpoint.load_spec(str(ckpt))
     assert spec.family == "classic" and spec.model_id.startswith("logreg-")
     assert (spec.train["preset"], spec.features.kind, spec.clips.clip_seconds, spec.input_shape) == (
-        "classic58_30s", "classic58", 30.0, (58, 1))  # fmt: skip
+        "classic58_30s",
+        "classic58",
+        30.0,
+        (58, 1),
+    )
     assert (ckpt / "model.skops").is_file() and not (ckpt / "model.pt").exists()
     assert spec.train["n_clips"] == {"train": 6, "valid": 2} and "C" in spec.train["best_params"]
     assert spec.metrics["valid_song_accuracy"] == 1.0  # tones and noise differ in every one of the 58 values
@@ -88,27 +131,80 @@ def test_a_classic_model_trains_on_pipeline_features_then_tags(labelled, tmp_pat
 
 
 def test_presets_crops_schedules_and_transfer(labelled, tmp_path):
-    common = ["--train-list", str(labelled / "train.txt"), "--valid-list", str(labelled / "valid.txt"),
-              "--epochs", "1", "--storage-path", str(tmp_path / "runs")]  # fmt: skip
+    common = [
+        "--train-list",
+        str(labelled / "train.txt"),
+        "--valid-list",
+        str(labelled / "valid.txt"),
+        "--epochs",
+        "1",
+        "--storage-path",
+        str(tmp_path / "runs"),
+    ]
     # A model type brings its study's settings: mlp trains on the 4 kHz spectrogram of 5 s clips.
     mlp = tmp_path / "mlp"
     assert main(["train", str(labelled), "-o", str(mlp), "--model-type", "mlp", "--run-name", "mlp", *common]) == 0
     spec = checkpoint.load_spec(str(mlp))
-    assert (spec.train["preset"], spec.audio.sr, spec.clips.clip_seconds, spec.input_shape) == ("stft4k", 4000, 5.0, (513, 22))
+    assert (spec.train["preset"], spec.audio.sr, spec.clips.clip_seconds, spec.input_shape) == (
+        "stft4k",
+        4000,
+        5.0,
+        (513, 22),
+    )
     assert spec.train["n_clips"] == {"train": 6, "valid": 2}  # one 5 s clip per 6 s song
 
     # Random crops for training songs only (valid songs keep their fixed clips), a one-cycle schedule.
     first = tmp_path / "crops"
-    assert main(["train", str(labelled), "-o", str(first), "--config", str(labelled / "tiny.yaml"), "--run-name", "crops",
-                 "--segmentation", "random", "--crops", "3", "--schedule", "onecycle", *common]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(labelled),
+                "-o",
+                str(first),
+                "--config",
+                str(labelled / "tiny.yaml"),
+                "--run-name",
+                "crops",
+                "--segmentation",
+                "random",
+                "--crops",
+                "3",
+                "--schedule",
+                "onecycle",
+                *common,
+            ]
+        )
+        == 0
+    )
     spec = checkpoint.load_spec(str(first))
     assert spec.train["n_clips"] == {"train": 18, "valid": 4}
     assert (spec.clips.select, spec.clips.crops, spec.train["optim"]["schedule"]) == ("random", 3, "onecycle")
 
     # Transfer: start from that checkpoint; with lr 0 its convolutions come through unchanged.
     second = tmp_path / "transfer"
-    assert main(["train", str(labelled), "-o", str(second), "--config", str(labelled / "tiny.yaml"), "--run-name", "tr",
-                 "--init-from", str(first), "--lr", "0", "--weight-decay", "0", *common]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(labelled),
+                "-o",
+                str(second),
+                "--config",
+                str(labelled / "tiny.yaml"),
+                "--run-name",
+                "tr",
+                "--init-from",
+                str(first),
+                "--lr",
+                "0",
+                "--weight-decay",
+                "0",
+                *common,
+            ]
+        )
+        == 0
+    )
     before = torch.load(first / "model.pt", weights_only=True)
     after = torch.load(second / "model.pt", weights_only=True)
     convs = [k for k in before if k.endswith("weight") and before[k].ndim == 4]

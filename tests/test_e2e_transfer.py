@@ -30,9 +30,31 @@ def test_fine_tuning_musicnn_through_ray_train(labelled, tmp_path):
     2-genre head, trained by Ray Train on CPU. With lr 0 the convolutions stay exactly the pre-trained ones,
     which proves the body was loaded inside the Train worker."""
     ckpt = tmp_path / "musicnn"
-    rc = main(["train", str(labelled), "-o", str(ckpt), "--model-type", "musicnn", "--model-param", "pretrained=MSD_musicnn",
-               "--clip-seconds", "1", "--epochs", "1", "--batch-size", "4", "--lr", "0", "--weight-decay", "0",
-               "--storage-path", str(tmp_path / "runs"), *split_flags(labelled)])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            str(labelled),
+            "-o",
+            str(ckpt),
+            "--model-type",
+            "musicnn",
+            "--model-param",
+            "pretrained=MSD_musicnn",
+            "--clip-seconds",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--lr",
+            "0",
+            "--weight-decay",
+            "0",
+            "--storage-path",
+            str(tmp_path / "runs"),
+            *split_flags(labelled),
+        ]
+    )
     assert rc == 0
     spec = checkpoint.load_spec(str(ckpt))
     assert (spec.model.name, spec.model.params, spec.train["preset"]) == (
@@ -59,12 +81,27 @@ def test_fine_tuning_musicnn_through_ray_train(labelled, tmp_path):
 
 def test_classic_head_on_musicnn_embeddings(labelled, tmp_path):
     ckpt = tmp_path / "logreg"
-    rc = main(["train", str(labelled), "-o", str(ckpt), "--model-type", "logreg", "--features", "musicnn_embedding",
-               *split_flags(labelled)])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            str(labelled),
+            "-o",
+            str(ckpt),
+            "--model-type",
+            "logreg",
+            "--features",
+            "musicnn_embedding",
+            *split_flags(labelled),
+        ]
+    )
     assert rc == 0
     spec = checkpoint.load_spec(str(ckpt))
     assert (spec.train["preset"], spec.features.kind, spec.audio.sr, spec.input_shape) == (
-        "musicnn_embedding", "musicnn_embedding", 16000, (200, 1))  # fmt: skip
+        "musicnn_embedding",
+        "musicnn_embedding",
+        16000,
+        (200, 1),
+    )
     assert spec.metrics["valid_song_accuracy"] == 1.0
 
     out = tmp_path / "tags"
@@ -117,8 +154,10 @@ def test_musicnn_logreg_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_pat
     spec = checkpoint.load_spec("musicnn-logreg")
     assert spec.features.kind == "musicnn_embedding"
     cols = ["path", "n_clips", "genre"] + [f"p_{g}" for g in spec.genres]
-    tasks, actor = (pq.read_table(tmp_path / d / "songs").to_pandas()[cols].sort_values("path").reset_index(drop=True)
-                    for d in ("tasks", "actor"))  # fmt: skip
+    tasks, actor = (
+        pq.read_table(tmp_path / d / "songs").to_pandas()[cols].sort_values("path").reset_index(drop=True)
+        for d in ("tasks", "actor")
+    )
     assert list(tasks["n_clips"]) == [1, 2] and list(tasks["genre"]) == list(actor["genre"])
     probs = [f"p_{g}" for g in spec.genres]
     np.testing.assert_allclose(actor[probs].to_numpy(), tasks[probs].to_numpy(), atol=1e-5)
@@ -134,7 +173,9 @@ def test_predictor_embeds_musicnn_log_mel_itself():
 
     spec = checkpoint.load_spec("musicnn-logreg")
     rng = np.random.default_rng(0)
-    song_clips = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * 16000) / 16000) + 0.05 * rng.normal(size=(4, 3 * 16000))).astype(np.float32)
+    song_clips = (
+        0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * 16000) / 16000) + 0.05 * rng.normal(size=(4, 3 * 16000))
+    ).astype(np.float32)
     x_mel = features.featurize(song_clips, sr=16000, cfg=fm.INPUT_FEATURES)
     x_emb = features.featurize(song_clips, sr=16000, cfg=spec.features)
     assert x_mel.shape[1] == 96 and x_emb.shape[1:] == spec.input_shape
@@ -157,8 +198,12 @@ def test_shipped_default_runs_its_networks_in_the_tasks_or_the_actor_alike(tmp_p
     assert spec.features.kind == "stacked_embedding" and spec.audio.sr == 32000
     probs = [f"p_{g}" for g in spec.genres]
     for table in ("songs", "clips"):
-        tasks, actor = (pq.read_table(tmp_path / d / table).to_pandas().sort_values(["path"] + (["clip_index"] if table == "clips" else []))
-                        for d in ("tasks", "actor"))  # fmt: skip
+        tasks, actor = (
+            pq.read_table(tmp_path / d / table)
+            .to_pandas()
+            .sort_values(["path"] + (["clip_index"] if table == "clips" else []))
+            for d in ("tasks", "actor")
+        )
         np.testing.assert_allclose(actor[probs].to_numpy(), tasks[probs].to_numpy(), atol=1e-5)
     songs = pq.read_table(tmp_path / "tasks" / "songs").to_pandas()
     assert songs["uncertain"].notna().all() and list(songs.sort_values("path")["n_clips"]) == [1, 2]

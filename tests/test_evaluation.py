@@ -23,8 +23,9 @@ def test_hand_computed_case_with_a_genre_of_zero_support():
     # true: a a a b b ; pred: a a b b c   (genre c has no support but is predicted once)
     m = classification_metrics(np.array([0, 0, 0, 1, 1]), probs_for([0, 0, 1, 1, 2]), GENRES)
     assert m["accuracy"] == pytest.approx(3 / 5)
-    assert m["per_genre"]["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3,
-                                                 "mean_certainty": math.log10(0.7 / 0.15)})  # fmt: skip
+    assert m["per_genre"]["a"] == pytest.approx(
+        {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3, "mean_certainty": math.log10(0.7 / 0.15)}
+    )
     assert m["per_genre"]["b"]["precision"] == pytest.approx(1 / 2)
     assert m["per_genre"]["b"]["recall"] == pytest.approx(1 / 2)
     assert m["per_genre"]["c"]["support"] == 0
@@ -57,10 +58,27 @@ def test_aggregations_can_disagree():
 
 
 def test_evaluate_tables_and_true_rank():
-    songs = pd.DataFrame({"song_id": ["s1", "s2"], "path": ["x/1", "x/2"], "genre": ["a", "c"], "confidence": [0.6, 0.5],
-                          "certainty": [0.1, 0.2], "p_a": [0.6, 0.2], "p_b": [0.3, 0.3], "p_c": [0.1, 0.5]})  # fmt: skip
-    clips = pd.DataFrame({"song_id": ["s1", "s2", "s2"], "path": ["x/1", "x/2", "x/2"],
-                          "p_a": [0.6, 0.2, 0.2], "p_b": [0.3, 0.3, 0.3], "p_c": [0.1, 0.5, 0.5]})  # fmt: skip
+    songs = pd.DataFrame(
+        {
+            "song_id": ["s1", "s2"],
+            "path": ["x/1", "x/2"],
+            "genre": ["a", "c"],
+            "confidence": [0.6, 0.5],
+            "certainty": [0.1, 0.2],
+            "p_a": [0.6, 0.2],
+            "p_b": [0.3, 0.3],
+            "p_c": [0.1, 0.5],
+        }
+    )
+    clips = pd.DataFrame(
+        {
+            "song_id": ["s1", "s2", "s2"],
+            "path": ["x/1", "x/2", "x/2"],
+            "p_a": [0.6, 0.2, 0.2],
+            "p_b": [0.3, 0.3, 0.3],
+            "p_c": [0.1, 0.5, 0.5],
+        }
+    )
     labels = pd.Series({"x/1": "a", "x/2": "b"})
     metrics, frame = evaluate_tables(songs, clips, labels, GENRES)
     assert (metrics["n_songs"], metrics["n_clips"]) == (2, 3)

@@ -64,9 +64,11 @@ def predictor_pids(marker: str = "Predictor") -> list[int]:
     return [
         int(e)
         for e in os.listdir("/proc")
-        if e.isdigit() and (t := _title(int(e))).startswith("ray::") and marker in t
+        if e.isdigit()
+        and (t := _title(int(e))).startswith("ray::")
+        and marker in t
         and _descends_from(int(e), os.getpid())
-    ]  # fmt: skip
+    ]
 
 
 @dataclass
@@ -146,7 +148,19 @@ def test_inference_worker_killed_mid_batch(tmp_path, path):
     thread = threading.Thread(target=killer.run, daemon=True)
     thread.start()
     try:  # the packaged CNN: real inference work in the actor, so the actor is caught mid-batch
-        code = main(["tag", str(src), "--output", str(out), "--model", "logmel-cnn", "--songs-per-task", str(SONGS_PER_TASK), *flags])
+        code = main(
+            [
+                "tag",
+                str(src),
+                "--output",
+                str(out),
+                "--model",
+                "logmel-cnn",
+                "--songs-per-task",
+                str(SONGS_PER_TASK),
+                *flags,
+            ]
+        )
     finally:
         killer.done.set()
         thread.join(timeout=10)

@@ -39,7 +39,11 @@ def _catalog(folder: Path, n: int) -> set[str]:
 
 def _read(fs, root: str, table: str) -> pd.DataFrame:
     """Every part of a table, each read whole: a half-written part would fail here."""
-    parts = [p for p in fs.ls(f"{root}/{table}", detail=False) if p.endswith(".parquet") and not p.split("/")[-1].startswith(".")]
+    parts = [
+        p
+        for p in fs.ls(f"{root}/{table}", detail=False)
+        if p.endswith(".parquet") and not p.split("/")[-1].startswith(".")
+    ]
     frames = []
     for p in parts:
         with fs.open(p, "rb") as f:
@@ -68,8 +72,13 @@ def test_a_worker_node_killed_mid_run(tmp_path, tiny_model):
     src, out, result = tmp_path / "in", tmp_path / "out", tmp_path / "result.json"
     listed = _catalog(src, 12)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(HERE.parent)}
-    proc = subprocess.run([sys.executable, str(HERE / "cluster_run.py"), str(src), str(out), tiny_model, str(result)],
-                          env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "cluster_run.py"), str(src), str(out), tiny_model, str(result)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads(result.read_text())
     print("node-kill run:", info)
@@ -95,7 +104,11 @@ def own_s3_server():
 
     from moto.server import ThreadedMotoServer
 
-    for var, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
+    for var, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         os.environ.setdefault(var, value)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,7 +136,17 @@ def test_the_s3_server_stopped_mid_run_and_started_again(tmp_path, tiny_model, o
     fs.put(str(tmp_path / "in") + "/", f"{bucket}/in/", recursive=True)
     listed = {f"s3://{bucket}/in/{Path(p).name}" for p in listed_local}
     flags = [a for k, v in options.items() for a in ("--storage-option", f"{k}={v}")]
-    tag = ["tag", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--model", tiny_model, "--songs-per-task", "1", *flags]
+    tag = [
+        "tag",
+        f"s3://{bucket}/in",
+        "--output",
+        f"s3://{bucket}/out",
+        "--model",
+        tiny_model,
+        "--songs-per-task",
+        "1",
+        *flags,
+    ]
     outage: dict = {}
 
     def stop_and_start() -> None:
@@ -169,8 +192,22 @@ def test_the_driver_killed_while_writing_to_object_storage(tmp_path, tiny_model,
     src = tmp_path / "in"
     listed = _catalog(src, 16)
     out = f"{s3_bucket}/out"
-    cmd = [sys.executable, "-m", "mgr_batch.cli", "tag", str(src), "-o", out, "--model", tiny_model,
-           "--songs-per-task", "1", "--num-cpus", "2", *s3_server.cli_options()]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mgr_batch.cli",
+        "tag",
+        str(src),
+        "-o",
+        out,
+        "--model",
+        tiny_model,
+        "--songs-per-task",
+        "1",
+        "--num-cpus",
+        "2",
+        *s3_server.cli_options(),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fs = s3_server.fs
@@ -190,7 +227,10 @@ def test_the_driver_killed_while_writing_to_object_storage(tmp_path, tiny_model,
     partial = _read(fs, out, "songs")
     assert 3 <= len(partial) < len(listed)
 
-    assert main(["tag", str(src), "-o", out, "--model", tiny_model, "--songs-per-task", "1", *s3_server.cli_options()]) == 0
+    assert (
+        main(["tag", str(src), "-o", out, "--model", tiny_model, "--songs-per-task", "1", *s3_server.cli_options()])
+        == 0
+    )
     fs.invalidate_cache()
     songs, errors, clips = (_read(fs, out, t) for t in ("songs", "errors", "clips"))
     assert_exactly_once(songs, errors, clips, listed)

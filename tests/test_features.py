@@ -91,7 +91,12 @@ def test_batched_equals_per_clip():
 
 @pytest.mark.parametrize(
     ("sr", "n_fft", "n_mels", "fmin", "fmax"),
-    [(22050, 2048, 128, 0.0, None), (16000, 512, 96, 0.0, None), (22050, 1024, 40, 300.0, 5000.0), (8000, 256, 60, 0.0, None)],
+    [
+        (22050, 2048, 128, 0.0, None),
+        (16000, 512, 96, 0.0, None),
+        (22050, 1024, 40, 300.0, 5000.0),
+        (8000, 256, 60, 0.0, None),
+    ],
 )
 def test_banded_mel_product_equals_the_dense_one(sr, n_fft, n_mels, fmin, fmax):
     # (8000, 256, 60): so many bands for so few bins that some filters are all zero
@@ -109,7 +114,9 @@ def test_many_clips_are_transformed_a_few_at_a_time_with_the_same_result(monkeyp
     whole = features.log_mel(clips, sr=22050, n_fft=512, hop_length=256, n_mels=16)
     one_stft = 8 * 257 * (1 + 4096 // 256)
     monkeypatch.setattr(features, "STFT_CHUNK_BYTES", 3 * one_stft)  # chunks of 3, 3 and 1 clips
-    np.testing.assert_allclose(features.log_mel(clips, sr=22050, n_fft=512, hop_length=256, n_mels=16), whole, atol=1e-5)
+    np.testing.assert_allclose(
+        features.log_mel(clips, sr=22050, n_fft=512, hop_length=256, n_mels=16), whole, atol=1e-5
+    )
     monkeypatch.setattr(features, "STFT_CHUNK_BYTES", 1)  # never less than one clip
     chunked = features.stft_spectrogram(clips.reshape(7, 1, 4096), n_fft=512, hop_length=256)
     assert chunked.shape == (7, 1, 257, 17)
@@ -174,7 +181,9 @@ def test_scales_are_the_same_mel_power():
     y = white_noise(8192, seed=4)
     db = features.log_mel(y, sr=22050, n_mels=32)
     power = 10.0 ** (db.astype(np.float64) / 10)
-    np.testing.assert_allclose(features.log_mel(y, sr=22050, n_mels=32, scale="log"), np.log(power), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        features.log_mel(y, sr=22050, n_mels=32, scale="log"), np.log(power), rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_allclose(
         features.log_mel(y, sr=22050, n_mels=32, scale="log1p"), np.log10(1 + 10000 * power), rtol=1e-4, atol=1e-5
     )
@@ -210,7 +219,9 @@ def test_classic58_seq_is_one_vector_per_window(window_seconds, n_windows):
     np.testing.assert_allclose(out[0, :, 0], gtzan_features(clip[0, :w], sr=sr).astype(np.float32), rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(set(features.PRESETS) - {"classic58_30s", "classic58_seq3", "classic58_seq6", "classic58_seq9"}))
+@pytest.mark.parametrize(
+    "name", sorted(set(features.PRESETS) - {"classic58_30s", "classic58_seq3", "classic58_seq6", "classic58_seq9"})
+)
 def test_every_preset_featurizes_to_its_declared_shape(name):
     audio, clips, cfg = features.preset(name).apply(AudioConfig(), ClipConfig(), FeatureConfig())
     n = int(round(clips.clip_seconds * audio.sr))

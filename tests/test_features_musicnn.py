@@ -114,9 +114,13 @@ def test_song_embedding_is_the_mean_of_its_clips(clips):
 
 @pytest.mark.parametrize(
     "params, match",
-    [({"layer": "logits"}, "unknown musicnn embedding layer"), ({"pretrained": "MSD_vgg"}, "musicnn network"),
-     ({"pretrained": "FMA_musicnn"}, "unknown musicnn model"), ({"depth": 3}, "takes params")],
-)  # fmt: skip
+    [
+        ({"layer": "logits"}, "unknown musicnn embedding layer"),
+        ({"pretrained": "MSD_vgg"}, "musicnn network"),
+        ({"pretrained": "FMA_musicnn"}, "unknown musicnn model"),
+        ({"depth": 3}, "takes params"),
+    ],
+)
 def test_bad_params(params, match):
     with pytest.raises(ConfigError, match=match):
         features.feature_shape(sr=SR, clip_seconds=3.0, cfg=cfg(**params))

@@ -32,9 +32,14 @@ def test_a_stack_is_its_parts_side_by_side_each_network_resampling_from_one_deco
     x = _clips(32000)
     got = featurize(x, sr=32000, cfg=cfg)
     assert got.shape == (3, 200 + 50 + 753, 1) == (3, *feature_shape(sr=32000, clip_seconds=3.0, cfg=cfg))
-    want = np.concatenate([fm.musicnn_embedding(x, sr=32000, pretrained="MSD_musicnn", layer="penultimate"),
-                           fm.musicnn_embedding(x, sr=32000, pretrained="MTT_musicnn", layer="taggram"),
-                           fm.musicnn_embedding(x, sr=32000, pretrained="MSD_musicnn", layer="mean_pool")], axis=1)  # fmt: skip
+    want = np.concatenate(
+        [
+            fm.musicnn_embedding(x, sr=32000, pretrained="MSD_musicnn", layer="penultimate"),
+            fm.musicnn_embedding(x, sr=32000, pretrained="MTT_musicnn", layer="taggram"),
+            fm.musicnn_embedding(x, sr=32000, pretrained="MSD_musicnn", layer="mean_pool"),
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(got[:, :, 0], want, atol=1e-5)
 
 
@@ -67,10 +72,16 @@ def test_the_preset_decodes_at_the_highest_rate_its_networks_need():
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"parts": ["MSD_musicnn"]}, "network:layer"), ({"parts": ["vggish:embedding"]}, "network:layer"),
-     ({"parts": ["MSD_musicnn:logits"]}, "no layer"), ({"parts": []}, "non-empty"), ({"parts": "MSD_musicnn:penultimate"}, "non-empty"),
-     ({"parts": ["MSD_musicnn:penultimate", "MSD_musicnn:penultimate"]}, "twice"), ({"layer": "penultimate"}, "param 'parts'")],
-)  # fmt: skip
+    [
+        ({"parts": ["MSD_musicnn"]}, "network:layer"),
+        ({"parts": ["vggish:embedding"]}, "network:layer"),
+        ({"parts": ["MSD_musicnn:logits"]}, "no layer"),
+        ({"parts": []}, "non-empty"),
+        ({"parts": "MSD_musicnn:penultimate"}, "non-empty"),
+        ({"parts": ["MSD_musicnn:penultimate", "MSD_musicnn:penultimate"]}, "twice"),
+        ({"layer": "penultimate"}, "param 'parts'"),
+    ],
+)
 def test_bad_parts_are_config_errors(params, message):
     with pytest.raises(ConfigError, match=message):
         fs.parts(FeatureConfig(kind="stacked_embedding", params=params))

@@ -127,8 +127,16 @@ def ray_head() -> Iterator[Head]:
     # A short temp dir: Ray's unix sockets live under it, and their paths must stay under 108 bytes.
     temp_dir = tempfile.mkdtemp(prefix="mgr-job-", dir="/tmp")
     token = secrets.token_hex(32)
-    ports = {name: free_port() for name in
-             ("port", "dashboard-port", "dashboard-agent-listen-port", "ray-client-server-port", "metrics-export-port")}  # fmt: skip
+    ports = {
+        name: free_port()
+        for name in (
+            "port",
+            "dashboard-port",
+            "dashboard-agent-listen-port",
+            "ray-client-server-port",
+            "metrics-export-port",
+        )
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # no RAY_ADDRESS, no inherited auth
     env.update(
         RAY_AUTH_MODE="token",  # the Ray 2.60 default for new clusters, made explicit with a token of our own
@@ -138,10 +146,19 @@ def ray_head() -> Iterator[Head]:
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # `python` in the job = this one
     )
     ray_cli = Path(sys.executable).parent / "ray"
-    cmd = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--block", "--num-cpus=2",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}",
-           "--object-store-memory=300000000", "--disable-usage-stats",
-           *(f"--{name}={port}" for name, port in ports.items())]  # fmt: skip
+    cmd = [
+        str(ray_cli) if ray_cli.exists() else "ray",
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--temp-dir={temp_dir}",
+        "--object-store-memory=300000000",
+        "--disable-usage-stats",
+        *(f"--{name}={port}" for name, port in ports.items()),
+    ]
     with open(os.path.join(temp_dir, "start.log"), "wb") as log:
         process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     head = Head(f"http://127.0.0.1:{ports['dashboard-port']}", token, temp_dir, process)
@@ -186,8 +203,22 @@ def test_tag_catalog_job_runs_on_the_cluster(ray_head, tiny_model, tmp_path):
     (songs_in / "broken.wav").write_text("not a RIFF file")
 
     client = JobSubmissionClient(ray_head.dashboard, headers=_auth(ray_head))
-    entrypoint = shlex.join(["python", "jobs/tag_catalog.py", str(songs_in), "--output", str(out),
-                             "--model", tiny_model, "--songs-per-task", "2", "-v", "--progress-seconds", "0.5"])  # fmt: skip
+    entrypoint = shlex.join(
+        [
+            "python",
+            "jobs/tag_catalog.py",
+            str(songs_in),
+            "--output",
+            str(out),
+            "--model",
+            tiny_model,
+            "--songs-per-task",
+            "2",
+            "-v",
+            "--progress-seconds",
+            "0.5",
+        ]
+    )
     job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO), "excludes": EXCLUDES})
 
     deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -208,7 +239,10 @@ def test_tag_catalog_job_runs_on_the_cluster(ray_head, tiny_model, tmp_path):
     songs, clips, errors = (pd.read_parquet(out / t) for t in ("songs", "clips", "errors"))
     assert sorted(Path(p).name for p in songs["path"]) == ["noise.flac", "short.ogg", "tone.wav"]
     assert songs.set_index(songs["path"].map(lambda p: Path(p).name))["n_clips"].to_dict() == {
-        "tone.wav": 2, "noise.flac": 1, "short.ogg": 1}  # fmt: skip
+        "tone.wav": 2,
+        "noise.flac": 1,
+        "short.ogg": 1,
+    }
     assert errors[["error_type", "stage"]].values.tolist() == [["AudioDecodeError", "decode"]]
     assert len(clips) == songs["n_clips"].sum()
     run = json.loads((out / "run.json").read_text())

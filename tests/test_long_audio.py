@@ -67,8 +67,10 @@ def decoded(hour_file) -> dict:
     """Decode in a fresh interpreter, so its peak resident memory is this decode's alone."""
     proc = subprocess.run(
         [sys.executable, "-c", DECODE_SCRIPT, str(hour_file), str(hour_file.with_name("warm_up.wav"))],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

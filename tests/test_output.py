@@ -226,7 +226,9 @@ def test_every_table_exists_after_a_run_even_with_no_rows(tmp_path, tiny_crnn):
     assert main(tag) == 0
     errors = pd.read_parquet(out / "errors")  # the README's example: a run with no errors still has the table
     assert errors.empty and list(errors.columns) == schemas.arrow_schema("errors").names
-    assert pq.read_schema(out / "errors" / output.EMPTY_PART).equals(schemas.arrow_schema("errors"), check_metadata=False)
+    assert pq.read_schema(out / "errors" / output.EMPTY_PART).equals(
+        schemas.arrow_schema("errors"), check_metadata=False
+    )
     assert len(pd.read_parquet(out / "songs")) == 2
 
     (src / "bad.wav").write_bytes(b"RIFF not audio")  # the rerun writes an error row: the empty part goes

@@ -23,9 +23,21 @@ from mgr_batch.progress import Progress, Settings, hours
 ROOT = Path(__file__).resolve().parent.parent
 N_FILES = 12
 #: What must never reach the screen without -v: Ray's and Ray Data's start-up notes, and decoder notes.
-CHATTER = ("Illegal Audio-MPEG-Header", "Trying to resync", "Note:", "Token authentication", "Started a local Ray",
-           "progress UI", "Truncating long operator", "Total Progress", "tqdm is not installed", "INFO", "WARNING",
-           "Progress bars disabled", "pid=")  # fmt: skip
+CHATTER = (
+    "Illegal Audio-MPEG-Header",
+    "Trying to resync",
+    "Note:",
+    "Token authentication",
+    "Started a local Ray",
+    "progress UI",
+    "Truncating long operator",
+    "Total Progress",
+    "tqdm is not installed",
+    "INFO",
+    "WARNING",
+    "Progress bars disabled",
+    "pid=",
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +70,22 @@ def _env(raytmp: Path) -> dict[str, str]:
 
 
 def _tag_cmd(folder: Path, out: Path, model: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mgr_batch.cli", "tag", str(folder), "-o", str(out), "--model", model,
-            "--num-cpus", "2", "--songs-per-task", "2", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "mgr_batch.cli",
+        "tag",
+        str(folder),
+        "-o",
+        str(out),
+        "--model",
+        model,
+        "--num-cpus",
+        "2",
+        "--songs-per-task",
+        "2",
+        *extra,
+    ]
 
 
 def _tables(out: Path) -> dict[str, int]:
@@ -124,8 +150,14 @@ def test_tag_in_a_terminal_shows_a_bar_and_a_summary_only(folder, tiny_model, tm
 @pytest.mark.e2e
 def test_tag_in_a_pipe_prints_periodic_lines_and_json(folder, tiny_model, tmp_path, raytmp):
     out = tmp_path / "out"
-    proc = subprocess.run(_tag_cmd(folder, out, tiny_model, "--progress-seconds", "0.5", "--json"),
-                          capture_output=True, text=True, env=_env(raytmp), cwd=ROOT, timeout=400)  # fmt: skip
+    proc = subprocess.run(
+        _tag_cmd(folder, out, tiny_model, "--progress-seconds", "0.5", "--json"),
+        capture_output=True,
+        text=True,
+        env=_env(raytmp),
+        cwd=ROOT,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)  # --json: the result, as scripts read it, and nothing else on stdout
     assert result["n_songs"] == _tables(out)["songs"] and "config" not in result

@@ -19,8 +19,14 @@ from mgr_batch.storage import song_id_for
 
 SECONDS = 20.0
 #: Every decoder: libsndfile reads WAV, FLAC and MP3; FFmpeg reads Ogg (Vorbis, Opus) and MP4/AAC.
-FORMATS = {".wav": "libsndfile", ".flac": "libsndfile", ".mp3": "libsndfile", ".ogg": "ffmpeg", ".opus": "ffmpeg",
-           ".m4a": "ffmpeg"}  # fmt: skip
+FORMATS = {
+    ".wav": "libsndfile",
+    ".flac": "libsndfile",
+    ".mp3": "libsndfile",
+    ".ogg": "ffmpeg",
+    ".opus": "ffmpeg",
+    ".m4a": "ffmpeg",
+}
 
 
 def _song(folder: Path, ext: str) -> Path:
@@ -73,8 +79,13 @@ def test_a_constant_dc_offset_is_silent_before_resampling(native_sr, tmp_path):
 
 def _featurize_one(path: str, options: dict) -> dict:
     batch = {"path": np.array([path], dtype=object), "song_id": np.array([song_id_for(path)], dtype=object)}
-    out = featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=__import__("conftest").TINY_FEATURES,
-                          storage_options=options)  # fmt: skip
+    out = featurize_batch(
+        batch,
+        audio=AudioConfig(),
+        clip_cfg=ClipConfig(),
+        feature_cfg=__import__("conftest").TINY_FEATURES,
+        storage_options=options,
+    )
     return {k: v[0] for k, v in out.items()}
 
 

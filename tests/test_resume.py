@@ -81,8 +81,21 @@ def test_a_killed_run_reruns_to_the_clean_result(tmp_path, tiny_model):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     assert main(["tag", str(src), "-o", str(clean), "--model", tiny_model, "--songs-per-task", "1"]) == 0
 
-    cmd = [sys.executable, "-m", "mgr_batch.cli", "tag", str(src), "-o", str(killed), "--model", tiny_model,
-           "--songs-per-task", "1", "--num-cpus", "2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mgr_batch.cli",
+        "tag",
+        str(src),
+        "-o",
+        str(killed),
+        "--model",
+        tiny_model,
+        "--songs-per-task",
+        "1",
+        "--num-cpus",
+        "2",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -97,7 +110,9 @@ def test_a_killed_run_reruns_to_the_clean_result(tmp_path, tiny_model):
     partial = len(list((killed / "songs").glob("*.parquet")))
     assert 3 <= partial < n
 
-    assert subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode == 0
+    assert (
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode == 0
+    )
     run = json.loads((killed / "run.json").read_text())
     assert run["n_skipped"] >= 3 and run["n_processed"] + run["n_skipped"] == n
     a, b = assert_consistent(clean, n), assert_consistent(killed, n)

@@ -20,8 +20,15 @@ from mgr_batch.cli import main
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +138,11 @@ def test_the_page_in_a_headless_browser(tagged, tmp_path):
     chromium = _chromium()
     page = (tagged / "report" / "index.html").read_text()
     # The test's own probe (the page has no script): after load, write what the browser made of each image.
-    probe = ("<script>window.addEventListener('load',()=>{document.body.setAttribute('data-widths',"
-             "Array.from(document.images).map(i=>i.complete?i.naturalWidth:0).join(','));"
-             "document.body.setAttribute('data-height',document.documentElement.scrollHeight)})</script>")  # fmt: skip
+    probe = (
+        "<script>window.addEventListener('load',()=>{document.body.setAttribute('data-widths',"
+        "Array.from(document.images).map(i=>i.complete?i.naturalWidth:0).join(','));"
+        "document.body.setAttribute('data-height',document.documentElement.scrollHeight)})</script>"
+    )
     probed = tmp_path / "probed.html"
     probed.write_text(page.replace("</body>", probe + "</body>"))
     flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
@@ -149,8 +158,17 @@ def test_the_page_in_a_headless_browser(tagged, tmp_path):
     want = expected_counts(tagged)
     assert {k: v for k, v in shown.items() if v or k in want} == want
     shot = tmp_path / "report.png"
-    subprocess.run([chromium, *flags, "--window-size=1200,3000", f"--screenshot={shot}", (tagged / "report" / "index.html").as_uri()],
-                   capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            chromium,
+            *flags,
+            "--window-size=1200,3000",
+            f"--screenshot={shot}",
+            (tagged / "report" / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.is_file() and shot.stat().st_size > 20_000
     if os.environ.get("MGR_BATCH_REPORT_SCREENSHOT"):  # where to keep it, to look at by eye
         shutil.copy(shot, os.environ["MGR_BATCH_REPORT_SCREENSHOT"])

@@ -33,8 +33,9 @@ def test_task_rows_grow_to_keep_the_number_of_blocks_bounded(monkeypatch):
 
 
 def test_dataset_from_listing_makes_one_block_per_task(ray_cluster):
-    files = pd.DataFrame({"path": list("abcdef"), "song_id": list("abcdef"), "size": [5, 100, 0, 50, 100, 0],
-                          "mtime": [0.0] * 6})  # fmt: skip
+    files = pd.DataFrame(
+        {"path": list("abcdef"), "song_id": list("abcdef"), "size": [5, 100, 0, 50, 100, 0], "mtime": [0.0] * 6}
+    )
     ds = dataset_from_listing(files, songs_per_task=1)
     assert [r["path"] for r in ds.take_all()] == list("abcdef")
     assert ds.materialize().num_blocks() == len(task_rows(6, songs_per_task=1, n_cpus=2))

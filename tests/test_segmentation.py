@@ -229,11 +229,19 @@ def test_clip_mask_keeps_clips_inside_the_spans(three_part_song):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(window_seconds=0.0), dict(hop_seconds=-1.0), dict(order=0), dict(max_lag=0), dict(sr=0),
-        dict(n_clusters=0), dict(k_max=0), dict(scale=0.0), dict(scale_neighbours=0),
-        dict(min_segment_seconds=-1.0), dict(representative="middle"),
+        dict(window_seconds=0.0),
+        dict(hop_seconds=-1.0),
+        dict(order=0),
+        dict(max_lag=0),
+        dict(sr=0),
+        dict(n_clusters=0),
+        dict(k_max=0),
+        dict(scale=0.0),
+        dict(scale_neighbours=0),
+        dict(min_segment_seconds=-1.0),
+        dict(representative="middle"),
     ],
-)  # fmt: skip
+)
 def test_bad_config_is_rejected(kwargs):
     with pytest.raises(ConfigError):
         seg.SegmentationConfig(**kwargs)

@@ -311,7 +311,9 @@ def test_select_clips_representative_keeps_one_part_of_a_three_part_song():
     [(65, 4, [1.5 + 4 * j for j in range(16)] + [64.0]), (8, 4, [1.5, 5.5]), (5, 8, [2.0]), (3, 1, [0.0, 1.0, 2.0])],
 )
 def test_step_times_are_the_middle_of_each_steps_frames(n_frames, step_frames, expected_frames):
-    times = stages.step_times(np.array([0.0, 10.0]), n_frames=n_frames, step_frames=step_frames, hop_length=512, sr=1024)
+    times = stages.step_times(
+        np.array([0.0, 10.0]), n_frames=n_frames, step_frames=step_frames, hop_length=512, sr=1024
+    )
     np.testing.assert_allclose(times, [np.array(expected_frames) / 2, 10.0 + np.array(expected_frames) / 2])
 
 
@@ -358,7 +360,9 @@ def test_call_cached_freezes_the_gc_when_it_builds_a_stage_if_asked(tiny_model, 
     try:
         stages.call_cached(dict(featurized), stage=stages.Predictor, kwargs=kw)
         assert gc.get_freeze_count() == 0
-        out = stages.call_cached(dict(featurized), stage=stages.Predictor, kwargs=kw | {"batch_size": 3}, freeze_gc=True)
+        out = stages.call_cached(
+            dict(featurized), stage=stages.Predictor, kwargs=kw | {"batch_size": 3}, freeze_gc=True
+        )
         assert gc.get_freeze_count() > 1000
         assert len(out["clip_probs"]) == len(featurized["features"])
     finally:
@@ -374,8 +378,11 @@ def test_call_cached_freezes_the_gc_when_it_builds_a_stage_if_asked(tiny_model, 
 def test_decoder_notes_stay_with_their_file(tmp_path, capfd):
     """What mpg123 prints to the C-level stderr while decoding a file lands in that file's row, not on the
     screen (printed once more, tagged with the path, for the worker's log)."""
-    paths = [write_spliced_mp3(tmp_path / "resynced.mp3", garbage=300), write_spliced_mp3(tmp_path / "broken.mp3", garbage=3000),
-             write_tone(tmp_path / "clean.wav", seconds=3.0)]  # fmt: skip
+    paths = [
+        write_spliced_mp3(tmp_path / "resynced.mp3", garbage=300),
+        write_spliced_mp3(tmp_path / "broken.mp3", garbage=3000),
+        write_tone(tmp_path / "clean.wav", seconds=3.0),
+    ]
     batch = {"path": np.array([str(p) for p in paths], dtype=object)}
     out = stages.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
     assert list(out["status"]) == ["ok", "error", "ok"]

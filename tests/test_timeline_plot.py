@@ -24,10 +24,12 @@ def tagged(tiny_crnn, tmp_path_factory):
     predictor = stages.Predictor(tiny_crnn, device="cpu", timeline=True)
     spec = predictor.spec
     clip_cfg = ClipConfig(clip_seconds=3.0, hop_seconds=1.5)  # overlapping clips: steps interleave in time
-    batch = stages.featurize_batch({c: files[c].to_numpy() for c in files.columns}, audio=spec.audio,
-                                   clip_cfg=clip_cfg, feature_cfg=spec.features)  # fmt: skip
-    writer.write_tables(predictor(batch), output=str(root / "out"), genres=spec.genres, model_id=spec.model_id,
-                        clip_seconds=3.0)  # fmt: skip
+    batch = stages.featurize_batch(
+        {c: files[c].to_numpy() for c in files.columns}, audio=spec.audio, clip_cfg=clip_cfg, feature_cfg=spec.features
+    )
+    writer.write_tables(
+        predictor(batch), output=str(root / "out"), genres=spec.genres, model_id=spec.model_id, clip_seconds=3.0
+    )
     return root / "out", files, spec
 
 
@@ -58,6 +60,8 @@ def test_unknown_song_and_missing_timeline_are_clear_errors(tagged, tmp_path):
     with pytest.raises(ConfigError, match="is not in .*songs"):
         read_timeline(str(out), song="/no/such/song.wav")
     (tmp_path / "songs").mkdir()
-    (tmp_path / "songs" / "part.parquet").write_bytes((out / "songs" / next((out / "songs").iterdir()).name).read_bytes())
+    (tmp_path / "songs" / "part.parquet").write_bytes(
+        (out / "songs" / next((out / "songs").iterdir()).name).read_bytes()
+    )
     with pytest.raises(ConfigError, match="no timeline/ table .*--timeline"):
         read_timeline(str(tmp_path), song=str(tagged[1]["path"][0]))

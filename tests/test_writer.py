@@ -16,8 +16,16 @@ from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
 
 GENRES = ("blues", "jazz", "rock")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-JSON_TYPES = {"string": "string", "int32": "int32", "int64": "int64", "float32": "float", "float64": "double",
-              "list<string>": "list<item: string>", "list<float64>": "list<item: double>", "bool": "bool"}  # fmt: skip
+JSON_TYPES = {
+    "string": "string",
+    "int32": "int32",
+    "int64": "int64",
+    "float32": "float",
+    "float64": "double",
+    "list<string>": "list<item: string>",
+    "list<float64>": "list<item: double>",
+    "bool": "bool",
+}
 
 
 def _objects(items):
@@ -233,8 +241,11 @@ def test_list_columns_accept_a_fixed_shape_tensor():
 def timeline_batch() -> dict[str, np.ndarray]:
     """:func:`hand_batch` plus the Predictor's timeline columns: 2 steps per clip."""
     batch = hand_batch()
-    steps = [np.array([[[0.8, 0.1, 0.1], [0.6, 0.3, 0.1]], [[0.1, 0.7, 0.2], [0.1, 0.5, 0.4]]], np.float32),
-             np.zeros((0, 2, 3), np.float32), np.array([[[0.3, 0.3, 0.4], [0.1, 0.1, 0.8]]], np.float32)]  # fmt: skip
+    steps = [
+        np.array([[[0.8, 0.1, 0.1], [0.6, 0.3, 0.1]], [[0.1, 0.7, 0.2], [0.1, 0.5, 0.4]]], np.float32),
+        np.zeros((0, 2, 3), np.float32),
+        np.array([[[0.3, 0.3, 0.4], [0.1, 0.1, 0.8]]], np.float32),
+    ]
     batch["timeline_probs"] = _objects(steps)
     batch["timeline_s"] = _objects([np.array([[0.75, 2.25], [3.75, 5.25]]), np.zeros((0, 2)), np.array([[0.75, 2.25]])])
     return batch
@@ -245,7 +256,8 @@ def test_timeline_table():
     assert list(tables) == ["clips", "errors", "timeline", "songs"]  # songs last: a songs row implies the rest
     timeline = tables["timeline"]
     assert [(f.name, str(f.type)) for f in timeline.schema] == [
-        (c["name"], JSON_TYPES.get(c["type"], "list<item: float>")) for c in schemas.spec("timeline")["columns"]]  # fmt: skip
+        (c["name"], JSON_TYPES.get(c["type"], "list<item: float>")) for c in schemas.spec("timeline")["columns"]
+    ]
     assert timeline.schema.equals(schemas.arrow_schema("timeline"))
     t = timeline.to_pydict()
     sa, sc = "aaaaaaaaaaaaaaaa", "cccccccccccccccc"
@@ -263,5 +275,7 @@ def test_write_tables_writes_the_timeline_part(tmp_path):
     summary = writer.write_tables(batch, output=str(tmp_path), genres=GENRES, model_id="crnn-1", clip_seconds=3.0)
     assert os.listdir(tmp_path / "timeline") == [writer.part_name(batch["song_id"])]
     assert pq.read_table(tmp_path / "timeline").num_rows == summary["n_timeline_steps"][0] == 6
-    plain = writer.write_tables(hand_batch(), output=str(tmp_path / "plain"), genres=GENRES, model_id="m", clip_seconds=3.0)
+    plain = writer.write_tables(
+        hand_batch(), output=str(tmp_path / "plain"), genres=GENRES, model_id="m", clip_seconds=3.0
+    )
     assert plain["n_timeline_steps"].tolist() == [0] and not (tmp_path / "plain" / "timeline").exists()

@@ -64,8 +64,11 @@ def _skipped(block, name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default=str(REPO.parent / "shared" / "models" / "efficientat"),
-                        help="folder holding mn04_as_mAP_432.pt, LICENSE.EfficientAT, audioset_class_labels_indices.csv")  # fmt: skip
+    parser.add_argument(
+        "--source",
+        default=str(REPO.parent / "shared" / "models" / "efficientat"),
+        help="folder holding mn04_as_mAP_432.pt, LICENSE.EfficientAT, audioset_class_labels_indices.csv",
+    )
     args = parser.parse_args(argv)
     import torch
     from safetensors.torch import save_file
@@ -98,13 +101,18 @@ def main(argv: list[str] | None = None) -> None:
     if n_original != n_port:
         raise SystemExit(f"{n_original} numbers in the original, {n_port} converted")
     ASSETS.mkdir(parents=True, exist_ok=True)
-    about = {"model": "mn04_as", "source": f"EfficientAT v0.0.1 release file {WEIGHTS} (sha256 {SHA256}), MIT licence",
-             "classes": "AudioSet, 527 (class_labels_indices.csv)"}  # fmt: skip
+    about = {
+        "model": "mn04_as",
+        "source": f"EfficientAT v0.0.1 release file {WEIGHTS} (sha256 {SHA256}), MIT licence",
+        "classes": "AudioSet, 527 (class_labels_indices.csv)",
+    }
     out = ASSETS / "mn04_as.safetensors"
     save_file(dict(sorted(state.items())), str(out), metadata={"efficientat": json.dumps(about)})
     os.chmod(out, 0o644)
-    for src, dst in (("LICENSE.EfficientAT", "LICENSE.EfficientAT"),
-                     ("audioset_class_labels_indices.csv", "class_labels_indices.csv")):  # fmt: skip
+    for src, dst in (
+        ("LICENSE.EfficientAT", "LICENSE.EfficientAT"),
+        ("audioset_class_labels_indices.csv", "class_labels_indices.csv"),
+    ):
         shutil.copyfile(source / src, ASSETS / dst)
         os.chmod(ASSETS / dst, 0o644)
     n_params = sum(v.numel() for k, v in state.items() if "running_" not in k)

@@ -41,20 +41,36 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     check_output_free(tags, so)
     clip_cfg = cfg.clips or ClipConfig(clip_seconds=spec.clips.clip_seconds)
     with ray_session(cfg.ray):
-        counts = tag_files(files[list(LISTING_COLUMNS)], spec=spec, model=cfg.model, clip_cfg=clip_cfg,
-                           inference=cfg.inference, output=tags, storage_options=so, desc="evaluate")  # fmt: skip
+        counts = tag_files(
+            files[list(LISTING_COLUMNS)],
+            spec=spec,
+            model=cfg.model,
+            clip_cfg=clip_cfg,
+            inference=cfg.inference,
+            output=tags,
+            storage_options=so,
+            desc="evaluate",
+        )
     metrics = score(tags, files, spec, counts, so)
     write_report(cfg.output, metrics, metrics.pop("_songs"), so, title=f"Evaluation of {spec.model_id}")
     storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
     return metrics
 
 
-def score(tags: str, files: pd.DataFrame, spec: ModelSpec, counts: dict[str, Any], so: dict[str, Any] | None) -> dict[str, Any]:
+def score(
+    tags: str, files: pd.DataFrame, spec: ModelSpec, counts: dict[str, Any], so: dict[str, Any] | None
+) -> dict[str, Any]:
     """Metrics of the songs/ and clips/ tables under ``tags`` against the labels of ``files``."""
     songs = _read(storage.join(tags, "songs"), so)
     clips = _read(storage.join(tags, "clips"), so)
-    metrics, frame = evaluate_tables(songs, clips, files.set_index("path")["label"], spec.genres,
-                                     temperature=spec.temperature, uncertain_below=spec.uncertain_below)  # fmt: skip
+    metrics, frame = evaluate_tables(
+        songs,
+        clips,
+        files.set_index("path")["label"],
+        spec.genres,
+        temperature=spec.temperature,
+        uncertain_below=spec.uncertain_below,
+    )
     metrics = {
         "model_id": spec.model_id,
         "data_manifest_hash": datasets.manifest_hash(files),
@@ -105,21 +121,39 @@ def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec
         by_song = dict(zip(fold_files["song_id"], fold_files["split"], strict=True))
         fold_songs = songs.map_batches(_assign_split, fn_kwargs={"splits": by_song}, batch_format="numpy").materialize()
         # The key in the run name: an interrupted fold resumes from its last epoch's checkpoint, a changed one starts afresh.
-        fold_cfg = dataclasses.replace(tcfg, output=storage.join(fold_dir, "model"), run_name=f"{tcfg.run_name}-fold{k}-{key[:8]}")
-        say(f"fold {k + 1}/{cfg.folds}: training on {(split == 'train').sum()} songs, testing on {(split == 'test').sum()}")
+        fold_cfg = dataclasses.replace(
+            tcfg, output=storage.join(fold_dir, "model"), run_name=f"{tcfg.run_name}-fold{k}-{key[:8]}"
+        )
+        say(
+            f"fold {k + 1}/{cfg.folds}: training on {(split == 'train').sum()} songs, testing on {(split == 'test').sum()}"
+        )
         trained = fit(fold_songs, fold_files, spec, fold_cfg)  # no valid split: the last epoch, no peeking at test
         fold_spec = checkpoint.load_spec(fold_cfg.output, so)
         test = fold_files[fold_files["split"] == "test"]
         counts = tag_featurized(
-            fold_songs.filter(expr="split == 'test'"), len(test), spec=fold_spec, model=fold_cfg.output,
-            clip_cfg=ClipConfig(clip_seconds=spec.clips.clip_seconds), inference=tcfg.inference,
-            output=storage.join(fold_dir, "tags"), storage_options=so, desc=f"fold {k + 1} test",
-        )  # fmt: skip
+            fold_songs.filter(expr="split == 'test'"),
+            len(test),
+            spec=fold_spec,
+            model=fold_cfg.output,
+            clip_cfg=ClipConfig(clip_seconds=spec.clips.clip_seconds),
+            inference=tcfg.inference,
+            output=storage.join(fold_dir, "tags"),
+            storage_options=so,
+            desc=f"fold {k + 1} test",
+        )
         metrics = score(storage.join(fold_dir, "tags"), test, fold_spec, counts, so)
         write_report(fold_dir, metrics, metrics.pop("_songs"), so, title=f"Fold {k + 1} of {cfg.folds}")
-        results.append({"fold": k, "model_id": trained["model_id"], **{m: metrics[m] for m in HEADLINE},
-                        "n_songs": metrics["n_songs"]})  # fmt: skip
-        say(f"fold {k + 1}/{cfg.folds}: song accuracy {100 * metrics['song_accuracy']:.1f}% on {metrics['n_songs']} test songs")
+        results.append(
+            {
+                "fold": k,
+                "model_id": trained["model_id"],
+                **{m: metrics[m] for m in HEADLINE},
+                "n_songs": metrics["n_songs"],
+            }
+        )
+        say(
+            f"fold {k + 1}/{cfg.folds}: song accuracy {100 * metrics['song_accuracy']:.1f}% on {metrics['n_songs']} test songs"
+        )
         payload = {"key": key, "result": results[-1]}
         storage.write_bytes_atomic(storage.join(fold_dir, FOLD_DONE), json.dumps(payload, indent=2).encode(), so)
     summary = {
@@ -129,7 +163,10 @@ def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec
         "n_songs": len(files),
         "data_manifest_hash": datasets.manifest_hash(files),
         "per_fold": results,
-        **{m: {"mean": float(np.mean([r[m] for r in results])), "std": float(np.std([r[m] for r in results]))} for m in HEADLINE},
+        **{
+            m: {"mean": float(np.mean([r[m] for r in results])), "std": float(np.std([r[m] for r in results]))}
+            for m in HEADLINE
+        },
         "wall_seconds": round(time.time() - started, 1),
     }
     storage.write_bytes_atomic(storage.join(tcfg.output, "cv.json"), json.dumps(summary, indent=2).encode(), so)
@@ -146,11 +183,29 @@ def fold_key(cfg: CVConfig, spec: ModelSpec, fold_files: pd.DataFrame) -> str:
     """What a fold's result depends on, hashed: training settings (not where data is read or written, the Ray
     connection or credentials), the model spec, and each song's stem, label and side (train or test)."""
     train = to_dict(cfg.train)
-    for volatile in ("data", "train_list", "valid_list", "output", "storage_path", "storage_options", "run_name", "ray"):
+    for volatile in (
+        "data",
+        "train_list",
+        "valid_list",
+        "output",
+        "storage_path",
+        "storage_options",
+        "run_name",
+        "ray",
+    ):
         train.pop(volatile, None)
     model = {k: v for k, v in spec.to_json().items() if k not in ("model_id", "train", "metrics")}
-    blob = json.dumps({"folds": cfg.folds, "group_by": cfg.group_by, "train": train, "model": model,
-                       "songs": datasets.manifest_hash(fold_files)}, sort_keys=True, default=str)  # fmt: skip
+    blob = json.dumps(
+        {
+            "folds": cfg.folds,
+            "group_by": cfg.group_by,
+            "train": train,
+            "model": model,
+            "songs": datasets.manifest_hash(fold_files),
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -175,9 +230,14 @@ def _assign_split(batch: dict[str, np.ndarray], *, splits: dict[str, str]) -> di
 
 
 def cv_markdown(summary: dict[str, Any]) -> str:
-    lines = [f"# {summary['folds']}-fold cross-validation of `{summary['model_type']}`", "",
-             f"{summary['n_songs']} songs, folds grouped by `{summary['group_by']}` and stratified by genre.", "",
-             "| metric | mean | std |", "|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# {summary['folds']}-fold cross-validation of `{summary['model_type']}`",
+        "",
+        f"{summary['n_songs']} songs, folds grouped by `{summary['group_by']}` and stratified by genre.",
+        "",
+        "| metric | mean | std |",
+        "|---|---|---|",
+    ]
     for m in HEADLINE:
         lines.append(f"| {m} | {summary[m]['mean']:.3f} | {summary[m]['std']:.3f} |")
     lines += ["", "| fold | n songs | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 2) + "|"]

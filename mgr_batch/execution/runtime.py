@@ -36,8 +36,9 @@ def ray_session(cfg: RayConfig, *, trains: bool = False) -> Iterator[None]:
         ray.shutdown()
 
 
-def init_kwargs(cfg: RayConfig, environ: Mapping[str, str], *, trains: bool = False,
-                verbose: bool | None = None) -> dict[str, Any]:  # fmt: skip
+def init_kwargs(
+    cfg: RayConfig, environ: Mapping[str, str], *, trains: bool = False, verbose: bool | None = None
+) -> dict[str, Any]:
     """Arguments for ``ray.init``: the configured address; inside ``ray job submit`` (which sets
     RAY_ADDRESS for the entrypoint) the job's cluster; else an embedded local Ray with ``num_cpus``,
     whose workers run :data:`WORKER_SETUP` when the session ``trains``. Only then: a job with a runtime
@@ -49,8 +50,11 @@ def init_kwargs(cfg: RayConfig, environ: Mapping[str, str], *, trains: bool = Fa
     driver's Ray logger shows errors only (not the start-up notes: token authentication, the instance
     started)."""
     verbose = SETTINGS.verbose if verbose is None else verbose
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
-                              "logging_level": logging.INFO if verbose else logging.ERROR}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": verbose,
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+    }
     if cfg.address:
         kwargs["address"] = cfg.address
     elif environ.get("RAY_ADDRESS"):

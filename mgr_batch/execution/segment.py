@@ -34,14 +34,22 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
             num_cpus=1,
             max_calls=DECODE_MAX_CALLS,
         )
-        ds = ds.map_batches(write_segments, fn_kwargs=dict(output=cfg.output, storage_options=so),
-                            batch_size=None, batch_format="numpy", num_cpus=0.25)  # fmt: skip
+        ds = ds.map_batches(
+            write_segments,
+            fn_kwargs=dict(output=cfg.output, storage_options=so),
+            batch_size=None,
+            batch_format="numpy",
+            num_cpus=0.25,
+        )
         rows = []
         with Progress(len(files), desc="segment") as progress:
             for row in ds.iter_rows():  # one summary row per written batch, as it is written
                 rows.append(row)
-                progress.update(files=int(row["n_songs"] + row["n_errors"]), errors=int(row["n_errors"]),
-                                audio_s=float(row["audio_s"]))  # fmt: skip
+                progress.update(
+                    files=int(row["n_songs"] + row["n_errors"]),
+                    errors=int(row["n_errors"]),
+                    audio_s=float(row["audio_s"]),
+                )
     errors: Counter = Counter()
     for row in rows:
         errors.update(json.loads(row["error_types"]))
@@ -57,7 +65,9 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
         "config": to_dict(redacted(cfg)),
     }
     if summary["n_songs"] + summary["n_errors"] != len(files):
-        raise RuntimeError(f"lost files: {len(files)} listed, {summary['n_songs']} songs + {summary['n_errors']} errors")
+        raise RuntimeError(
+            f"lost files: {len(files)} listed, {summary['n_songs']} songs + {summary['n_errors']} errors"
+        )
     output.ensure_tables(cfg.output, ("segments", "errors"), (), so)
     storage.write_bytes_atomic(storage.join(cfg.output, "run.json"), json.dumps(summary, indent=2).encode(), so)
     storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)

@@ -38,8 +38,15 @@ from mgr_batch.writer import write_tables
 log = logging.getLogger(__name__)
 
 
-def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: InferenceConfig,
-               storage_options: dict[str, Any] | None, embedding_input: bool = False) -> ray.data.Dataset:  # fmt: skip
+def featurized(
+    files,
+    *,
+    spec: ModelSpec,
+    clip_cfg: ClipConfig,
+    inference: InferenceConfig,
+    storage_options: dict[str, Any] | None,
+    embedding_input: bool = False,
+) -> ray.data.Dataset:
     """Dataset of per-song rows with ``features`` (and with ``embedding_input`` musicnn's input of the same
     clips; see :func:`mgr_batch.stages.featurize_batch`). For a model on pre-trained embeddings whose network
     runs in the inference actors (``inference.embed_in_actor``), ``features`` is the network's log-mel."""
@@ -48,8 +55,13 @@ def featurized(files, *, spec: ModelSpec, clip_cfg: ClipConfig, inference: Infer
     ds = dataset_from_listing(files, songs_per_task=inference.songs_per_task)
     return ds.map_batches(
         featurize_batch,
-        fn_kwargs=dict(audio=spec.audio, clip_cfg=clip_cfg, feature_cfg=feature_cfg, storage_options=storage_options,
-                       **({"embedding_input": True} if embedding_input else {})),  # fmt: skip
+        fn_kwargs=dict(
+            audio=spec.audio,
+            clip_cfg=clip_cfg,
+            feature_cfg=feature_cfg,
+            storage_options=storage_options,
+            **({"embedding_input": True} if embedding_input else {}),
+        ),
         batch_size=inference.songs_per_task,
         batch_format="numpy",
         **DECODE_TASK,
@@ -90,12 +102,21 @@ def embeds_in_actor(spec: ModelSpec, inference: InferenceConfig) -> bool:
 def reuses_features_as_embeddings(spec: ModelSpec, inference: InferenceConfig) -> bool:
     """Whether ``tag --embeddings`` can average the model's own features (the default embedding of each clip,
     computed in the decode tasks) instead of running the network a second time."""
-    return (spec.features.kind == "musicnn_embedding" and not embeds_in_actor(spec, inference)
-            and fm.embedding_settings(spec.features) == (fm.DEFAULT_PRETRAINED, fm.DEFAULT_LAYER))  # fmt: skip
+    return (
+        spec.features.kind == "musicnn_embedding"
+        and not embeds_in_actor(spec, inference)
+        and fm.embedding_settings(spec.features) == (fm.DEFAULT_PRETRAINED, fm.DEFAULT_LAYER)
+    )
 
 
-def predicted(ds: ray.data.Dataset, *, model: str | None, inference: InferenceConfig,
-              storage_options: dict[str, Any] | None, timeline: bool = False) -> ray.data.Dataset:  # fmt: skip
+def predicted(
+    ds: ray.data.Dataset,
+    *,
+    model: str | None,
+    inference: InferenceConfig,
+    storage_options: dict[str, Any] | None,
+    timeline: bool = False,
+) -> ray.data.Dataset:
     """Adds ``clip_probs`` (and with ``timeline`` the per-step columns, see :class:`Predictor`) with an
     actor pool that loads the model once per actor, or, with ``inference.in_decode_tasks``, in the decode
     tasks, which load it once per worker process (:func:`mgr_batch.stages.call_cached`).
@@ -115,14 +136,17 @@ def embedded(ds: ray.data.Dataset, *, inference: InferenceConfig) -> ray.data.Da
     return _model_stage(ds, Embedder, {}, inference)
 
 
-def _model_stage(ds: ray.data.Dataset, stage: type, kwargs: dict[str, Any], inference: InferenceConfig) -> ray.data.Dataset:
+def _model_stage(
+    ds: ray.data.Dataset, stage: type, kwargs: dict[str, Any], inference: InferenceConfig
+) -> ray.data.Dataset:
     """``stage(**kwargs)`` over ``ds``'s batches of songs: built once per worker process in the decode tasks
     (``inference.in_decode_tasks``, on CPU), or once per actor of a pool (0 CPUs, or ``num_gpus`` each)."""
     if inference.in_decode_tasks:
         # freeze_gc: the worker keeps its modules and the model until it is recycled (see call_cached).
         fn_kwargs = dict(stage=stage, kwargs=dict(kwargs, device="cpu"), freeze_gc=True)
-        return ds.map_batches(call_cached, fn_kwargs=fn_kwargs, batch_size=inference.songs_per_task,
-                              batch_format="numpy", **DECODE_TASK)  # fmt: skip
+        return ds.map_batches(
+            call_cached, fn_kwargs=fn_kwargs, batch_size=inference.songs_per_task, batch_format="numpy", **DECODE_TASK
+        )
     return ds.map_batches(
         stage,
         fn_constructor_kwargs=kwargs,
@@ -134,9 +158,19 @@ def _model_stage(ds: ray.data.Dataset, stage: type, kwargs: dict[str, Any], infe
     )
 
 
-def tag_files(files: pd.DataFrame, *, spec: ModelSpec, model: str | None, clip_cfg: ClipConfig,
-              inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None,
-              timeline: bool = False, embeddings: bool = False, desc: str = "tag") -> dict[str, Any]:  # fmt: skip
+def tag_files(
+    files: pd.DataFrame,
+    *,
+    spec: ModelSpec,
+    model: str | None,
+    clip_cfg: ClipConfig,
+    inference: InferenceConfig,
+    output: str,
+    storage_options: dict[str, Any] | None,
+    timeline: bool = False,
+    embeddings: bool = False,
+    desc: str = "tag",
+) -> dict[str, Any]:
     """Run the tagging graph over listed ``files`` (inside a Ray session); returns the counts.
 
     Writes songs/, clips/ and errors/ (and with ``timeline``, timeline/; with ``embeddings``, embeddings/)
@@ -144,29 +178,64 @@ def tag_files(files: pd.DataFrame, *, spec: ModelSpec, model: str | None, clip_c
     """
     inference = dataclasses.replace(inference, in_decode_tasks=in_decode_tasks(spec, inference))
     reuse = embeddings and reuses_features_as_embeddings(spec, inference)
-    ds = featurized(files, spec=spec, clip_cfg=clip_cfg, inference=inference, storage_options=storage_options,
-                    embedding_input=embeddings and not reuse)  # fmt: skip
+    ds = featurized(
+        files,
+        spec=spec,
+        clip_cfg=clip_cfg,
+        inference=inference,
+        storage_options=storage_options,
+        embedding_input=embeddings and not reuse,
+    )
     if reuse:
-        ds = ds.map_batches(embeddings_from_features, batch_size=None, batch_format="numpy",
-                            **(DECODE_TASK if inference.in_decode_tasks else {"num_cpus": 0.25}))  # fmt: skip
+        ds = ds.map_batches(
+            embeddings_from_features,
+            batch_size=None,
+            batch_format="numpy",
+            **(DECODE_TASK if inference.in_decode_tasks else {"num_cpus": 0.25}),
+        )
     elif embeddings:
         ds = embedded(ds, inference=inference)
-    return tag_featurized(ds, len(files), spec=spec, model=model, clip_cfg=clip_cfg, inference=inference,
-                          output=output, storage_options=storage_options, timeline=timeline, desc=desc)  # fmt: skip
+    return tag_featurized(
+        ds,
+        len(files),
+        spec=spec,
+        model=model,
+        clip_cfg=clip_cfg,
+        inference=inference,
+        output=output,
+        storage_options=storage_options,
+        timeline=timeline,
+        desc=desc,
+    )
 
 
-def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model: str | None, clip_cfg: ClipConfig,
-                   inference: InferenceConfig, output: str, storage_options: dict[str, Any] | None,
-                   timeline: bool = False, desc: str = "tag") -> dict[str, Any]:  # fmt: skip
+def tag_featurized(
+    ds: ray.data.Dataset,
+    n_files: int,
+    *,
+    spec: ModelSpec,
+    model: str | None,
+    clip_cfg: ClipConfig,
+    inference: InferenceConfig,
+    output: str,
+    storage_options: dict[str, Any] | None,
+    timeline: bool = False,
+    desc: str = "tag",
+) -> dict[str, Any]:
     """The rest of the tagging graph (inference, tables) over already featurized songs (``desc`` names the
     progress bar)."""
     inference = dataclasses.replace(inference, in_decode_tasks=in_decode_tasks(spec, inference))
     ds = predicted(ds, model=model, inference=inference, storage_options=storage_options, timeline=timeline)
     ds = ds.map_batches(
         write_tables,
-        fn_kwargs=dict(output=output, genres=spec.genres, model_id=spec.model_id,
-                       clip_seconds=clip_cfg.clip_seconds, storage_options=storage_options,
-                       uncertain_below=spec.uncertain_below),  # fmt: skip
+        fn_kwargs=dict(
+            output=output,
+            genres=spec.genres,
+            model_id=spec.model_id,
+            clip_seconds=clip_cfg.clip_seconds,
+            storage_options=storage_options,
+            uncertain_below=spec.uncertain_below,
+        ),
         batch_size=None,
         batch_format="numpy",
         **(DECODE_TASK if inference.in_decode_tasks else write_task_args(inference)),
@@ -178,8 +247,9 @@ def tag_featurized(ds: ray.data.Dataset, n_files: int, *, spec: ModelSpec, model
             for key in ("n_songs", "n_errors", "n_clips", "n_timeline_steps", "n_embeddings", "audio_s"):
                 totals[key] += row[key]
             error_types.update(json.loads(row["error_types"]))
-            progress.update(files=int(row["n_songs"] + row["n_errors"]), errors=int(row["n_errors"]),
-                            audio_s=float(row["audio_s"]))  # fmt: skip
+            progress.update(
+                files=int(row["n_songs"] + row["n_errors"]), errors=int(row["n_errors"]), audio_s=float(row["audio_s"])
+            )
     counts = {
         "n_songs": int(totals["n_songs"]),
         "n_errors": int(totals["n_errors"]),
@@ -207,8 +277,10 @@ def _summaries(ds: ray.data.Dataset) -> Iterator[dict[str, Any]]:
             cause = getattr(cause, "cause", None) or cause.__cause__
         if cause is None:
             raise
-        raise OutputError(f"the run stopped: {type(cause).__name__}: {cause}; every part written so far is whole, "
-                          "and a rerun on the same output completes it") from exc  # fmt: skip
+        raise OutputError(
+            f"the run stopped: {type(cause).__name__}: {cause}; every part written so far is whole, "
+            "and a rerun on the same output completes it"
+        ) from exc
 
 
 def run_tag(cfg: TagConfig) -> dict[str, Any]:
@@ -224,8 +296,10 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     listing = storage.list_inputs(cfg.input, so)
     spec = checkpoint.load_spec(cfg.model, so)  # fail fast, on the driver, for a bad --model
     if cfg.timeline and not has_timeline(model_info(spec.model.name).build):
-        raise ConfigError(f"--timeline needs a model with a genre belief per time step (e.g. crnn); "
-                          f"{spec.model_id} is a {spec.model.name!r} model, which has none")  # fmt: skip
+        raise ConfigError(
+            f"--timeline needs a model with a genre belief per time step (e.g. crnn); "
+            f"{spec.model_id} is a {spec.model.name!r} model, which has none"
+        )
     # The model fixes the clip length; the hop is the user's (back-to-back clips unless told otherwise).
     clip_cfg = cfg.clips or ClipConfig(clip_seconds=spec.clips.clip_seconds)
     files = listing.files[list(LISTING_COLUMNS)]
@@ -241,15 +315,35 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     todo = output.plan(files, cfg.output, spec.model_id, so, require=require)
     pruned = output.prune(cfg.output, todo.prune, so)
     output.remove_empty_parts(cfg.output, so)
-    log.info("tagging %d file(s) with model %s (%d already done, %d stale rows pruned)",
-             len(todo.todo), spec.model_id, todo.skipped, pruned)  # fmt: skip
-    counts = {"n_songs": 0, "n_errors": 0, "n_clips": 0, "n_timeline_steps": 0, "n_embeddings": 0, "errors_by_type": {},
-              "audio_seconds": 0.0}  # fmt: skip
+    log.info(
+        "tagging %d file(s) with model %s (%d already done, %d stale rows pruned)",
+        len(todo.todo),
+        spec.model_id,
+        todo.skipped,
+        pruned,
+    )
+    counts = {
+        "n_songs": 0,
+        "n_errors": 0,
+        "n_clips": 0,
+        "n_timeline_steps": 0,
+        "n_embeddings": 0,
+        "errors_by_type": {},
+        "audio_seconds": 0.0,
+    }
     if len(todo.todo):
         with ray_session(cfg.ray):
-            counts = tag_files(todo.todo, spec=spec, model=cfg.model, clip_cfg=clip_cfg, inference=cfg.inference,
-                               output=cfg.output, storage_options=so, timeline=cfg.timeline,
-                               embeddings=cfg.embeddings)  # fmt: skip
+            counts = tag_files(
+                todo.todo,
+                spec=spec,
+                model=cfg.model,
+                clip_cfg=clip_cfg,
+                inference=cfg.inference,
+                output=cfg.output,
+                storage_options=so,
+                timeline=cfg.timeline,
+                embeddings=cfg.embeddings,
+            )
     output.ensure_tables(cfg.output, (*TAG_TABLES, *require), spec.genres, so)
     totals = output.table_counts(cfg.output, so)
     summary = {
@@ -275,8 +369,9 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     storage.write_bytes_atomic(storage.join(cfg.output, "run.json"), json.dumps(summary, indent=2).encode(), so)
     storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
     if cfg.compact is not None:
-        summary["compaction"] = compaction.compact(cfg.output, so, target_rows=cfg.compact.target_rows,
-                                                   target_bytes=int(cfg.compact.target_mb * 2**20))  # fmt: skip
+        summary["compaction"] = compaction.compact(
+            cfg.output, so, target_rows=cfg.compact.target_rows, target_bytes=int(cfg.compact.target_mb * 2**20)
+        )
     if cfg.report:
         from mgr_batch.run_report import build as build_report
 
@@ -295,11 +390,15 @@ def _check_same_clips(out: str, clip_cfg: ClipConfig, so: dict[str, Any] | None)
     if fs.exists(path):
         earlier = json.loads(fs.cat_file(path)).get("clips")
         if earlier is not None and earlier != to_dict(clip_cfg):
-            raise ConfigError(f"output {out!r} was made with other clip settings ({earlier}); use --force or another --output")
+            raise ConfigError(
+                f"output {out!r} was made with other clip settings ({earlier}); use --force or another --output"
+            )
 
 
 def check_output_free(output: str, storage_options: dict[str, Any] | None) -> None:
     fs, path = storage.filesystem(output, storage_options)
     taken = [t for t in TAG_TABLES if fs.exists(storage.join(path, t))]
     if taken:
-        raise ConfigError(f"output {output!r} already holds {', '.join(taken)}/ from an earlier run; choose another --output")
+        raise ConfigError(
+            f"output {output!r} already holds {', '.join(taken)}/ from an earlier run; choose another --output"
+        )

@@ -61,8 +61,11 @@ def featurized_songs(files: pd.DataFrame, spec: ModelSpec, cfg: TrainConfig) -> 
     say(f"featurizing {len(files)} songs ({cfg.preset} features)")
     return featurized(
         files[["path", "song_id", "size", "mtime", "label", "split"]],
-        spec=spec, clip_cfg=cfg.clips, inference=cfg.inference, storage_options=cfg.storage_options,
-    ).materialize()  # fmt: skip
+        spec=spec,
+        clip_cfg=cfg.clips,
+        inference=cfg.inference,
+        storage_options=cfg.storage_options,
+    ).materialize()
 
 
 def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: TrainConfig) -> dict[str, Any]:
@@ -77,9 +80,11 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
         raise ConfigError("no training songs: the split gives 0 files to 'train'")
     log.info("training %s on %s songs (%s)", cfg.model.name, len(files), n_split)
     genres = spec.genres
-    failed = songs.filter(expr="status != 'ok'").select_columns(
-        ["path", "error_stage", "error_type", "error_message"]
-    ).take_all()  # fmt: skip
+    failed = (
+        songs.filter(expr="status != 'ok'")
+        .select_columns(["path", "error_stage", "error_type", "error_message"])
+        .take_all()
+    )
     for row in failed:
         log.warning("skipping %s: %s: %s", row["path"], row["error_type"], row["error_message"])
     if spec.family == "classic":
@@ -88,8 +93,9 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
     keep = {"train": ["features", "label"], "valid": ["features", "label", "song_id"]}
     parts = {
         split: _shuffled(
-            songs.map_batches(explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy")
-            .select_columns(keep[split]),
+            songs.map_batches(
+                explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy"
+            ).select_columns(keep[split]),
             seed=cfg.optim.seed if split == "train" else None,
         ).materialize()
         for split in ("train", "valid")
@@ -100,9 +106,14 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
     epochs = EpochLines(cfg.optim.epochs)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"spec": spec.to_json(), "optim": _asdict(cfg.optim), "has_valid": "valid" in parts,
-                           "steps_per_epoch": -(-n_clips["train"] // (cfg.optim.batch_size * cfg.num_workers)),
-                           "init_state": _init_state(spec, cfg), "progress": epochs.queue},  # fmt: skip
+        train_loop_config={
+            "spec": spec.to_json(),
+            "optim": _asdict(cfg.optim),
+            "has_valid": "valid" in parts,
+            "steps_per_epoch": -(-n_clips["train"] // (cfg.optim.batch_size * cfg.num_workers)),
+            "init_state": _init_state(spec, cfg),
+            "progress": epochs.queue,
+        },
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
         ),
@@ -122,7 +133,9 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
         result = trainer.fit()
     # Ray keeps the best `num_to_keep` checkpoints, in no order we should rely on: pick the best ourselves.
     kept = result.best_checkpoints or [(result.checkpoint, result.metrics)]
-    best_ckpt, best_metrics = max(kept, key=lambda cm: (cm[1].get(score_attribute, float("-inf")), cm[1].get("epoch", 0)))
+    best_ckpt, best_metrics = max(
+        kept, key=lambda cm: (cm[1].get(score_attribute, float("-inf")), cm[1].get("epoch", 0))
+    )
     with best_ckpt.as_directory() as d:
         state = torch.load(os.path.join(d, "train_state.pt"), map_location="cpu", weights_only=True)
     with result.checkpoint.as_directory() as d:  # the latest checkpoint holds the whole history
@@ -130,8 +143,14 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
             history = json.load(f)
     model = spec.build()
     model.load_state_dict(state["model"])
-    extra = {"n_clips": n_clips, "optim": _asdict(cfg.optim), "num_workers": cfg.num_workers, "use_gpu": cfg.use_gpu,
-             "best_epoch": int(best_metrics.get("epoch", 0)), "history": history}  # fmt: skip
+    extra = {
+        "n_clips": n_clips,
+        "optim": _asdict(cfg.optim),
+        "num_workers": cfg.num_workers,
+        "use_gpu": cfg.use_gpu,
+        "best_epoch": int(best_metrics.get("epoch", 0)),
+        "history": history,
+    }
     metrics = {k: v for k, v in best_metrics.items() if k.startswith(("valid_", "train_"))}
     return _save(model, spec, cfg, files, extra | {"n_failed_songs": len(failed)}, metrics, started)
 
@@ -171,13 +190,23 @@ class EpochLines:
 def epoch_line(metrics: dict[str, Any], n_epochs: int) -> str:
     """``epoch 3/10: train loss 1.2340, valid song accuracy 61.0%, valid clip accuracy 55.2%``."""
     parts = [f"train loss {metrics['train_loss']:.4f}"]
-    parts += [f"valid {k[len('valid_'):].replace('_', ' ')} {100 * v:.1f}%" for k, v in metrics.items()
-              if k.startswith("valid_") and k.endswith("accuracy")]  # fmt: skip
+    parts += [
+        f"valid {k[len('valid_') :].replace('_', ' ')} {100 * v:.1f}%"
+        for k, v in metrics.items()
+        if k.startswith("valid_") and k.endswith("accuracy")
+    ]
     return f"epoch {metrics['epoch']}/{n_epochs}: " + ", ".join(parts)
 
 
-def _save(model, spec: ModelSpec, cfg: TrainConfig, files: pd.DataFrame, extra: dict[str, Any],
-          metrics: dict[str, Any], started: float) -> dict[str, Any]:  # fmt: skip
+def _save(
+    model,
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    files: pd.DataFrame,
+    extra: dict[str, Any],
+    metrics: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
     """Write the checkpoint and its train config to ``cfg.output``; returns what the command prints."""
     so = cfg.storage_options
     n_split = files["split"].value_counts().to_dict()
@@ -192,22 +221,30 @@ def _save(model, spec: ModelSpec, cfg: TrainConfig, files: pd.DataFrame, extra: 
     }
     saved = checkpoint.save(cfg.output, model, _with(spec, train=train_info, metrics=metrics), so)
     storage.write_bytes_atomic(storage.join(cfg.output, "train_config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
-    return {"model_id": saved.model_id, "output": cfg.output, "metrics": metrics,
-            **{k: v for k, v in train_info.items() if k != "train_songs"}}  # fmt: skip
+    return {
+        "model_id": saved.model_id,
+        "output": cfg.output,
+        "metrics": metrics,
+        **{k: v for k, v in train_info.items() if k != "train_songs"},
+    }
 
 
 def _clips(songs: ray.data.Dataset, genres: tuple[str, ...], split: str) -> dict[str, np.ndarray]:
     """All clips of ``split`` as numpy: ``features`` (n, n_features, n_steps), ``label``, ``song_id``."""
-    parts = list(songs.map_batches(explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy")
-                 .select_columns(["features", "label", "song_id"]).iter_batches(batch_size=None, batch_format="numpy"))  # fmt: skip
+    parts = list(
+        songs.map_batches(explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy")
+        .select_columns(["features", "label", "song_id"])
+        .iter_batches(batch_size=None, batch_format="numpy")
+    )
     parts = [p for p in parts if len(p["label"])]
     if not parts:
         return {"features": np.zeros((0, 0)), "label": np.zeros(0, np.int64), "song_id": np.zeros(0, str)}
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("features", "label", "song_id")}
 
 
-def fit_classic(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: TrainConfig, *, n_failed: int,
-                started: float) -> dict[str, Any]:  # fmt: skip
+def fit_classic(
+    songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: TrainConfig, *, n_failed: int, started: float
+) -> dict[str, Any]:
     """Fit a scikit-learn model on the train clips Ray Data featurized (grid search grouped by song)."""
     train = _clips(songs, spec.genres, "train")
     if not len(train["label"]):
@@ -223,8 +260,11 @@ def fit_classic(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, c
         if model.song_level:  # the head's own song probabilities, not the mean of its clips'
             summary |= song_level_summary(model, valid)
         metrics = {f"valid_{k}": v for k, v in summary.items()}
-    extra = {"n_clips": {"train": int(len(train["label"])), **({"valid": int(len(valid["label"]))} if valid else {})},
-             "best_params": model.best_params, "n_failed_songs": n_failed}  # fmt: skip
+    extra = {
+        "n_clips": {"train": int(len(train["label"])), **({"valid": int(len(valid["label"]))} if valid else {})},
+        "best_params": model.best_params,
+        "n_failed_songs": n_failed,
+    }
     log.info("fitted %s %s; %s", spec.model.name, model.best_params, metrics)
     if calibrated:
         spec = _with(spec, calibration=calibrated)
@@ -238,7 +278,10 @@ def song_level_summary(model, clips: dict[str, np.ndarray]) -> dict[str, float]:
     songs, first = np.unique(clips["song_id"], return_index=True)
     pred = np.array([model.predict_song_proba(clips["features"][clips["song_id"] == s]).argmax() for s in songs])
     truth = clips["label"][first]
-    return {"song_accuracy": float((pred == truth).mean()), "song_balanced_accuracy": float(balanced_accuracy_score(truth, pred))}
+    return {
+        "song_accuracy": float((pred == truth).mean()),
+        "song_balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
+    }
 
 
 def _calibration(model, train: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -246,19 +289,28 @@ def _calibration(model, train: dict[str, np.ndarray]) -> dict[str, Any]:
     training songs (:data:`mgr_batch.calibration.CALIBRATION_FOLDS` folds of whole songs)."""
     from mgr_batch import calibration as cal
 
-    probs, labels = model.out_of_fold_song_proba(train["features"], train["label"], train["song_id"],
-                                                 folds=cal.CALIBRATION_FOLDS)  # fmt: skip
+    probs, labels = model.out_of_fold_song_proba(
+        train["features"], train["label"], train["song_id"], folds=cal.CALIBRATION_FOLDS
+    )
     temperature = cal.fit_temperature(probs, labels)
     after = cal.apply_temperature(probs, temperature)
     threshold = cal.uncertainty_threshold(after, labels)
     flags = cal.flag_summary(after, labels, threshold)
-    info = {"method": "temperature", "temperature": temperature, "uncertain_below": threshold,
-            "target_accuracy": cal.TARGET_ACCURACY, "n_songs": int(len(labels)),
-            "folds": int(min(cal.CALIBRATION_FOLDS, np.bincount(labels)[np.unique(labels)].min())),
-            "out_of_fold": {"song_accuracy": float((probs.argmax(1) == labels).mean()),
-                            "ece_before": cal.ece(probs, labels), "ece_after": cal.ece(after, labels),
-                            "uncertain_share": flags["uncertain_share"],
-                            "accuracy_not_uncertain": flags["accuracy_not_uncertain"]}}  # fmt: skip
+    info = {
+        "method": "temperature",
+        "temperature": temperature,
+        "uncertain_below": threshold,
+        "target_accuracy": cal.TARGET_ACCURACY,
+        "n_songs": int(len(labels)),
+        "folds": int(min(cal.CALIBRATION_FOLDS, np.bincount(labels)[np.unique(labels)].min())),
+        "out_of_fold": {
+            "song_accuracy": float((probs.argmax(1) == labels).mean()),
+            "ece_before": cal.ece(probs, labels),
+            "ece_after": cal.ece(after, labels),
+            "uncertain_share": flags["uncertain_share"],
+            "accuracy_not_uncertain": flags["accuracy_not_uncertain"],
+        },
+    }
     log.info("calibration: %s", info)
     return info
 
@@ -287,7 +339,9 @@ def train_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     net = spec.build()
     if config.get("init_state"):  # transfer learning: the layers whose names and shapes fit
-        net.load_state_dict(torch.load(io.BytesIO(config["init_state"]), map_location="cpu", weights_only=True), strict=False)
+        net.load_state_dict(
+            torch.load(io.BytesIO(config["init_state"]), map_location="cpu", weights_only=True), strict=False
+        )
     if device.type == "cpu" and getattr(net, "TRAIN_CHANNELS_LAST", True):
         # oneDNN trains most of our CNNs faster channels-last (s per batch, 2 threads: cnn 0.31 vs 0.53,
         # cnn3 0.54 vs 0.74, vgg 0.18 vs 0.24); models where it is slower say so (musicnn)
@@ -312,10 +366,12 @@ def train_loop(config: dict[str, Any]) -> None:
         model.train()
         total, count = 0.0, 0
         for batch in train_shard.iter_torch_batches(
-            batch_size=optim.batch_size, local_shuffle_buffer_size=LOCAL_SHUFFLE_ROWS,
-            local_shuffle_seed=optim.seed + epoch, dtypes={"features": torch.float32, "label": torch.int64},
+            batch_size=optim.batch_size,
+            local_shuffle_buffer_size=LOCAL_SHUFFLE_ROWS,
+            local_shuffle_seed=optim.seed + epoch,
+            dtypes={"features": torch.float32, "label": torch.int64},
             device=device,
-        ):  # fmt: skip
+        ):
             if len(batch["label"]) < 2:  # a lone last example: batch norm cannot train on one value per channel
                 continue
             loss = loss_fn(model(batch["features"]), batch["label"])
@@ -330,18 +386,33 @@ def train_loop(config: dict[str, Any]) -> None:
             sched.step()
         metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
         if rank == 0 and config["has_valid"]:
-            metrics.update({f"valid_{k}": v for k, v in evaluate(_unwrap(model), ray.train.get_dataset_shard("valid"), device).items()})
+            metrics.update(
+                {
+                    f"valid_{k}": v
+                    for k, v in evaluate(_unwrap(model), ray.train.get_dataset_shard("valid"), device).items()
+                }
+            )
         history.append(metrics)
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
-                torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "epoch": epoch + 1}, os.path.join(d, "train_state.pt"))  # fmt: skip
+                torch.save(
+                    {
+                        "model": _unwrap(model).state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "epoch": epoch + 1,
+                    },
+                    os.path.join(d, "train_state.pt"),
+                )
                 with open(os.path.join(d, "history.json"), "w") as f:
                     json.dump(history, f)
                 ckpt = Checkpoint.from_directory(d)
                 # A logger, not print: Ray Train 2.60 both prints and logs a worker's print, so it showed twice.
-                log.info("epoch %s", " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+                log.info(
+                    "epoch %s",
+                    " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()),
+                )
                 if config.get("progress") is not None:
                     config["progress"].put(metrics)
             ray.train.report(metrics, checkpoint=ckpt)
@@ -359,8 +430,9 @@ def lr_schedule(opt: torch.optim.Optimizer, optim: OptimConfig, *, steps_per_epo
         return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0), False
     if optim.schedule == "cyclic":
         half = max(1, int(round(optim.cycle_epochs * steps_per_epoch / 2)))
-        return torch.optim.lr_scheduler.CyclicLR(opt, base_lr=optim.lr / 10, max_lr=optim.lr, step_size_up=half,
-                                                 cycle_momentum=False), True  # fmt: skip
+        return torch.optim.lr_scheduler.CyclicLR(
+            opt, base_lr=optim.lr / 10, max_lr=optim.lr, step_size_up=half, cycle_momentum=False
+        ), True
     total = int(optim.epochs * steps_per_epoch * 1.1) + 1
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=optim.lr, total_steps=total, cycle_momentum=False), True
 

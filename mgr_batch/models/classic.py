@@ -202,7 +202,10 @@ class ClassicModel:
             self.pipeline, self.best_params = search.best_estimator_, {k[7:]: v for k, v in search.best_params_.items()}
         else:
             first = {k: v[0] for k, v in grid.items()}
-            self.pipeline, self.best_params = pipeline.set_params(**first).fit(x2, y), {k[7:]: v for k, v in first.items()}
+            self.pipeline, self.best_params = (
+                pipeline.set_params(**first).fit(x2, y),
+                {k[7:]: v for k, v in first.items()},
+            )
         return self
 
     def predict_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -231,12 +234,20 @@ class ClassicModel:
 
     def refit_copy(self) -> ClassicModel:
         """An unfitted model with this one's chosen hyper-parameters and no grid search."""
-        return ClassicModel(name=self.name, n_classes=self.n_classes, input_shape=self.input_shape, pca=self.pca,
-                            grid={}, seed=self.seed, pooling=self.pooling,
-                            **(self.estimator_params | self.best_params))  # fmt: skip
+        return ClassicModel(
+            name=self.name,
+            n_classes=self.n_classes,
+            input_shape=self.input_shape,
+            pca=self.pca,
+            grid={},
+            seed=self.seed,
+            pooling=self.pooling,
+            **(self.estimator_params | self.best_params),
+        )
 
-    def out_of_fold_song_proba(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, folds: int = 5
-                               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def out_of_fold_song_proba(
+        self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, folds: int = 5
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Song probabilities of every training song from a copy (:meth:`refit_copy`) fitted without it:
         ``(probs (n_songs, n_classes), labels (n_songs,))``, by ``folds`` folds of whole songs stratified by genre."""
         from sklearn.model_selection import StratifiedKFold
@@ -286,12 +297,21 @@ def _registered(name: str, description: str, study: str):
     register(name, family="classic", features="classic58", study=study, description=description)(build)
 
 
-_registered("svm", "RBF-kernel SVM (one-vs-rest), C by grouped CV, calibrated probabilities",
-            "4 kHz spectrogram study; transfer study (classic models)")  # fmt: skip
+_registered(
+    "svm",
+    "RBF-kernel SVM (one-vs-rest), C by grouped CV, calibrated probabilities",
+    "4 kHz spectrogram study; transfer study (classic models)",
+)
 _registered("svm_pca", "RBF-kernel SVM after PCA to 15 dimensions", "2 s crop study (PCA + SVM)")
-_registered("logreg", "softmax (multinomial logistic) regression, newton-cg, C by grouped CV",
-            "4 kHz spectrogram study; transfer study")  # fmt: skip
-_registered("knn", "k-nearest neighbours (k=10, distance-weighted) after PCA to 15 dimensions",
-            "2 s crop study (PCA + kNN); transfer study")  # fmt: skip
+_registered(
+    "logreg",
+    "softmax (multinomial logistic) regression, newton-cg, C by grouped CV",
+    "4 kHz spectrogram study; transfer study",
+)
+_registered(
+    "knn",
+    "k-nearest neighbours (k=10, distance-weighted) after PCA to 15 dimensions",
+    "2 s crop study (PCA + kNN); transfer study",
+)
 _registered("tree", "decision tree, max_depth by grouped CV", "transfer study (classic models)")
 _registered("naive_bayes", "Gaussian naive Bayes", "transfer study (classic models)")

@@ -107,8 +107,17 @@ def efficientat_logmel(y: np.ndarray | torch.Tensor, *, sr: int = SR) -> np.ndar
     banks = kaldi_mel_banks(sr=SR, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX).to(x.device)
 
     def rows_logmel(z: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(z, N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, window=window, center=True,
-                          pad_mode="reflect", normalized=False, return_complex=True)  # fmt: skip
+        spec = torch.stft(
+            z,
+            N_FFT,
+            hop_length=HOP_LENGTH,
+            win_length=WIN_LENGTH,
+            window=window,
+            center=True,
+            pad_mode="reflect",
+            normalized=False,
+            return_complex=True,
+        )
         power = spec.real.square().addcmul_(spec.imag, spec.imag)
         return torch.matmul(banks, power).add_(1e-5).log_().add_(4.5).div_(5.0)
 
@@ -159,22 +168,42 @@ class _Block:
 LARGE = tuple(
     _Block(*row)
     for row in (
-        (16, 3, 16, 16, False, False, 1), (16, 3, 64, 24, False, False, 2), (24, 3, 72, 24, False, False, 1),
-        (24, 5, 72, 40, True, False, 2), (40, 5, 120, 40, True, False, 1), (40, 5, 120, 40, True, False, 1),
-        (40, 3, 240, 80, False, True, 2), (80, 3, 200, 80, False, True, 1), (80, 3, 184, 80, False, True, 1),
-        (80, 3, 184, 80, False, True, 1), (80, 3, 480, 112, True, True, 1), (112, 3, 672, 112, True, True, 1),
-        (112, 5, 672, 160, True, True, 2), (160, 5, 960, 160, True, True, 1), (160, 5, 960, 160, True, True, 1),
+        (16, 3, 16, 16, False, False, 1),
+        (16, 3, 64, 24, False, False, 2),
+        (24, 3, 72, 24, False, False, 1),
+        (24, 5, 72, 40, True, False, 2),
+        (40, 5, 120, 40, True, False, 1),
+        (40, 5, 120, 40, True, False, 1),
+        (40, 3, 240, 80, False, True, 2),
+        (80, 3, 200, 80, False, True, 1),
+        (80, 3, 184, 80, False, True, 1),
+        (80, 3, 184, 80, False, True, 1),
+        (80, 3, 480, 112, True, True, 1),
+        (112, 3, 672, 112, True, True, 1),
+        (112, 5, 672, 160, True, True, 2),
+        (160, 5, 960, 160, True, True, 1),
+        (160, 5, 960, 160, True, True, 1),
     )
-)  # fmt: skip
+)
 
 
 class ConvNorm(nn.Sequential):
     """Convolution without bias, BatchNorm, then an optional activation: (batch, c_in, f, t) -> (batch, c_out, f', t')."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, *, stride: int = 1, groups: int = 1,
-                 act: type[nn.Module] | None = None) -> None:  # fmt: skip
-        layers = [nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-                  nn.BatchNorm2d(c_out, eps=BN_EPS, momentum=BN_MOMENTUM)]  # fmt: skip
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        act: type[nn.Module] | None = None,
+    ) -> None:
+        layers = [
+            nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(c_out, eps=BN_EPS, momentum=BN_MOMENTUM),
+        ]
         super().__init__(*layers, *([act()] if act else []))
 
 
@@ -299,12 +328,21 @@ class EfficientAT(nn.Module):
     for fine-tuning (``self.tags`` is None).
     """
 
-    def __init__(self, *, n_classes: int, input_shape: tuple[int, int] = (N_MELS, N_FRAMES),
-                 pretrained: str | None = None, width: float = WIDTH, dropout: float = 0.2) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        n_classes: int,
+        input_shape: tuple[int, int] = (N_MELS, N_FRAMES),
+        pretrained: str | None = None,
+        width: float = WIDTH,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         if pretrained and (input_shape[0] != N_MELS or width != WIDTH):
-            raise ConfigError(f"pre-trained EfficientAT needs {N_MELS} mel bands and width {WIDTH}, "
-                              f"got input_shape {tuple(input_shape)}, width {width}")  # fmt: skip
+            raise ConfigError(
+                f"pre-trained EfficientAT needs {N_MELS} mel bands and width {WIDTH}, "
+                f"got input_shape {tuple(input_shape)}, width {width}"
+            )
         self.net = MobileNetAT(n_classes=n_classes, width=width, dropout=dropout)
         self.tags = self._load(pretrained) if pretrained else None
 

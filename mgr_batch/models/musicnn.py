@@ -39,21 +39,110 @@ BN_MOMENTUM = 0.01
 
 #: The 50 Million Song Dataset (last.fm) tags of ``MSD_musicnn`` and ``MSD_vgg``, in output order.
 MSD_TAGS = (
-    "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s", "alternative rock",
-    "jazz", "beautiful", "metal", "chillout", "male vocalists", "classic rock", "soul", "indie rock", "Mellow",
-    "electronica", "80s", "folk", "90s", "chill", "instrumental", "punk", "oldies", "blues", "hard rock", "ambient",
-    "acoustic", "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country", "easy listening",
-    "sexy", "catchy", "funk", "electro", "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad", "House",
+    "rock",
+    "pop",
+    "alternative",
+    "indie",
+    "electronic",
+    "female vocalists",
+    "dance",
+    "00s",
+    "alternative rock",
+    "jazz",
+    "beautiful",
+    "metal",
+    "chillout",
+    "male vocalists",
+    "classic rock",
+    "soul",
+    "indie rock",
+    "Mellow",
+    "electronica",
+    "80s",
+    "folk",
+    "90s",
+    "chill",
+    "instrumental",
+    "punk",
+    "oldies",
+    "blues",
+    "hard rock",
+    "ambient",
+    "acoustic",
+    "experimental",
+    "female vocalist",
+    "guitar",
+    "Hip-Hop",
+    "70s",
+    "party",
+    "country",
+    "easy listening",
+    "sexy",
+    "catchy",
+    "funk",
+    "electro",
+    "heavy metal",
+    "Progressive rock",
+    "60s",
+    "rnb",
+    "indie pop",
+    "sad",
+    "House",
     "happy",
-)  # fmt: skip
+)
 #: The 50 MagnaTagATune tags of ``MTT_musicnn`` and ``MTT_vgg``, in output order.
 MTT_TAGS = (
-    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano", "ambient",
-    "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing", "vocals", "no vocals",
-    "harpsichord", "loud", "quiet", "flute", "woman", "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man",
-    "classic", "choir", "voice", "new age", "dance", "male voice", "female vocal", "beats", "harp", "cello",
-    "no voice", "weird", "country", "metal", "female voice", "choral",
-)  # fmt: skip
+    "guitar",
+    "classical",
+    "slow",
+    "techno",
+    "strings",
+    "drums",
+    "electronic",
+    "rock",
+    "fast",
+    "piano",
+    "ambient",
+    "beat",
+    "violin",
+    "vocal",
+    "synth",
+    "female",
+    "indian",
+    "opera",
+    "male",
+    "singing",
+    "vocals",
+    "no vocals",
+    "harpsichord",
+    "loud",
+    "quiet",
+    "flute",
+    "woman",
+    "male vocal",
+    "no vocal",
+    "pop",
+    "soft",
+    "sitar",
+    "solo",
+    "man",
+    "classic",
+    "choir",
+    "voice",
+    "new age",
+    "dance",
+    "male voice",
+    "female vocal",
+    "beats",
+    "harp",
+    "cello",
+    "no voice",
+    "weird",
+    "country",
+    "metal",
+    "female voice",
+    "choral",
+)
 #: Shipped pre-trained models and their tags.
 PRETRAINED_TAGS: dict[str, tuple[str, ...]] = {
     "MSD_musicnn": MSD_TAGS,
@@ -261,11 +350,14 @@ class _ConvBlock(nn.Module):
         n = self.norm
         scale = (n.weight if n.affine else 1.0) / torch.sqrt(n.running_var + n.eps)
         shift = (n.bias if n.affine else 0.0) - n.running_mean * scale
-        pooled = torch.where((scale >= 0)[None, :, None], _over_frequency(torch.amax, z), _over_frequency(torch.amin, z))
+        pooled = torch.where(
+            (scale >= 0)[None, :, None], _over_frequency(torch.amax, z), _over_frequency(torch.amin, z)
+        )
         return F.relu(pooled) * scale[None, :, None] + shift[None, :, None]
 
-    def max_over_frequency_of_affine(self, xhat: torch.Tensor, ones: torch.Tensor, gamma: torch.Tensor,
-                                     beta: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def max_over_frequency_of_affine(
+        self, xhat: torch.Tensor, ones: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor
+    ) -> torch.Tensor:
         """``self(gamma * xhat + beta).amax(dim=2)`` for training, with ``xhat`` (batch, 1, mel, time) data
         that needs no gradient and ``ones`` (1, 1, mel, time) ones padded as ``xhat`` is.
 
@@ -394,7 +486,9 @@ class Musicnn(nn.Module):
 
         timbral = [pooled(blk, None) for blk in self.timbral]  # (batch, c, time) each
         # TF's "same" padding: for an even length k, (k - 1) // 2 frames before and k // 2 after
-        temporal = [pooled(blk, ((k - 1) // 2, k // 2)) for k, blk in zip(self.temporal_lengths, self.temporal, strict=True)]
+        temporal = [
+            pooled(blk, ((k - 1) // 2, k // 2)) for k, blk in zip(self.temporal_lengths, self.temporal, strict=True)
+        ]
         front = torch.cat(timbral + temporal, dim=1)
         cnn1 = self.midend[0](front)
         cnn2 = self.midend[1](cnn1) + cnn1

@@ -29,8 +29,9 @@ class ModelInfo:
 MODELS: dict[str, ModelInfo] = {}
 
 
-def register(name: str, *, family: str, features: str, study: str, description: str,
-             optim: dict[str, Any] | None = None):  # fmt: skip
+def register(
+    name: str, *, family: str, features: str, study: str, description: str, optim: dict[str, Any] | None = None
+):
     """Class decorator adding a model to :data:`MODELS`."""
 
     def deco(cls):
@@ -47,6 +48,8 @@ def model_info(name: str) -> ModelInfo:
     return MODELS[name]
 
 
-def build_model(name: str, *, n_classes: int, input_shape: tuple[int, ...], params: dict[str, Any] | None = None) -> nn.Module:
+def build_model(
+    name: str, *, n_classes: int, input_shape: tuple[int, ...], params: dict[str, Any] | None = None
+) -> nn.Module:
     """Instantiate model ``name`` for inputs of shape ``input_shape`` (per example) and ``n_classes``."""
     return model_info(name).build(n_classes=n_classes, input_shape=tuple(input_shape), **(params or {}))

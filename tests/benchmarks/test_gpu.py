@@ -24,9 +24,27 @@ def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
         else:
             write_chirp(data / genre / f"{genre}.{i:05d}.wav", seconds=3.5, fmin=200 + 100 * i)
     results = tmp_path / "results"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--smoke", "--data", str(data), "--results",
-           str(results), "--minutes", "0.5", "--actors", "1", "--batch-sizes", "8", "--model-types", "cnn",
-           "--train-songs", "6", "--work", str(tmp_path / "work")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "gpu.py"),
+        "--smoke",
+        "--data",
+        str(data),
+        "--results",
+        str(results),
+        "--minutes",
+        "0.5",
+        "--actors",
+        "1",
+        "--batch-sizes",
+        "8",
+        "--model-types",
+        "cnn",
+        "--train-songs",
+        "6",
+        "--work",
+        str(tmp_path / "work"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     r = json.loads((results / "gpu.json").read_text())

@@ -60,8 +60,13 @@ def test_bad_parameters_and_unfitted_use_are_clear():
 
 
 def spec(name: str) -> ModelSpec:
-    return ModelSpec(genres=GENRES, audio=AudioConfig(sr=8000), clips=ClipConfig(clip_seconds=1.0),
-                     features=FeatureConfig(kind="classic58"), model=ModelConfig(name=name))  # fmt: skip
+    return ModelSpec(
+        genres=GENRES,
+        audio=AudioConfig(sr=8000),
+        clips=ClipConfig(clip_seconds=1.0),
+        features=FeatureConfig(kind="classic58"),
+        model=ModelConfig(name=name),
+    )
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))

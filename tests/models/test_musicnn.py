@@ -184,8 +184,10 @@ def _front_end_as_written(model: Musicnn, x: torch.Tensor) -> torch.Tensor:
     """musicnn's front end the plain way: input norm, each block on the (padded) map, max over frequency."""
     h = model.input_norm(x.unsqueeze(1))
     timbral = [blk(h).amax(dim=2) for blk in model.timbral]
-    temporal = [blk(torch.nn.functional.pad(h, ((k - 1) // 2, k // 2))).amax(dim=2)
-                for k, blk in zip(model.temporal_lengths, model.temporal, strict=True)]  # fmt: skip
+    temporal = [
+        blk(torch.nn.functional.pad(h, ((k - 1) // 2, k // 2))).amax(dim=2)
+        for k, blk in zip(model.temporal_lengths, model.temporal, strict=True)
+    ]
     return torch.cat(timbral + temporal, dim=1)
 
 
