@@ -7,6 +7,7 @@ import gc
 import importlib
 import json
 import logging
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -665,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> NoReturn:
-    """The ``mgr-batch`` command: :func:`main`, then exit with its code.
+    """The ``mgr-batch`` command: :func:`main`, then exit with its code (``os._exit``).
 
     Before the interpreter shuts down, every object still alive moves to the cyclic GC's permanent
     generation (``gc.freeze``), which its shutdown collections skip: they would otherwise walk every
@@ -675,7 +676,13 @@ def run(argv: list[str] | None = None) -> NoReturn:
     """
     code = main(argv)
     gc.freeze()
-    sys.exit(code)
+    # Then leave without the interpreter's teardown: every output is written and closed and Ray is shut
+    # down by now, and a native thread pool torn down at exit could abort a finished run ("terminate called
+    # without an active exception", exit -6, seen once after a complete ``compact``).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
