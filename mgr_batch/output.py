@@ -11,16 +11,21 @@ so no row is counted twice while merged files and their sources both exist.
 from __future__ import annotations
 
 import io
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mgr_batch import compaction, schemas, storage
 from mgr_batch.schemas import OPTIONAL_TAG_TABLES, TAG_TABLES
+
+log = logging.getLogger(__name__)
 
 TABLES = (*TAG_TABLES, *OPTIONAL_TAG_TABLES)
 
@@ -104,15 +109,52 @@ def plan(
 
 def prune(output: str, song_ids: frozenset[str], so: dict[str, Any] | None) -> int:
     """Remove the rows of ``song_ids`` from every table, rewriting (or deleting) the parts that hold them."""
-    removed = 0
     if not song_ids:
         return 0
+    return _remove_rows(output, lambda part, ids: ids.isin(song_ids).to_numpy(), so)
+
+
+def deduplicate(output: str, files: pd.DataFrame, model_id: str, so: dict[str, Any] | None) -> int:
+    """Keep one copy of each song that the songs and errors tables list under more than one part name; return
+    the rows removed.
+
+    Two copies arise when a killed run's worker outlives its driver and writes a batch after the rerun
+    planned its work: the rerun does the songs again and, its batches being cut otherwise, writes them
+    under other part names. The copy kept is, in this order, one whose ``path``, ``size``, ``mtime`` and
+    ``model_id`` match ``files`` (the listing) and ``model_id``, a songs row over an error row, the part
+    first by name; every table's rows of that song under the other part names are removed.
+    """
+    frames = []
+    for rank, table in enumerate(("songs", "errors")):
+        fs, parts = _parts(output, table, so)
+        for p in parts:
+            with fs.open(p, "rb") as f:
+                data = pq.read_table(f, columns=["song_id", *KEY]).to_pandas()
+            frames.append(data.assign(part=os.path.basename(p), rank=rank))
+    if not frames:
+        return 0
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[rows["song_id"].duplicated(keep=False)]
+    if rows.empty:
+        return 0
+    current = files[["path", "size", "mtime"]].assign(model_id=model_id).drop_duplicates()
+    rows = rows.merge(current.assign(stale=False), on=KEY, how="left")
+    rows["stale"] = rows["stale"].isna()
+    keep = rows.sort_values(["song_id", "stale", "rank", "part"]).drop_duplicates("song_id")
+    kept = dict(zip(keep["song_id"], keep["part"], strict=True))
+    log.warning("%d song(s) were listed under more than one part; keeping one copy of each", len(kept))
+    return _remove_rows(output, lambda part, ids: (ids.map(kept).fillna(part) != part).to_numpy(), so)
+
+
+def _remove_rows(output: str, drop: Callable[[str, pd.Series], np.ndarray], so: dict[str, Any] | None) -> int:
+    """Remove, from every part of every table, the rows where ``drop(part name, song ids)`` is true."""
+    removed = 0
     for table in TABLES:
         fs, parts = _parts(output, table, so)
         for p in parts:
             with fs.open(p, "rb") as f:
                 data = pq.read_table(f)
-            keep = ~data.column("song_id").to_pandas().isin(song_ids).to_numpy()
+            keep = ~drop(os.path.basename(p), data.column("song_id").to_pandas())
             if keep.all():
                 continue
             removed += int((~keep).sum())

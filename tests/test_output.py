@@ -213,6 +213,35 @@ def test_prune_removes_exactly_the_rows_and_drops_emptied_parts(corpus, tmp_path
     assert output.prune(str(out), frozenset(), None) == 0
 
 
+def test_deduplicate_keeps_one_copy_of_each_song_listed_under_two_parts(corpus, tmp_path):
+    """A killed run's late batch and the rerun's batch hold the same songs under other part names: one copy is
+    kept (the current one over a stale one, a song over an error), with its clips, and nothing else is touched."""
+    files = list_inputs(str(corpus)).files.sort_values("path").reset_index(drop=True)
+    out = tmp_path / "out"
+    rows = files.to_dict("records")
+    a, b, c, d, e = rows[:5]
+    changed = b | {"size": b["size"] + 1}
+    _write(out, "songs", [_song(r, MODEL) for r in (a, b, c)], "part-late")  # the killed run's late write
+    _write(out, "clips", [_clip(r, MODEL) for r in (a, b, c)], "part-late")
+    _write(out, "songs", [_song(a, MODEL), _song(changed, MODEL), _song(d, MODEL)], "part-rerun")
+    _write(out, "clips", [_clip(a, MODEL), _clip(changed, MODEL), _clip(d, MODEL)], "part-rerun")
+    _write(out, "errors", [_error(c, MODEL), _error(e, MODEL)], "part-rerun")
+
+    # the rerun's a and the stale b (a songs and a clips row each), the error row of c
+    assert output.deduplicate(str(out), files, MODEL, None) == 5
+    songs = pd.concat(pd.read_parquet(p).assign(part=p.stem) for p in sorted((out / "songs").glob("*.parquet")))
+    clips = pd.concat(pd.read_parquet(p).assign(part=p.stem) for p in sorted((out / "clips").glob("*.parquet")))
+    errors = pd.read_parquet(out / "errors")
+    assert sorted(songs["song_id"]) == sorted(r["song_id"] for r in (a, b, c, d))
+    by_song = dict(zip(songs["song_id"], songs["part"], strict=True))
+    assert by_song[a["song_id"]] == "part-late"  # equal copies: the part first by name
+    assert by_song[b["song_id"]] == "part-late"  # the copy whose size matches the listing
+    assert songs.loc[songs["song_id"] == b["song_id"], "size"].item() == b["size"]
+    assert list(errors["song_id"]) == [e["song_id"]]  # c's error row gave way to its songs row
+    assert dict(zip(clips["song_id"], clips["part"], strict=True)) == by_song
+    assert output.deduplicate(str(out), files, MODEL, None) == 0
+
+
 def _columns(out: Path, table: str) -> list[str]:
     return list(pd.read_parquet(out / table).columns)
 

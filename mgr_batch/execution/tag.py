@@ -311,6 +311,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
         _check_same_clips(cfg.output, clip_cfg, so)
     compaction.repair(cfg.output, so)  # a compaction a kill interrupted: finished or rolled back first
     output.remove_temp_files(cfg.output, so)
+    output.deduplicate(cfg.output, files, spec.model_id, so)  # a late write of a killed run, seen by this rerun
     require = (("timeline",) if cfg.timeline else ()) + (("embeddings",) if cfg.embeddings else ())
     todo = output.plan(files, cfg.output, spec.model_id, so, require=require)
     pruned = output.prune(cfg.output, todo.prune, so)
@@ -344,6 +345,8 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
                 timeline=cfg.timeline,
                 embeddings=cfg.embeddings,
             )
+        # A killed run's batch that landed while this run did the same songs again (see output.deduplicate).
+        output.deduplicate(cfg.output, files, spec.model_id, so)
     output.ensure_tables(cfg.output, (*TAG_TABLES, *require), spec.genres, so)
     totals = output.table_counts(cfg.output, so)
     summary = {
