@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mgr_batch import features_musicnn as fm
+from mgr_batch.features import musicnn as fm
 from mgr_batch.models.common import fold_batch_norm
 from mgr_batch.models.efficientat import SR, efficientat_logmel, pretrained_network
 

@@ -39,8 +39,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from mgr_batch import audio  # noqa: E402
-from mgr_batch.features_classic import (  # noqa: E402
+from mgr_batch.features.classic import (  # noqa: E402
     FEATURE_NAMES,
     FRAGILE_FEATURES,
     PUBLISHED_TOLERANCE,
@@ -48,6 +47,7 @@ from mgr_batch.features_classic import (  # noqa: E402
     gtzan_features,
     gtzan_features_reference,
 )
+from mgr_batch.io import audio  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "gtzan"

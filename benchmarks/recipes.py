@@ -55,8 +55,8 @@ def labelled_songs() -> pd.DataFrame:
 def extract(network: str, songs: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per-clip embeddings of every song by ``network``: each layer (n_clips, dims), ``song`` (n_clips,)."""
     from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
-    from mgr_batch.features_stacked import layer_sizes
-    from mgr_batch.stages import featurize_batch
+    from mgr_batch.features.stacked import layer_sizes
+    from mgr_batch.stages.decode import featurize_batch
 
     layers = NETWORK_LAYERS[network]
     cfg = FeatureConfig(kind="stacked_embedding", params={"parts": [f"{network}:{layer}" for layer in layers]})

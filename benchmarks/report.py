@@ -4,7 +4,7 @@ Run from the repository root:
 
     python benchmarks/report.py --songs 100000 --out benchmarks/results/report.md
 
-The output is generated with the package's own writer (``mgr_batch.writer.write_tables``, the function a
+The output is generated with the package's own writer (``mgr_batch.io.writer.write_tables``, the function a
 tagging run calls per batch; no audio, no model): songs of 30 s to 5 min with 3 s clips, random clip
 probabilities, 1% error rows, ``--songs-per-part`` songs per part as a run's batches. Each measured step runs
 in a fresh subprocess, which reports its wall seconds and peak resident memory (ru_maxrss): the report on
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from mgr_batch.config import GTZAN_GENRES
-from mgr_batch.storage import song_id_for
-from mgr_batch.writer import write_tables
+from mgr_batch.io.storage import song_id_for
+from mgr_batch.io.writer import write_tables
 
 MODEL_ID = "bench-000000000000"
 
@@ -40,9 +40,9 @@ t = time.perf_counter()
 hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 print(json.dumps({{"seconds": time.perf_counter() - t, "peak_mb": hwm / 1024}}))
 """
-REPORT = "from mgr_batch.run_report import build; build(sys.argv[1], json.loads(sys.argv[2]))"
+REPORT = "from mgr_batch.evaluation.run_report import build; build(sys.argv[1], json.loads(sys.argv[2]))"
 PANDAS = "import pandas as pd; pd.read_parquet(sys.argv[1] + '/songs')"
-COMPACT = "from mgr_batch.compaction import compact; compact(sys.argv[1], json.loads(sys.argv[2]))"
+COMPACT = "from mgr_batch.io.compaction import compact; compact(sys.argv[1], json.loads(sys.argv[2]))"
 
 
 def generate(out: Path, n_songs: int, per_part: int, seed: int = 0) -> dict[str, int]:

@@ -28,8 +28,9 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.signal import lfilter
 
-from mgr_batch import audio, segmentation
+from mgr_batch.clips import segmentation
 from mgr_batch.config import to_dict
+from mgr_batch.io import audio
 
 SR = 22050  # the pipeline's decoding rate (AudioConfig.sr)
 LENGTHS_MIN = (3, 5, 10)

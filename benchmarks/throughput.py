@@ -42,6 +42,8 @@ process tree. Ratios are meaningful within one run; absolute times depend on the
 Writes benchmarks/results/<name>.json and <name>.md (``--name``, default ``throughput``).
 """
 
+# ruff: noqa: E402  (the thread settings below must come before numpy and torch are imported)
+
 from __future__ import annotations
 
 import os
@@ -52,35 +54,39 @@ _PARENT_ENV = dict(os.environ)  # what the tag subprocesses get: the user's envi
 for _var in _THREAD_VARS:
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import hashlib  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import copy
+import hashlib
+import io
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-import av  # noqa: E402
-import librosa  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import soundfile as sf  # noqa: E402
-import soxr  # noqa: E402
-import torch  # noqa: E402
+import av
+import librosa
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import soxr
+import torch
 
-from mgr_batch import audio, checkpoint, clips, features, segmentation, storage  # noqa: E402
-from mgr_batch.config import ClipConfig, InferenceConfig, SegmentationConfig  # noqa: E402
-from mgr_batch.features_classic import gtzan_features, gtzan_features_reference  # noqa: E402
-from mgr_batch.stages import CPU_BATCH_SIZE, Predictor, featurize_batch  # noqa: E402
-from mgr_batch.writer import write_tables  # noqa: E402
+from mgr_batch.clips import segmentation
+from mgr_batch.clips import windows as clips
+from mgr_batch.config import ClipConfig, InferenceConfig, SegmentationConfig
+from mgr_batch.features import registry as features
+from mgr_batch.features.classic import gtzan_features, gtzan_features_reference
+from mgr_batch.io import audio, storage
+from mgr_batch.io.writer import write_tables
+from mgr_batch.models import checkpoint
+from mgr_batch.stages.decode import CPU_BATCH_SIZE, Predictor, featurize_batch
 
 torch.set_num_threads(1)
 
@@ -601,7 +607,7 @@ def _decode_blocks(data: bytes, max_duration: float):
 
 
 def _select(y: np.ndarray, sr: int, clip_cfg: ClipConfig):
-    from mgr_batch.stages import select_clips
+    from mgr_batch.stages.decode import select_clips
 
     return select_clips(y, sr=sr, cfg=clip_cfg)
 

@@ -23,10 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mgr_batch import audio, clips, features
-from mgr_batch import features_musicnn as fm
-from mgr_batch import features_stacked as fs
-from mgr_batch.stages import Predictor
+from mgr_batch.clips import windows as clips
+from mgr_batch.features import musicnn as fm
+from mgr_batch.features import registry as features
+from mgr_batch.features import stacked as fs
+from mgr_batch.io import audio
+from mgr_batch.stages.decode import Predictor
 
 
 def cost(paths: list[str], model: str, *, embeddings: bool = False) -> dict[str, float]:

@@ -23,9 +23,11 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedKFold
 
-from mgr_batch import audio, clips, datasets
-from mgr_batch.features_musicnn import musicnn_input, pretrained_network
-from mgr_batch.metrics import accuracy_summary
+from mgr_batch.clips import windows as clips
+from mgr_batch.evaluation import datasets
+from mgr_batch.evaluation.metrics import accuracy_summary
+from mgr_batch.features.musicnn import musicnn_input, pretrained_network
+from mgr_batch.io import audio
 from mgr_batch.models.classic import ClassicModel
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -125,7 +125,7 @@ class ClipConfig:
     """How a song is cut into clips: fixed windows of ``clip_seconds`` every ``hop_seconds``.
 
     ``select="representative"`` keeps only the clips inside the song's representative segment
-    (:mod:`mgr_batch.segmentation`, parameters in ``segmentation``); ``"fixed"`` keeps every window;
+    (:mod:`mgr_batch.clips.segmentation`, parameters in ``segmentation``); ``"fixed"`` keeps every window;
     ``"random"`` takes ``crops`` windows at random offsets (seeded by the song id), a training-time
     augmentation: songs that are tagged or evaluated always get fixed windows.
     """
@@ -153,7 +153,7 @@ class ClipConfig:
 class FeatureConfig:
     """What a clip becomes before the model (librosa's names); per clip an array (n_features, n_steps).
 
-    ``kind`` is one of :data:`mgr_batch.features.FEATURES`: ``logmel``, ``stft``, ``mfcc``, ``raw``,
+    ``kind`` is one of :data:`mgr_batch.features.registry.FEATURES`: ``logmel``, ``stft``, ``mfcc``, ``raw``,
     ``classic58``, ``classic58_seq`` (and ``musicnn_embedding``). ``scale`` turns power into the model's
     input: ``db`` (10 log10), ``log`` (natural log, the 2 s crop study's log(X^2)), ``log1p``
     (log10(1 + 10000 X), musicnn's) or ``linear`` (magnitude).
@@ -309,7 +309,7 @@ class TrainConfig:
     cpus_per_worker: int = 1
     use_gpu: bool = False
     genres: tuple[str, ...] | None = None  # None = the sorted labels found in DATA
-    #: The features preset (mgr_batch.features.PRESETS) the sample rate, clips and features came from.
+    #: The features preset (mgr_batch.features.registry.PRESETS) the sample rate, clips and features came from.
     preset: str | None = None
     audio: AudioConfig = field(default_factory=AudioConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)

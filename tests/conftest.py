@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from mgr_batch import checkpoint
-from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import GTZAN_GENRES, AudioConfig, ClipConfig, FeatureConfig, ModelConfig
+from mgr_batch.models import checkpoint
+from mgr_batch.models.checkpoint import ModelSpec
 
 #: Fixtures that start or join a real Ray: a test that uses one (directly or through another fixture) is an
 #: end-to-end test, marked ``e2e`` so that ``pytest -m "not e2e"`` runs the Ray-free tests alone.

@@ -1,4 +1,4 @@
-"""mgr_batch.audio: every format and rate decodes to mono float32 at the target rate; broken files raise leaves."""
+"""mgr_batch.io.audio: every format and rate decodes to mono float32 at the target rate; broken files raise leaves."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import soundfile as sf
 from audio_factory import write_aac, write_broken_corpus, write_catalog, write_noise, write_tone
 
-from mgr_batch import audio
 from mgr_batch.errors import (
     AudioDecodeError,
     AudioError,
@@ -18,6 +17,7 @@ from mgr_batch.errors import (
     MgrBatchError,
     SilentAudioError,
 )
+from mgr_batch.io import audio
 
 
 def peak_hz(y: np.ndarray, sr: int) -> float:

@@ -34,11 +34,11 @@ from audio_factory import (
 )
 from conftest import TINY_FEATURES
 
-from mgr_batch import features
 from mgr_batch.cli import main
 from mgr_batch.config import AudioConfig, ClipConfig
-from mgr_batch.stages import featurize_batch
-from mgr_batch.storage import list_inputs
+from mgr_batch.features import registry as features
+from mgr_batch.io.storage import list_inputs
+from mgr_batch.stages.decode import featurize_batch
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ROOT_REASON = "runs as root: chmod 000 does not stop root from reading, so 'permission denied' cannot happen"

@@ -1,10 +1,10 @@
-"""mgr_batch.calibration: temperature scaling, expected calibration error, the uncertainty threshold."""
+"""mgr_batch.evaluation.calibration: temperature scaling, expected calibration error, the uncertainty threshold."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mgr_batch import calibration as cal
+from mgr_batch.evaluation import calibration as cal
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

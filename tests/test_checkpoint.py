@@ -1,4 +1,4 @@
-"""mgr_batch.checkpoint: save and load self-describing checkpoints; broken ones raise CheckpointError."""
+"""mgr_batch.models.checkpoint: save and load self-describing checkpoints; broken ones raise CheckpointError."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from mgr_batch import checkpoint
-from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import GTZAN_GENRES, AudioConfig, ClipConfig, FeatureConfig, ModelConfig
 from mgr_batch.errors import CheckpointError
+from mgr_batch.models import checkpoint
+from mgr_batch.models.checkpoint import ModelSpec
 
 
 def make_spec(**model_params) -> ModelSpec:

@@ -1,11 +1,11 @@
-"""mgr_batch.clips: window arithmetic, shapes, zero padding and start times."""
+"""mgr_batch.clips.windows: window arithmetic, shapes, zero padding and start times."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mgr_batch import clips
+from mgr_batch.clips import windows as clips
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from audio_factory import write_tone
 
-from mgr_batch import compaction, output, schemas
 from mgr_batch.cli import main
+from mgr_batch.io import compaction, output, schemas
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

@@ -1,4 +1,4 @@
-"""mgr_batch.datasets: labels from folders and manifests, split lists on stems, the leakage guard."""
+"""mgr_batch.evaluation.datasets: labels from folders and manifests, split lists on stems, the leakage guard."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from audio_factory import write_tone
 
-from mgr_batch import datasets
 from mgr_batch.errors import ConfigError, LabelError, LeakageError
+from mgr_batch.evaluation import datasets
 
 
 @pytest.fixture

@@ -13,8 +13,11 @@ import pytest
 import torch
 from audio_factory import split_flags, write_noise, write_tone, write_tones_and_noise
 
-from mgr_batch import audio, checkpoint, clips, features
 from mgr_batch.cli import main
+from mgr_batch.clips import windows as clips
+from mgr_batch.features import registry as features
+from mgr_batch.io import audio
+from mgr_batch.models import checkpoint
 from mgr_batch.models.efficientat import EfficientAT, audioset_labels, load_pretrained_state
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from audio_factory import write_noise, write_tone
 
-from mgr_batch import audio, clips, schemas
 from mgr_batch.cli import main
-from mgr_batch.features_musicnn import DEFAULT_LAYER, LAYERS, embedding_model_id, musicnn_embedding
+from mgr_batch.clips import windows as clips
+from mgr_batch.features.musicnn import DEFAULT_LAYER, LAYERS, embedding_model_id, musicnn_embedding
+from mgr_batch.io import audio, schemas
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

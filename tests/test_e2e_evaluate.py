@@ -13,8 +13,8 @@ import torch
 import yaml
 from audio_factory import write_noise, write_tone
 
-from mgr_batch import checkpoint
 from mgr_batch.cli import main
+from mgr_batch.models import checkpoint
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from audio_factory import write_noise, write_tone
 
-from mgr_batch import checkpoint, features
 from mgr_batch.cli import main
+from mgr_batch.features import registry as features
+from mgr_batch.models import checkpoint
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -73,8 +74,8 @@ def test_training_fits_one_row_per_song_and_stores_its_calibration(recipe_model)
 
 
 def test_tag_scores_songs_with_the_head_on_pooled_clips_and_flags_uncertain(recipe_model, labelled, tmp_path):
-    from mgr_batch import calibration
-    from mgr_batch.stages import certainty
+    from mgr_batch.evaluation import calibration
+    from mgr_batch.stages.decode import certainty
 
     model, spec = checkpoint.load(str(recipe_model))
     src = tmp_path / "in"
@@ -86,8 +87,8 @@ def test_tag_scores_songs_with_the_head_on_pooled_clips_and_flags_uncertain(reci
     probs = [f"p_{g}" for g in spec.genres]
     assert list(songs["n_clips"]) == [2, 1]
     # the song row is the calibrated head on the mean of the song's clip embeddings, not the mean of clip rows
-    from mgr_batch import audio
-    from mgr_batch import clips as clipping
+    from mgr_batch.clips import windows as clipping
+    from mgr_batch.io import audio
 
     decoded = audio.load(str(src / "long.wav"), sr=spec.audio.sr)
     x = features.featurize(

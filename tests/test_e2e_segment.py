@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 from audio_factory import three_part_song, write_tone
 
-from mgr_batch import schemas
 from mgr_batch.cli import main
+from mgr_batch.io import schemas
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

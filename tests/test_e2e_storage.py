@@ -10,8 +10,8 @@ import pytest
 from audio_factory import write_broken_corpus, write_catalog
 from conftest import S3_SECRET
 
-from mgr_batch import storage
 from mgr_batch.cli import main
+from mgr_batch.io import storage
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from audio_factory import write_broken_corpus, write_catalog, write_noise, write_tone
 
-from mgr_batch import schemas
-from mgr_batch.checkpoint import load_spec
 from mgr_batch.cli import main
-from mgr_batch.clips import clip_starts
-from mgr_batch.storage import song_id_for
+from mgr_batch.clips.windows import clip_starts
+from mgr_batch.io import schemas
+from mgr_batch.io.storage import song_id_for
+from mgr_batch.models.checkpoint import load_spec
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -145,10 +145,10 @@ def test_manifest_glob_and_hop(tmp_path, tiny_model):
 def test_decode_stays_apart_from_the_inference_actors(corpus, tiny_model):
     """Ray Data must not fuse the decode tasks into the actor pool (decoding would then scale with actors):
     the path of GPU runs, here on CPU actors."""
-    from mgr_batch.checkpoint import load_spec as spec_of
     from mgr_batch.config import InferenceConfig
     from mgr_batch.execution.tag import featurized, predicted
-    from mgr_batch.storage import list_inputs
+    from mgr_batch.io.storage import list_inputs
+    from mgr_batch.models.checkpoint import load_spec as spec_of
 
     root, _, _ = corpus
     spec = spec_of(tiny_model)
@@ -165,10 +165,10 @@ def test_decode_stays_apart_from_the_inference_actors(corpus, tiny_model):
 def test_cpu_runs_decode_predict_and_write_in_one_task_like_the_actor_path(corpus, tagged, tiny_model, tmp_path):
     """Without GPUs the model runs in the decode tasks: Ray Data fuses decode, inference and writing into one
     task stage (so it can run one task per CPU); the tables equal those of the actor pool path."""
-    from mgr_batch.checkpoint import load_spec as spec_of
     from mgr_batch.config import InferenceConfig
     from mgr_batch.execution.tag import featurized, in_decode_tasks, predicted
-    from mgr_batch.storage import list_inputs
+    from mgr_batch.io.storage import list_inputs
+    from mgr_batch.models.checkpoint import load_spec as spec_of
 
     root, _, _ = corpus
     spec = spec_of(tiny_model)

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from audio_factory import write_chirp, write_noise, write_tone
 
-from mgr_batch import checkpoint, features, schemas
 from mgr_batch.cli import main
+from mgr_batch.features import registry as features
+from mgr_batch.io import schemas
+from mgr_batch.models import checkpoint
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

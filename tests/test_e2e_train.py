@@ -10,8 +10,8 @@ import pytest
 import torch
 from audio_factory import write_noise, write_tone
 
-from mgr_batch import checkpoint
 from mgr_batch.cli import main
+from mgr_batch.models import checkpoint
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

@@ -12,8 +12,11 @@ import pytest
 import torch
 from audio_factory import split_flags, write_noise, write_tone, write_tones_and_noise
 
-from mgr_batch import audio, checkpoint, clips, features
 from mgr_batch.cli import main
+from mgr_batch.clips import windows as clips
+from mgr_batch.features import registry as features
+from mgr_batch.io import audio
+from mgr_batch.models import checkpoint
 from mgr_batch.models.musicnn import MSD_TAGS, Musicnn, load_pretrained_state
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -168,8 +171,8 @@ def test_musicnn_logreg_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_pat
 
 def test_predictor_embeds_musicnn_log_mel_itself():
     """Given musicnn's log-mel instead of embeddings, musicnn-logreg's Predictor runs the network first."""
-    from mgr_batch import features_musicnn as fm
-    from mgr_batch.stages import Predictor
+    from mgr_batch.features import musicnn as fm
+    from mgr_batch.stages.decode import Predictor
 
     spec = checkpoint.load_spec("musicnn-logreg")
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgr_batch.evaluation import aggregation_comparison, classification_metrics, evaluate_tables, song_frame
+from mgr_batch.evaluation.scoring import aggregation_comparison, classification_metrics, evaluate_tables, song_frame
 
 GENRES = ("a", "b", "c")
 

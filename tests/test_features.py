@@ -1,4 +1,4 @@
-"""mgr_batch.features: log-mel shape, agreement with librosa, a tone in the right mel bin, batching."""
+"""mgr_batch.features.registry: log-mel shape, agreement with librosa, a tone in the right mel bin, batching."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from mgr_batch import features
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
 from mgr_batch.errors import ConfigError
+from mgr_batch.features import registry as features
 
 
 def white_noise(n: int, seed: int = 0) -> np.ndarray:
@@ -198,7 +198,7 @@ def test_raw_is_the_waveform():
 
 
 def test_classic58_is_the_gtzan_vector_of_each_clip():
-    from mgr_batch.features_classic import gtzan_features
+    from mgr_batch.features.classic import gtzan_features
 
     clips = np.stack([white_noise(3 * 22050, seed=5), sine(220.0, 3 * 22050, 22050) + white_noise(3 * 22050)])
     out = features.featurize(clips, sr=22050, cfg=FeatureConfig(kind="classic58"))
@@ -208,7 +208,7 @@ def test_classic58_is_the_gtzan_vector_of_each_clip():
 
 @pytest.mark.parametrize("window_seconds, n_windows", [(3.0, 4), (6.0, 2), (9.0, 1)])
 def test_classic58_seq_is_one_vector_per_window(window_seconds, n_windows):
-    from mgr_batch.features_classic import gtzan_features
+    from mgr_batch.features.classic import gtzan_features
 
     sr, seconds = 8000, 12.0
     clip = (white_noise(int(seconds * sr), seed=6) + sine(300.0, int(seconds * sr), sr))[None]
@@ -247,7 +247,7 @@ def test_long_batches_are_featurized_in_chunks_with_the_same_result():
 
 
 def test_classic58_seq_puts_a_short_songs_padding_first():
-    from mgr_batch.features_classic import gtzan_features
+    from mgr_batch.features.classic import gtzan_features
 
     sr, w = 8000, 8000  # 1 s windows of a 4 s clip holding 1.5 s of audio, then zeros
     audio = white_noise(int(1.5 * sr), seed=7) + sine(300.0, int(1.5 * sr), sr)

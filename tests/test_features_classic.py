@@ -1,4 +1,4 @@
-"""mgr_batch.features_classic: names and shapes, known answers on tones and clicks, fast == reference, GTZAN rows."""
+"""mgr_batch.features.classic: names and shapes, known answers on tones and clicks, fast == reference, GTZAN rows."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import scipy.ndimage
 
-from mgr_batch import audio
-from mgr_batch import features_classic as fc
+from mgr_batch.features import classic as fc
+from mgr_batch.io import audio
 
 SR = 22050
 GTZAN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtzan"

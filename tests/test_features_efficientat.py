@@ -1,4 +1,4 @@
-"""mgr_batch.features_efficientat: EfficientAT's log-mel and its pre-trained embeddings as feature kinds, the
+"""mgr_batch.features.efficientat: EfficientAT's log-mel and its pre-trained embeddings as feature kinds, the
 presets, and the split of the network into the inference actor."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from mgr_batch import features
 from mgr_batch.cli import with_preset
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.features_efficientat import (
+from mgr_batch.features import registry as features
+from mgr_batch.features.efficientat import (
     DEFAULT_LAYER,
     INPUT_FEATURES,
     LAYERS,
@@ -25,7 +25,7 @@ from mgr_batch.features_efficientat import (
 )
 from mgr_batch.models import efficientat as eat
 from mgr_batch.models.efficientat import audioset_labels, efficientat_logmel
-from mgr_batch.stages import actor_split
+from mgr_batch.stages.decode import actor_split
 
 
 def tone(freq: float, seconds: float = 3.0, sr: int = SR) -> np.ndarray:
@@ -125,8 +125,8 @@ def test_actor_split_gives_the_same_features(clips, layer):
     """The decode tasks' log-mel (INPUT_FEATURES), embedded in the actor, equals the features computed whole."""
     assert splits_into_actor(cfg(layer=layer), sr=SR) and not splits_into_actor(cfg(layer=layer), sr=16000)
     assert not splits_into_actor(INPUT_FEATURES, sr=SR)
-    import mgr_batch.features_efficientat as fe
-    import mgr_batch.features_musicnn as fm
+    import mgr_batch.features.efficientat as fe
+    import mgr_batch.features.musicnn as fm
 
     assert actor_split(cfg(layer=layer), sr=SR) is fe
     assert actor_split(FeatureConfig(kind="musicnn_embedding"), sr=16000) is fm

@@ -1,4 +1,4 @@
-"""mgr_batch.features_musicnn: the pre-trained musicnn embedding as a feature kind, and its preset."""
+"""mgr_batch.features.musicnn: the pre-trained musicnn embedding as a feature kind, and its preset."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mgr_batch import features
 from mgr_batch.cli import with_preset
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.features_musicnn import (
+from mgr_batch.features import registry as features
+from mgr_batch.features.musicnn import (
     DEFAULT_LAYER,
     LAYERS,
     embedding_model_id,

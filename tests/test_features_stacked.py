@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mgr_batch import features_musicnn as fm
-from mgr_batch import features_stacked as fs
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.features import feature_shape, featurize, preset
+from mgr_batch.features import musicnn as fm
+from mgr_batch.features import stacked as fs
+from mgr_batch.features.registry import feature_shape, featurize, preset
 
 
 def _clips(sr: int, n: int = 3) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_the_actor_half_embeds_decoded_clips():
 
 
 def test_the_preset_decodes_at_the_highest_rate_its_networks_need():
-    pytest.importorskip("mgr_batch.features_efficientat")
+    pytest.importorskip("mgr_batch.features.efficientat")
     p = preset("musicnn_efficientat")
     cfg = FeatureConfig(**p.features)
     assert p.audio["sr"] == 32000 and fs.parts(cfg) == (("MSD_musicnn", "penultimate"), ("efficientat", "embedding"))
@@ -89,7 +89,7 @@ def test_bad_parts_are_config_errors(params, message):
 
 def test_a_stacks_efficientat_part_is_the_efficientat_embedding_kinds():
     """The stack's EfficientAT layers (both from one forward pass) equal features_efficientat's, clip by clip."""
-    fe = pytest.importorskip("mgr_batch.features_efficientat")
+    fe = pytest.importorskip("mgr_batch.features.efficientat")
     x = _clips(22050, n=2)
     got = fs.efficientat_layers(x, sr=22050, layers=("embedding", "logits"))
     for layer in ("embedding", "logits"):

@@ -25,7 +25,8 @@ MAX_PEAK_MB = 600
 DECODE_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys, tracemalloc
-    from mgr_batch import audio, storage
+    from mgr_batch.io import audio
+    from mgr_batch.io import storage
     from mgr_batch.config import AudioConfig
 
     cfg = AudioConfig()

@@ -1,11 +1,11 @@
-"""mgr_batch.metrics: clip and song accuracy on hand-made cases."""
+"""mgr_batch.evaluation.metrics: clip and song accuracy on hand-made cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mgr_batch import metrics
+from mgr_batch.evaluation import metrics
 
 # Song s1 (label 0): clips say 0, 1, 0 -> song 0 (right).  Song s2 (label 1): clips say 1, 2 -> the mean
 # says 2 (wrong).  Song s3 (label 2): one clip, 2 (right).  Clips right: 2 + 1 + 1 of 6.

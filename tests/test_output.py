@@ -1,4 +1,4 @@
-"""mgr_batch.output: plan and prune without Ray, over a grid of what an output folder can hold for each listed
+"""mgr_batch.io.output: plan and prune without Ray, over a grid of what an output folder can hold for each listed
 file (done, done as an error, changed, another model's, missing a required table, leftovers of a killed run);
 and, through a real run, every table exists after it, empty with its schema when it has no rows."""
 
@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from audio_factory import write_tone
 
-from mgr_batch import output, schemas
 from mgr_batch.cli import main
 from mgr_batch.config import GTZAN_GENRES
-from mgr_batch.schemas import arrow_schema
-from mgr_batch.storage import list_inputs
+from mgr_batch.io import output, schemas
+from mgr_batch.io.schemas import arrow_schema
+from mgr_batch.io.storage import list_inputs
 
 MODEL = "cnn-aaaaaaaaaaaa"
 OTHER = "cnn-bbbbbbbbbbbb"

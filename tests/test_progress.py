@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from audio_factory import write_noise, write_random_bytes, write_spliced_mp3, write_tone
 
-from mgr_batch.progress import Progress, Settings, hours
+from mgr_batch.execution.progress import Progress, Settings, hours
 
 ROOT = Path(__file__).resolve().parent.parent
 N_FILES = 12

@@ -11,11 +11,11 @@ import soundfile as sf
 from audio_factory import write_aac, write_constant, write_tone
 from faults import FailingReader, ResettingProxy
 
-from mgr_batch import audio
 from mgr_batch.config import AudioConfig, ClipConfig
 from mgr_batch.errors import AudioReadError, SilentAudioError
-from mgr_batch.stages import featurize_batch
-from mgr_batch.storage import song_id_for
+from mgr_batch.io import audio
+from mgr_batch.io.storage import song_id_for
+from mgr_batch.stages.decode import featurize_batch
 
 SECONDS = 20.0
 #: Every decoder: libsndfile reads WAV, FLAC and MP3; FFmpeg reads Ogg (Vorbis, Opus) and MP4/AAC.

@@ -1,4 +1,4 @@
-"""mgr_batch.schemas: schemas/*.json as pyarrow schemas, genre columns after the fixed ones."""
+"""mgr_batch.io.schemas: schemas/*.json as pyarrow schemas, genre columns after the fixed ones."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mgr_batch import schemas
+from mgr_batch.io import schemas
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 

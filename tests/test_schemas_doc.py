@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from mgr_batch import schemas
+from mgr_batch.io import schemas
 
 
 def test_schemas_doc_is_current():

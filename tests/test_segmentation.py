@@ -1,4 +1,4 @@
-"""mgr_batch.segmentation: AR fits, the fast SEM against direct filtering, adjacency, clustering, segments."""
+"""mgr_batch.clips.segmentation: AR fits, the fast SEM against direct filtering, adjacency, clustering, segments."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from audio_factory import noise as _noise
 from audio_factory import three_part_song as make_three_part_song
 from scipy.signal import lfilter
 
-from mgr_batch import segmentation as seg
+from mgr_batch.clips import segmentation as seg
 from mgr_batch.errors import ConfigError, EmptyAudioError, InvalidAudioError
-from mgr_batch.segmentation_plot import plot_segmentation
+from mgr_batch.plots.segmentation import plot_segmentation
 
 SR = 11025  # the default analysis rate: the synthetic songs skip resampling
 

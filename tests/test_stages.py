@@ -1,4 +1,4 @@
-"""mgr_batch.stages without Ray: featurize a mixed batch, predict, aggregate, explode for training."""
+"""mgr_batch.stages.decode without Ray: featurize a mixed batch, predict, aggregate, explode for training."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 from audio_factory import write_broken_corpus, write_chirp, write_noise, write_spliced_mp3, write_tone
 
-from mgr_batch import audio, checkpoint, clips, features, stages, storage
+from mgr_batch.clips import windows as clips
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
 from mgr_batch.errors import ConfigError
+from mgr_batch.features import registry as features
+from mgr_batch.io import audio, storage
+from mgr_batch.models import checkpoint
+from mgr_batch.stages import decode as stages
 
 FEATURES = FeatureConfig(n_mels=32, hop_length=1024)
 

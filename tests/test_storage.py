@@ -1,4 +1,4 @@
-"""mgr_batch.storage (local paths): listing folders, globs, single files and manifests; ids; atomic writes."""
+"""mgr_batch.io.storage (local paths): listing folders, globs, single files and manifests; ids; atomic writes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from audio_factory import write_tone
 
-from mgr_batch import storage
 from mgr_batch.errors import ConfigError, InputNotFoundError, MgrBatchError
+from mgr_batch.io import storage
 
 
 @pytest.fixture

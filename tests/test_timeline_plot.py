@@ -1,4 +1,4 @@
-"""mgr_batch.timeline_plot without Ray: a song's timeline read back from written tables, and its PNG."""
+"""mgr_batch.plots.timeline without Ray: a song's timeline read back from written tables, and its PNG."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from audio_factory import write_noise, write_tone
 
-from mgr_batch import stages, storage, writer
 from mgr_batch.config import ClipConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.timeline_plot import plot_timeline, read_timeline, timeline_png
+from mgr_batch.io import storage, writer
+from mgr_batch.plots.timeline import plot_timeline, read_timeline, timeline_png
+from mgr_batch.stages import decode as stages
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""mgr_batch.writer: predicted batches to songs/clips/errors tables that match the JSON schemas."""
+"""mgr_batch.io.writer: predicted batches to songs/clips/errors tables that match the JSON schemas."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from audio_factory import write_broken_corpus, write_catalog
 
-from mgr_batch import schemas, stages, storage, writer
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
+from mgr_batch.io import schemas, storage, writer
+from mgr_batch.stages import decode as stages
 
 GENRES = ("blues", "jazz", "rock")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from mgr_batch.schemas import markdown
+from mgr_batch.io.schemas import markdown
 
 if __name__ == "__main__":
     target = Path(__file__).resolve().parent.parent / "docs" / "schemas.md"

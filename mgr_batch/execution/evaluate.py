@@ -13,16 +13,18 @@ import numpy as np
 import pandas as pd
 import ray
 
-from mgr_batch import checkpoint, datasets, storage
-from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import ClipConfig, CVConfig, EvaluateConfig, dump_yaml, redacted, to_dict
-from mgr_batch.evaluation import evaluate_tables
+from mgr_batch.evaluation import datasets
+from mgr_batch.evaluation.report import write_report
+from mgr_batch.evaluation.scoring import evaluate_tables
+from mgr_batch.execution.progress import say
 from mgr_batch.execution.runtime import ray_session
 from mgr_batch.execution.tag import check_output_free, tag_featurized, tag_files
 from mgr_batch.execution.train import featurized_songs, fit, training_spec
-from mgr_batch.progress import say
-from mgr_batch.report import write_report
-from mgr_batch.stages import LISTING_COLUMNS
+from mgr_batch.io import storage
+from mgr_batch.models import checkpoint
+from mgr_batch.models.checkpoint import ModelSpec
+from mgr_batch.stages.decode import LISTING_COLUMNS
 
 log = logging.getLogger(__name__)
 

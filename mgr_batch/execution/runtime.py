@@ -13,7 +13,7 @@ import pandas as pd
 import ray
 
 from mgr_batch.config import RayConfig
-from mgr_batch.progress import SETTINGS
+from mgr_batch.execution.progress import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def init_kwargs(
     about 1 s of wall time and 1.2 CPU-s of worker start-up (README, Throughput).
 
     The workers' output reaches the driver's screen only when ``verbose`` (default: ``-v`` given, see
-    :data:`mgr_batch.progress.SETTINGS`); otherwise it stays in the Ray session's log files, and the
+    :data:`mgr_batch.execution.progress.SETTINGS`); otherwise it stays in the Ray session's log files, and the
     driver's Ray logger shows errors only (not the start-up notes: token authentication, the instance
     started)."""
     verbose = SETTINGS.verbose if verbose is None else verbose
@@ -68,7 +68,7 @@ def init_kwargs(
 
 def quiet_ray_data(*, verbose: bool) -> None:
     """Ray Data's own progress bars and notes off the screen unless ``verbose``: mgr-batch shows its own
-    progress (:mod:`mgr_batch.progress`), counted in files. Ray Data's log file (ray-data.log in the Ray
+    progress (:mod:`mgr_batch.execution.progress`), counted in files. Ray Data's log file (ray-data.log in the Ray
     session's logs) keeps every note; only its console handler is raised to errors."""
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = verbose

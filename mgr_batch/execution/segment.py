@@ -7,13 +7,13 @@ import time
 from collections import Counter
 from typing import Any
 
-from mgr_batch import output, storage
 from mgr_batch.config import SegmentConfig, dump_yaml, redacted, to_dict
 from mgr_batch.errors import ConfigError
+from mgr_batch.execution.progress import Progress
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
-from mgr_batch.progress import Progress
-from mgr_batch.stages import LISTING_COLUMNS, segment_batch
-from mgr_batch.writer import write_segments
+from mgr_batch.io import output, storage
+from mgr_batch.io.writer import write_segments
+from mgr_batch.stages.decode import LISTING_COLUMNS, segment_batch
 
 
 def run_segment(cfg: SegmentConfig) -> dict[str, Any]:

@@ -14,16 +14,17 @@ from typing import Any
 import pandas as pd
 import ray
 
-from mgr_batch import checkpoint, compaction, output, storage
-from mgr_batch import features_musicnn as fm
-from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
 from mgr_batch.errors import ConfigError, OutputError
+from mgr_batch.execution.progress import Progress
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
-from mgr_batch.models import model_info
-from mgr_batch.progress import Progress
-from mgr_batch.schemas import TAG_TABLES
-from mgr_batch.stages import (
+from mgr_batch.features import musicnn as fm
+from mgr_batch.io import compaction, output, storage
+from mgr_batch.io.schemas import TAG_TABLES
+from mgr_batch.io.writer import write_tables
+from mgr_batch.models import checkpoint, model_info
+from mgr_batch.models.checkpoint import ModelSpec
+from mgr_batch.stages.decode import (
     LISTING_COLUMNS,
     Embedder,
     Predictor,
@@ -33,7 +34,6 @@ from mgr_batch.stages import (
     featurize_batch,
     has_timeline,
 )
-from mgr_batch.writer import write_tables
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def featurized(
     embedding_input: bool = False,
 ) -> ray.data.Dataset:
     """Dataset of per-song rows with ``features`` (and with ``embedding_input`` musicnn's input of the same
-    clips; see :func:`mgr_batch.stages.featurize_batch`). For a model on pre-trained embeddings whose network
+    clips; see :func:`mgr_batch.stages.decode.featurize_batch`). For a model on pre-trained embeddings whose network
     runs in the inference actors (``inference.embed_in_actor``), ``features`` is the network's log-mel."""
     split = actor_split(spec.features, sr=spec.audio.sr) if embeds_in_actor(spec, inference) else None
     feature_cfg = split.INPUT_FEATURES if split is not None else spec.features
@@ -119,7 +119,7 @@ def predicted(
 ) -> ray.data.Dataset:
     """Adds ``clip_probs`` (and with ``timeline`` the per-step columns, see :class:`Predictor`) with an
     actor pool that loads the model once per actor, or, with ``inference.in_decode_tasks``, in the decode
-    tasks, which load it once per worker process (:func:`mgr_batch.stages.call_cached`).
+    tasks, which load it once per worker process (:func:`mgr_batch.stages.decode.call_cached`).
 
     A CPU actor reserves no CPU (``num_cpus=0``): it works only when decode tasks hand it a batch, so
     reserving a whole CPU for it left that CPU idle most of the time (with 2 CPUs only one decode task
@@ -376,7 +376,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
             cfg.output, so, target_rows=cfg.compact.target_rows, target_bytes=int(cfg.compact.target_mb * 2**20)
         )
     if cfg.report:
-        from mgr_batch.run_report import build as build_report
+        from mgr_batch.evaluation.run_report import build as build_report
 
         summary["report"] = build_report(cfg.output, so)["report"]
     return summary

@@ -21,16 +21,17 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, RunConfig, Scali
 from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
-from mgr_batch import checkpoint, datasets, storage
-from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import OptimConfig, TrainConfig, dump_yaml, from_dict, redacted
 from mgr_batch.errors import ConfigError
+from mgr_batch.evaluation import datasets
+from mgr_batch.evaluation.metrics import accuracy_summary
+from mgr_batch.execution.progress import SETTINGS, say
 from mgr_batch.execution.runtime import ray_session
 from mgr_batch.execution.tag import featurized
-from mgr_batch.metrics import accuracy_summary
-from mgr_batch.models import model_info
-from mgr_batch.progress import SETTINGS, say
-from mgr_batch.stages import explode_clips
+from mgr_batch.io import storage
+from mgr_batch.models import checkpoint, model_info
+from mgr_batch.models.checkpoint import ModelSpec
+from mgr_batch.stages.decode import explode_clips
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +287,8 @@ def song_level_summary(model, clips: dict[str, np.ndarray]) -> dict[str, float]:
 
 def _calibration(model, train: dict[str, np.ndarray]) -> dict[str, Any]:
     """Temperature and uncertainty threshold of ``model``, fitted on out-of-fold song probabilities of the
-    training songs (:data:`mgr_batch.calibration.CALIBRATION_FOLDS` folds of whole songs)."""
-    from mgr_batch import calibration as cal
+    training songs (:data:`mgr_batch.evaluation.calibration.CALIBRATION_FOLDS` folds of whole songs)."""
+    from mgr_batch.evaluation import calibration as cal
 
     probs, labels = model.out_of_fold_song_proba(
         train["features"], train["label"], train["song_id"], folds=cal.CALIBRATION_FOLDS

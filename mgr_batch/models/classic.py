@@ -116,7 +116,7 @@ class ClassicModel:
     ``pca`` overrides the estimator's default PCA size (0 turns PCA off); ``grid`` replaces the
     search grid (``{}``: no search); ``pooling`` is the training row (:data:`POOLINGS`, see the module);
     ``calibrate`` asks training to fit a temperature and an uncertainty threshold by cross-validation
-    (:mod:`mgr_batch.calibration`); other keyword arguments go to the estimator.
+    (:mod:`mgr_batch.evaluation.calibration`); other keyword arguments go to the estimator.
     """
 
     family = "classic"

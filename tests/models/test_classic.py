@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mgr_batch import checkpoint
-from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, ModelConfig
 from mgr_batch.errors import CheckpointError, ConfigError
-from mgr_batch.models import MODELS, build_model
+from mgr_batch.models import MODELS, build_model, checkpoint
+from mgr_batch.models.checkpoint import ModelSpec
 from mgr_batch.models.classic import ESTIMATORS, ClassicModel
 
 GENRES = ("a", "b", "c")

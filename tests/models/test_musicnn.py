@@ -21,11 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from mgr_batch import checkpoint
-from mgr_batch.checkpoint import ModelSpec
 from mgr_batch.config import GTZAN_GENRES, AudioConfig, ClipConfig, FeatureConfig, ModelConfig
 from mgr_batch.errors import ConfigError, EmptyAudioError
-from mgr_batch.models import MODELS, build_model
+from mgr_batch.models import MODELS, build_model, checkpoint
+from mgr_batch.models.checkpoint import ModelSpec
 from mgr_batch.models.musicnn import (
     MSD_TAGS,
     MTT_TAGS,

@@ -20,15 +20,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from mgr_batch import audio as audio_io
-from mgr_batch import calibration, checkpoint, clips, features, segmentation, storage
-from mgr_batch import features_efficientat as fe
-from mgr_batch import features_musicnn as fm
-from mgr_batch import features_stacked as fs
+from mgr_batch.clips import segmentation
+from mgr_batch.clips import windows as clips
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, SegmentationConfig
 from mgr_batch.errors import AudioError, AudioReadError, ConfigError, error_type
+from mgr_batch.evaluation import calibration
+from mgr_batch.features import efficientat as fe
+from mgr_batch.features import musicnn as fm
+from mgr_batch.features import registry as features
+from mgr_batch.features import stacked as fs
+from mgr_batch.io import audio as audio_io
+from mgr_batch.io import storage
+from mgr_batch.models import checkpoint
 from mgr_batch.models.common import fold_batch_norm
-from mgr_batch.segmentation_plot import segmentation_png
+from mgr_batch.plots.segmentation import segmentation_png
 
 #: Columns a listing gives the first stage.
 LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
@@ -301,8 +306,8 @@ GPU_BATCH_SIZE = 64
 
 
 def actor_split(cfg: FeatureConfig, *, sr: int):
-    """The feature module (:mod:`mgr_batch.features_musicnn`, :mod:`mgr_batch.features_efficientat` or
-    :mod:`mgr_batch.features_stacked`) whose pre-trained network features ``cfg`` at ``sr`` Hz can leave to the
+    """The feature module (:mod:`mgr_batch.features.musicnn`, :mod:`mgr_batch.features.efficientat` or
+    :mod:`mgr_batch.features.stacked`) whose pre-trained network features ``cfg`` at ``sr`` Hz can leave to the
     inference actor (the decode tasks compute the module's ``INPUT_FEATURES``, the actor its ``embed_inputs``;
     a stack's decoded clips), or None when they cannot split."""
     for module in (fm, fe, fs):
@@ -404,7 +409,7 @@ class Predictor:
         song_clip_probs = np.split(probs, np.cumsum(counts)[:-1]) if counts else []
         if self.song_level:
             # A song-level head scores each song from its pooled clips; a calibrated model's probabilities
-            # (songs and clips) go through its temperature (mgr_batch.calibration).
+            # (songs and clips) go through its temperature (mgr_batch.evaluation.calibration).
             song_x = np.split(x, np.cumsum(counts)[:-1]) if flat else [np.zeros((0,))] * len(counts)
             pooled = getattr(self.model, "predict_song_proba", None)
             song_probs = [
@@ -520,7 +525,7 @@ def segment_batch(
     plot: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Decode each listed file and segment it (:func:`mgr_batch.segmentation.representative`).
+    """Decode each listed file and segment it (:func:`mgr_batch.clips.segmentation.representative`).
 
     Adds :data:`SEGMENT_COLUMNS`: per song, its segments' starts, ends (s), clusters and whether each is
     representative (ragged, one entry per segment), and with ``plot`` the figure as PNG bytes.
@@ -555,7 +560,7 @@ class Embedder:
     """Loads the pre-trained musicnn once, then turns each batch's ``embedding_input`` into song embeddings.
 
     Adds, per song, ``embedding`` (dims,) float32, the mean over its clips of the ``layer`` embedding
-    (see :mod:`mgr_batch.features_musicnn`), ``embedding_layer`` and ``embedding_model_id`` (the
+    (see :mod:`mgr_batch.features.musicnn`), ``embedding_layer`` and ``embedding_model_id`` (the
     embedding space); a song with no clips gets an empty vector. ``embedding_input`` is dropped.
     """
 

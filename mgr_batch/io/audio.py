@@ -18,7 +18,7 @@ from mgr_batch.errors import (
     InvalidAudioError,
     SilentAudioError,
 )
-from mgr_batch.storage import read_errors
+from mgr_batch.io.storage import read_errors
 
 #: Seconds of native-rate audio decoded at a time: bounds memory to one block plus the output.
 BLOCK_SECONDS = 30.0

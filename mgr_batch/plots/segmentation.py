@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mgr_batch import plots
+from mgr_batch.clips.segmentation import Segmentation
 from mgr_batch.errors import ConfigError
-from mgr_batch.segmentation import Segmentation
+from mgr_batch.plots import figure as plots
 
 #: Waveform columns drawn (min/max envelope per column): keeps the figure light for hour-long songs.
 _ENVELOPE_POINTS = 4000

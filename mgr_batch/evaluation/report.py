@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mgr_batch import calibration as cal
-from mgr_batch import plots, storage
+from mgr_batch.evaluation import calibration as cal
+from mgr_batch.io import storage
+from mgr_batch.plots import figure as plots
 
 
 def per_genre_frame(metrics: dict[str, Any]) -> pd.DataFrame:

@@ -276,7 +276,7 @@ def _raw(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
     chunk=1,
 )
 def _classic58(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
-    from mgr_batch.features_classic import gtzan_features
+    from mgr_batch.features.classic import gtzan_features
 
     # A song shorter than its clip arrives zero-padded: describe the audio, not the padding.
     return np.stack([gtzan_features(_trim_padding(c), sr=sr) for c in clips]).astype(np.float32)[:, :, None]
@@ -290,7 +290,7 @@ def _trim_padding(clip: np.ndarray, min_samples: int = 2048) -> np.ndarray:
 
 
 def _seq_steps(n: int, *, sr: int, cfg: FeatureConfig) -> tuple[int, int]:
-    from mgr_batch.clips import clip_starts
+    from mgr_batch.clips.windows import clip_starts
 
     return 58, len(clip_starts(n / sr, clip_seconds=cfg.window_seconds, hop_seconds=cfg.window_seconds))
 
@@ -314,8 +314,8 @@ def _window_sequence(clip: np.ndarray, *, sr: int, window_seconds: float) -> np.
     recurrent model reads. Column ``length`` is the window's samples of audio (0 for a padding window),
     not the window's constant size: a constant column has no variance for a BatchNorm to divide by.
     """
-    from mgr_batch.clips import clip_starts
-    from mgr_batch.features_classic import gtzan_features_windows
+    from mgr_batch.clips.windows import clip_starts
+    from mgr_batch.features.classic import gtzan_features_windows
 
     vectors = gtzan_features_windows(clip, sr=sr, window_seconds=window_seconds, hop_seconds=window_seconds)
     starts = clip_starts(len(clip) / sr, clip_seconds=window_seconds, hop_seconds=window_seconds)
@@ -330,11 +330,11 @@ def _window_sequence(clip: np.ndarray, *, sr: int, window_seconds: float) -> np.
 def feature_kind(name: str) -> FeatureKind:
     """The registered kind ``name``; a clear error for an unknown one."""
     if name not in FEATURES and name.startswith("musicnn"):
-        import mgr_batch.features_musicnn  # noqa: F401  (registers the musicnn kinds on first use)
+        import mgr_batch.features.musicnn  # noqa: F401  (registers the musicnn kinds on first use)
     if name not in FEATURES and name.startswith("stacked"):
-        import mgr_batch.features_stacked  # noqa: F401
+        import mgr_batch.features.stacked  # noqa: F401
     if name not in FEATURES and name.startswith("efficientat"):
-        import mgr_batch.features_efficientat  # noqa: F401  (registers the EfficientAT kinds on first use)
+        import mgr_batch.features.efficientat  # noqa: F401  (registers the EfficientAT kinds on first use)
     if name not in FEATURES:
         raise ConfigError(f"unknown feature kind {name!r} (known: {', '.join(sorted(FEATURES))})")
     return FEATURES[name]
@@ -491,12 +491,12 @@ def preset(name: str) -> Preset:
     """The preset ``name``; a clear error for an unknown one."""
     if name not in PRESETS and name.startswith("musicnn"):
         try:
-            import mgr_batch.features_musicnn  # noqa: F401  (adds its presets)
-            import mgr_batch.features_stacked  # noqa: F401
+            import mgr_batch.features.musicnn  # noqa: F401  (adds its presets)
+            import mgr_batch.features.stacked  # noqa: F401
         except ImportError:  # not built yet in this checkout
             pass
     if name not in PRESETS and name.startswith("efficientat"):
-        import mgr_batch.features_efficientat  # noqa: F401  (adds its presets)
+        import mgr_batch.features.efficientat  # noqa: F401  (adds its presets)
     if name not in PRESETS:
         raise ConfigError(f"unknown feature preset {name!r} (known: {', '.join(sorted(PRESETS))})")
     return PRESETS[name]

@@ -1,7 +1,7 @@
 """The pre-trained musicnn as a feature kind: clips -> its pooled embedding of each clip (``musicnn_embedding``).
 
 Registers the feature kind ``musicnn_embedding`` and the preset of the same name (16 kHz, 3 s clips).
-A clip becomes musicnn's log-mel (:func:`mgr_batch.features.log_mel` with the ``musicnn`` preset's
+A clip becomes musicnn's log-mel (:func:`mgr_batch.features.registry.log_mel` with the ``musicnn`` preset's
 parameters), then one embedding of the pre-trained network, as (dims, 1) so that classic models (which
 flatten features) and every other consumer see the usual (n_features, n_steps) layout.
 ``FeatureConfig.params`` picks the network (``pretrained``, default ``MSD_musicnn``) and the ``layer``.
@@ -17,7 +17,7 @@ import torch
 
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.features import PRESETS, Preset, log_mel, register_feature
+from mgr_batch.features.registry import PRESETS, Preset, log_mel, register_feature
 from mgr_batch.models.musicnn import HOP_LENGTH, N_FFT, N_MELS, SR, Musicnn, pretrained_path
 
 #: Embedding layers and their sizes: musicnn's max- and mean-pooled front+mid-end maps, the 200-unit
@@ -69,7 +69,7 @@ def musicnn_input(clips: np.ndarray, *, sr: int) -> np.ndarray:
     """musicnn's log-mel of clips (n_clips, n_samples) at ``sr`` Hz: (n_clips, 96, frames) float32.
 
     Clips at another rate are resampled to 16 kHz first (soxr, high quality). The mel is the ``musicnn``
-    preset's: :func:`mgr_batch.features.log_mel` with n_fft 512, hop 256, 96 bands, log10(1 + 10000 P).
+    preset's: :func:`mgr_batch.features.registry.log_mel` with n_fft 512, hop 256, 96 bands, log10(1 + 10000 P).
     """
     clips = np.ascontiguousarray(clips, dtype=np.float32)
     if sr != SR:

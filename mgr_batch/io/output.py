@@ -4,7 +4,7 @@ A file is done when the songs or errors table holds its ``path`` with the same `
 ``model_id`` (an error of stage ``read`` never counts: the file is tried again); anything else is (re)done, and its old rows are pruned first so no song appears twice.
 Songs rows are written last in every batch (after its clips, errors and timeline), so a songs row implies
 its clips; clips (or timeline rows) of songs without a songs row are leftovers of a killed run and are
-pruned on the next run. A table being compacted is read as its commit record says (see :mod:`mgr_batch.compaction`),
+pruned on the next run. A table being compacted is read as its commit record says (see :mod:`mgr_batch.io.compaction`),
 so no row is counted twice while merged files and their sources both exist.
 """
 
@@ -22,8 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mgr_batch import compaction, schemas, storage
-from mgr_batch.schemas import OPTIONAL_TAG_TABLES, TAG_TABLES
+from mgr_batch.io import compaction, schemas, storage
+from mgr_batch.io.schemas import OPTIONAL_TAG_TABLES, TAG_TABLES
 
 log = logging.getLogger(__name__)
 

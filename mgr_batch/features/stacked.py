@@ -6,7 +6,7 @@ those embeddings in that order, as (dims, 1). The clips arrive from one decode a
 sample rate (:func:`required_sr`: the highest any listed network needs); each network resamples them
 to its own rate. Each network runs once per clip however many of its layers are listed.
 
-Networks: ``MSD_musicnn`` and ``MTT_musicnn`` (16 kHz, :mod:`mgr_batch.features_musicnn`) and
+Networks: ``MSD_musicnn`` and ``MTT_musicnn`` (16 kHz, :mod:`mgr_batch.features.musicnn`) and
 ``efficientat`` (EfficientAT ``mn04_as``, 32 kHz, :mod:`mgr_batch.models.efficientat`; both layers from
 one forward pass).
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.features import PRESETS, Preset, register_feature
+from mgr_batch.features.registry import PRESETS, Preset, register_feature
 
 KIND = "stacked_embedding"
 #: Clips per call of the feature kind: each network chunks its own forward passes.
@@ -42,8 +42,8 @@ class Network:
 
 
 NETWORKS = {
-    "MSD_musicnn": Network("MSD_musicnn", 16000, "mgr_batch.features_musicnn"),
-    "MTT_musicnn": Network("MTT_musicnn", 16000, "mgr_batch.features_musicnn"),
+    "MSD_musicnn": Network("MSD_musicnn", 16000, "mgr_batch.features.musicnn"),
+    "MTT_musicnn": Network("MTT_musicnn", 16000, "mgr_batch.features.musicnn"),
     "efficientat": Network("efficientat", 32000, "mgr_batch.models.efficientat"),
 }
 #: The shipped default's stack: MSD_musicnn's penultimate layer and EfficientAT's embedding.

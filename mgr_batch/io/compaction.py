@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mgr_batch import schemas, storage
+from mgr_batch.io import schemas, storage
 
 JOURNAL = "_compaction.json"
 PREFIX = "compact-"

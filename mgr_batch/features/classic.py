@@ -24,7 +24,7 @@ import scipy.fft
 import scipy.ndimage
 import torch
 
-from mgr_batch.clips import cut
+from mgr_batch.clips.windows import cut
 
 #: librosa's defaults, which the published table used.
 N_FFT = 2048
@@ -209,7 +209,7 @@ def gtzan_features_windows(
 ) -> np.ndarray:
     """The 58 features of each ``window_seconds`` window every ``hop_seconds`` (the "3 s" table variant).
 
-    Windows are :func:`mgr_batch.clips.cut`'s: every window that fits whole, and one zero-padded window
+    Windows are :func:`mgr_batch.clips.windows.cut`'s: every window that fits whole, and one zero-padded window
     for audio shorter than ``window_seconds``. Each window is featurized on its own (its own STFT,
     tuning and tempo), as the published 3 s table was. Returns float64 (n_windows, 58).
     """

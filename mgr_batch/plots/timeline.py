@@ -9,8 +9,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mgr_batch import plots, schemas, storage
 from mgr_batch.errors import ConfigError
+from mgr_batch.io import schemas, storage
+from mgr_batch.plots import figure as plots
 
 
 @dataclass(frozen=True)

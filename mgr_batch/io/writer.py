@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from mgr_batch import schemas, storage
-from mgr_batch.stages import certainty, song_probabilities
+from mgr_batch.io import schemas, storage
+from mgr_batch.stages.decode import certainty, song_probabilities
 
 
 def build_tables(
@@ -26,7 +26,7 @@ def build_tables(
     aggregation: str = "mean",
     uncertain_below: float | None = None,
 ) -> dict[str, pa.Table]:
-    """Songs, clips and errors tables (in :mod:`mgr_batch.schemas` form) of one predicted batch.
+    """Songs, clips and errors tables (in :mod:`mgr_batch.io.schemas` form) of one predicted batch.
 
     Song probabilities are the batch's ``song_probs`` when the Predictor gave them (a song-level head, a
     calibrated model), else the ``aggregation`` of the song's ``clip_probs``. ``uncertain`` is
@@ -146,7 +146,7 @@ def timeline_table(
 def embeddings_table(batch: dict[str, np.ndarray], idx: np.ndarray) -> pa.Table:
     """The embeddings table of songs ``idx`` of a batch: one row per song, its vector as list<float32>.
 
-    Needs ``song_id``, ``path``, ``n_clips`` and the :class:`mgr_batch.stages.Embedder` columns
+    Needs ``song_id``, ``path``, ``n_clips`` and the :class:`mgr_batch.stages.decode.Embedder` columns
     ``embedding[i]`` (dims,), ``embedding_layer`` and ``embedding_model_id``.
     """
     vectors = [np.asarray(batch["embedding"][i], np.float32) for i in idx]

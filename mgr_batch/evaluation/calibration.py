@@ -1,6 +1,6 @@
 """Probabilities a user can act on: temperature scaling, calibration error, and an uncertainty threshold.
 
-A checkpoint's ``calibration`` (see :class:`mgr_batch.checkpoint.ModelSpec`) may hold ``temperature``
+A checkpoint's ``calibration`` (see :class:`mgr_batch.models.checkpoint.ModelSpec`) may hold ``temperature``
 (song probabilities become ``softmax(log p / T)``; clip rows get the same ``T``) and ``uncertain_below``
 (a song whose certainty, log10(p1 / p2) of its calibrated probabilities, is below it is flagged
 ``uncertain``). Both are fitted by training on out-of-fold song probabilities of the training songs.
@@ -74,7 +74,7 @@ def ece(probs: np.ndarray, y: np.ndarray, *, bins: int = ECE_BINS) -> float | No
 
 def certainty(probs: np.ndarray) -> np.ndarray:
     """log10(p1 / p2) of probability rows (the songs table's ``certainty``)."""
-    from mgr_batch.stages import certainty as _certainty
+    from mgr_batch.stages.decode import certainty as _certainty
 
     return _certainty(probs)
 

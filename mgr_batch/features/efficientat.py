@@ -18,7 +18,7 @@ import torch
 
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.features import PRESETS, Preset, register_feature
+from mgr_batch.features.registry import PRESETS, Preset, register_feature
 from mgr_batch.models import efficientat as eat
 from mgr_batch.models.common import fold_batch_norm
 

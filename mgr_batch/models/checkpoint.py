@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from mgr_batch import storage
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig, ModelConfig, from_dict, to_dict
 from mgr_batch.errors import CheckpointError, ConfigError, InputNotFoundError
-from mgr_batch.features import feature_shape
+from mgr_batch.features.registry import feature_shape
+from mgr_batch.io import storage
 from mgr_batch.models import build_model, model_info
 from mgr_batch.models.classic import ClassicModel
 
@@ -46,7 +46,7 @@ class ModelSpec:
     activation: str = "softmax"
     train: dict[str, Any] = field(default_factory=dict)  # data manifest hash, command, hyper-parameters
     metrics: dict[str, Any] = field(default_factory=dict)
-    #: Fitted by training by cross-validation inside the training songs (see :mod:`mgr_batch.calibration`):
+    #: Fitted by training by cross-validation inside the training songs (see :mod:`mgr_batch.evaluation.calibration`):
     #: ``temperature`` (probabilities become softmax(log p / T)) and ``uncertain_below`` (the certainty under
     #: which a song is flagged ``uncertain``); empty for a model without them.
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -162,7 +162,7 @@ def builtin_spec(name: str) -> ModelSpec:
     preset's (10 s clips of 32 kHz Kaldi log-mel)."""
     if name not in BUILTIN_MODELS:
         raise CheckpointError(f"unknown built-in model {name!r} (known: {', '.join(BUILTIN_MODELS)})")
-    from mgr_batch.features import preset
+    from mgr_batch.features.registry import preset
 
     if name == "audioset-tags":
         from mgr_batch.models.efficientat import DEFAULT_PRETRAINED, audioset_labels

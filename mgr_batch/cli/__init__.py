@@ -176,7 +176,7 @@ def with_preset(train: dict[str, Any]) -> dict[str, Any]:
     settings the model type's registry entry gives (``ModelInfo.optim``) go under those ``train`` sets.
     """
     from mgr_batch.config import merge
-    from mgr_batch.features import default_preset, preset
+    from mgr_batch.features.registry import default_preset, preset
     from mgr_batch.models import model_info
 
     info = model_info((train.get("model") or {}).get("name") or "cnn")
@@ -549,7 +549,7 @@ COMMANDS = {
 
 def list_models(*, presets: bool = False) -> None:
     """Print the model table (name, family, input features, study, description), or the presets."""
-    from mgr_batch.features import PRESETS, default_preset, feature_kind
+    from mgr_batch.features.registry import PRESETS, default_preset, feature_kind
     from mgr_batch.models import MODELS
 
     for kind in ("musicnn_embedding", "efficientat_embedding", "stacked_embedding"):
@@ -566,8 +566,8 @@ def list_models(*, presets: bool = False) -> None:
         features = f"{info.features} ({default_preset(info.name, info.features)})"
         own = "".join(f" [default {k} {v}]" for k, v in info.optim.items())
         print(f"{info.name:<16} {info.family:<8} {features:<32} {info.study:<44} {info.description}{own}")
-    from mgr_batch.checkpoint import BUILTIN_MODELS, PACKAGED_MODELS
-    from mgr_batch.features import FEATURES
+    from mgr_batch.features.registry import FEATURES
+    from mgr_batch.models.checkpoint import BUILTIN_MODELS, PACKAGED_MODELS
 
     print(f"\npackaged models (tag/evaluate --model): {', '.join([*PACKAGED_MODELS, *BUILTIN_MODELS])}")
     print("pre-trained embedding features (train --features PRESET, or features.kind):")
@@ -577,8 +577,8 @@ def list_models(*, presets: bool = False) -> None:
 
 def _quiet_or_verbose(args: argparse.Namespace) -> None:
     """Quiet by default: warnings only, and Ray's and the workers' output in the Ray session's log files
-    (see :mod:`mgr_batch.progress`); ``-v`` shows it all, with debug logs."""
-    from mgr_batch.progress import SETTINGS
+    (see :mod:`mgr_batch.execution.progress`); ``-v`` shows it all, with debug logs."""
+    from mgr_batch.execution.progress import SETTINGS
 
     verbose = getattr(args, "verbose", False)
     SETTINGS.verbose = verbose
@@ -594,7 +594,7 @@ def _quiet_or_verbose(args: argparse.Namespace) -> None:
 
 def _require_tables(out: str, so: dict[str, Any]) -> None:
     """OUT must hold a tag output (songs/ or errors/), or an evaluate output's tags/."""
-    from mgr_batch import storage
+    from mgr_batch.io import storage
 
     fs, root = storage.filesystem(out, so)
     if not any(
@@ -611,13 +611,13 @@ def main(argv: list[str] | None = None) -> int:
             list_models(presets=args.presets)
             return 0
         if args.command == "plot-timeline":
-            from mgr_batch.timeline_plot import plot_timeline
+            from mgr_batch.plots.timeline import plot_timeline
 
             so = _storage_options(args.storage_option)
             print(json.dumps(plot_timeline(args.tagged, song=args.song, png=args.output, storage_options=so), indent=2))
             return 0
         if args.command == "report":
-            from mgr_batch.run_report import build as build_report
+            from mgr_batch.evaluation.run_report import build as build_report
 
             cfg = from_dict(
                 ReportConfig,
@@ -632,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(build_report(args.tagged, so, cfg), indent=2))
             return 0
         if args.command == "compact":
-            from mgr_batch.compaction import compact
+            from mgr_batch.io.compaction import compact
 
             cfg = from_dict(
                 CompactConfig,
@@ -652,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(shown(result), indent=2, default=str))
         else:
-            from mgr_batch.summary import SUMMARIES
+            from mgr_batch.execution.summary import SUMMARIES
 
             print("\n".join(SUMMARIES[args.command](result, args.output)))
         return 0
@@ -683,7 +683,3 @@ def run(argv: list[str] | None = None) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-if __name__ == "__main__":
-    run()

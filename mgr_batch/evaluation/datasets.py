@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mgr_batch import storage
 from mgr_batch.errors import ConfigError, LabelError, LeakageError
+from mgr_batch.io import storage
 
 
 def stem(path: str) -> str:

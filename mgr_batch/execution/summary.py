@@ -6,8 +6,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from mgr_batch import storage
-from mgr_batch.progress import hours
+from mgr_batch.execution.progress import hours
+from mgr_batch.io import storage
 
 
 def _errors(by_type: dict[str, int]) -> str:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from mgr_batch import calibration as cal
-from mgr_batch.stages import certainty, song_probabilities
+from mgr_batch.evaluation import calibration as cal
+from mgr_batch.stages.decode import certainty, song_probabilities
 
 AGGREGATIONS = ("mean", "vote", "log")
 

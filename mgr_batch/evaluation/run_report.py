@@ -19,11 +19,12 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from mgr_batch import output, plots, schemas, storage
 from mgr_batch.config import ReportConfig
 from mgr_batch.errors import CheckpointError, InputNotFoundError
-from mgr_batch.report import confusion_png
-from mgr_batch.timeline_plot import SongTimeline, timeline_png
+from mgr_batch.evaluation.report import confusion_png
+from mgr_batch.io import output, schemas, storage
+from mgr_batch.plots import figure as plots
+from mgr_batch.plots.timeline import SongTimeline, timeline_png
 
 REPORT_DIR = "report"
 SONG_COLUMNS = ["song_id", "path", "genre", "confidence", "certainty", "duration_s", "analyzed_s"]
@@ -389,7 +390,7 @@ def _config_yaml(out: str, so: dict[str, Any] | None) -> dict[str, Any]:
 
 def _model_card(page: Page, config: dict[str, Any] | None, model_id: str | None, so: dict[str, Any] | None) -> None:
     """The checkpoint's card: ``config["model"]`` of the run (None: the shipped model); none without a run config."""
-    from mgr_batch import checkpoint
+    from mgr_batch.models import checkpoint
 
     page.heading("Model")
     if not config:

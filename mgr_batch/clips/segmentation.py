@@ -75,7 +75,7 @@ class Segmentation:
         return int(self.labels.max()) + 1 if len(self.labels) else 1
 
     def clip_mask(self, clip_starts_s: np.ndarray, clip_seconds: float, *, min_overlap: float = 0.5) -> np.ndarray:
-        """Which clips (e.g. from :func:`mgr_batch.clips.cut`) lie in the representative spans.
+        """Which clips (e.g. from :func:`mgr_batch.clips.windows.cut`) lie in the representative spans.
 
         A clip is kept when at least ``min_overlap`` of its length falls inside ``spans``. Shape (n_clips,).
         """

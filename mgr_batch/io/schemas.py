@@ -44,7 +44,7 @@ def spec(name: str) -> dict[str, Any]:
     """The JSON schema document of table ``name``."""
     if name not in TABLES:
         raise KeyError(f"unknown table {name!r}")
-    source = Path(__file__).resolve().parent.parent / "schemas" / f"{name}.json"  # a source checkout
+    source = Path(__file__).resolve().parents[2] / "schemas" / f"{name}.json"  # a source checkout
     if not source.is_file():
         source = resources.files("mgr_batch.schemas_data") / f"{name}.json"  # an installed wheel
     return json.loads(source.read_text())

@@ -1,0 +1,1 @@
+"""Songs to clips: fixed windows, random crops and the representative segment."""

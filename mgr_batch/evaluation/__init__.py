@@ -1,0 +1,1 @@
+"""Labelled data, metrics, calibration and the reports that score a model."""
