@@ -86,7 +86,8 @@ from mgr_batch.features.classic import gtzan_features, gtzan_features_reference
 from mgr_batch.io import audio, storage
 from mgr_batch.io.writer import write_tables
 from mgr_batch.models import checkpoint
-from mgr_batch.stages.decode import CPU_BATCH_SIZE, Predictor, featurize_batch
+from mgr_batch.stages.decode import featurize_batch
+from mgr_batch.stages.predict import CPU_BATCH_SIZE, Predictor
 
 torch.set_num_threads(1)
 
@@ -607,7 +608,7 @@ def _decode_blocks(data: bytes, max_duration: float):
 
 
 def _select(y: np.ndarray, sr: int, clip_cfg: ClipConfig):
-    from mgr_batch.stages.decode import select_clips
+    from mgr_batch.clips.crops import select_clips
 
     return select_clips(y, sr=sr, cfg=clip_cfg)
 

@@ -28,7 +28,7 @@ from mgr_batch.features import musicnn as fm
 from mgr_batch.features import registry as features
 from mgr_batch.features import stacked as fs
 from mgr_batch.io import audio
-from mgr_batch.stages.decode import Predictor
+from mgr_batch.stages.predict import Predictor
 
 
 def cost(paths: list[str], model: str, *, embeddings: bool = False) -> dict[str, float]:

@@ -75,7 +75,7 @@ def test_training_fits_one_row_per_song_and_stores_its_calibration(recipe_model)
 
 def test_tag_scores_songs_with_the_head_on_pooled_clips_and_flags_uncertain(recipe_model, labelled, tmp_path):
     from mgr_batch.evaluation import calibration
-    from mgr_batch.stages.decode import certainty
+    from mgr_batch.stages.aggregate import certainty
 
     model, spec = checkpoint.load(str(recipe_model))
     src = tmp_path / "in"

@@ -172,7 +172,7 @@ def test_musicnn_logreg_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_pat
 def test_predictor_embeds_musicnn_log_mel_itself():
     """Given musicnn's log-mel instead of embeddings, musicnn-logreg's Predictor runs the network first."""
     from mgr_batch.features import musicnn as fm
-    from mgr_batch.stages.decode import Predictor
+    from mgr_batch.stages.predict import Predictor
 
     spec = checkpoint.load_spec("musicnn-logreg")
     rng = np.random.default_rng(0)

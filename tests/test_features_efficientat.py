@@ -25,7 +25,7 @@ from mgr_batch.features.efficientat import (
 )
 from mgr_batch.models import efficientat as eat
 from mgr_batch.models.efficientat import audioset_labels, efficientat_logmel
-from mgr_batch.stages.decode import actor_split
+from mgr_batch.stages.predict import actor_split
 
 
 def tone(freq: float, seconds: float = 3.0, sr: int = SR) -> np.ndarray:

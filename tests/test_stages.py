@@ -1,4 +1,5 @@
-"""mgr_batch.stages.decode without Ray: featurize a mixed batch, predict, aggregate, explode for training."""
+"""mgr_batch.stages without Ray: featurize a mixed batch, predict, aggregate, explode for training; the clip
+selection of clips.crops and the per-process cache of execution.cache that the stages run under."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import numpy as np
 import pytest
 from audio_factory import write_broken_corpus, write_chirp, write_noise, write_spliced_mp3, write_tone
 
+from mgr_batch.clips import crops
 from mgr_batch.clips import windows as clips
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
 from mgr_batch.errors import ConfigError
+from mgr_batch.execution import cache
 from mgr_batch.features import registry as features
 from mgr_batch.io import audio, storage
 from mgr_batch.models import checkpoint
-from mgr_batch.stages import decode as stages
+from mgr_batch.stages import aggregate, decode, predict, training
 
 FEATURES = FeatureConfig(n_mels=32, hop_length=1024)
 
@@ -42,11 +45,11 @@ def test_featurize_batch_mixing_good_and_broken_files(mixed_folder, clip_seconds
     folder, broken = mixed_folder
     batch = listing_batch(folder)
     clip_cfg = ClipConfig(clip_seconds=clip_seconds, hop_seconds=hop_seconds)
-    out = stages.featurize_batch(batch, audio=AudioConfig(), clip_cfg=clip_cfg, feature_cfg=FEATURES)
+    out = decode.featurize_batch(batch, audio=AudioConfig(), clip_cfg=clip_cfg, feature_cfg=FEATURES)
 
     n = len(GOOD) + len(broken)
     assert len(batch["path"]) == n
-    for column in (*stages.LISTING_COLUMNS, *stages.FEATURE_COLUMNS):
+    for column in (*decode.LISTING_COLUMNS, *decode.FEATURE_COLUMNS):
         assert len(out[column]) == n, column
     np.testing.assert_array_equal(out["path"], batch["path"])  # input columns pass through, in order
     np.testing.assert_array_equal(out["song_id"], batch["song_id"])
@@ -90,7 +93,7 @@ def test_featurize_batch_mixing_good_and_broken_files(mixed_folder, clip_seconds
 def test_featurize_batch_features_match_the_pure_functions(tmp_path):
     path = write_noise(tmp_path / "n.flac", seconds=7.0, sr=44100, channels=2)
     batch = listing_batch(tmp_path)
-    out = stages.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
+    out = decode.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
     decoded = audio.load(str(path), sr=22050)
     song_clips, starts = clips.cut(decoded.y, sr=22050, clip_seconds=3.0, hop_seconds=3.0)
     np.testing.assert_allclose(out["features"][0], features.featurize(song_clips, sr=22050, cfg=FEATURES), atol=1e-4)
@@ -98,7 +101,7 @@ def test_featurize_batch_features_match_the_pure_functions(tmp_path):
 
 def test_featurize_batch_max_duration(tmp_path):
     write_tone(tmp_path / "long.wav", seconds=10.0)
-    out = stages.featurize_batch(
+    out = decode.featurize_batch(
         listing_batch(tmp_path), audio=AudioConfig(max_duration=4.0), clip_cfg=ClipConfig(), feature_cfg=FEATURES
     )
     assert out["duration_s"][0] == pytest.approx(10.0)
@@ -114,7 +117,7 @@ def test_unreadable_files_are_read_errors(tmp_path):
             [str(tmp_path / "missing.wav"), str(tmp_path / "a_dir.wav"), str(tmp_path / "ok.wav")], dtype=object
         )
     }
-    out = stages.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
+    out = decode.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
     assert list(out["status"]) == ["error", "error", "ok"]
     assert list(out["error_type"][:2]) == ["AudioReadError", "AudioReadError"]
     assert list(out["error_stage"][:2]) == ["read", "read"]
@@ -122,23 +125,23 @@ def test_unreadable_files_are_read_errors(tmp_path):
 
 
 def test_featurize_empty_batch():
-    out = stages.featurize_batch(
+    out = decode.featurize_batch(
         {"path": np.zeros(0, dtype=object)}, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES
     )
-    for column in stages.FEATURE_COLUMNS:
+    for column in decode.FEATURE_COLUMNS:
         assert len(out[column]) == 0, column
 
 
 @pytest.fixture
 def featurized(mixed_folder):
     folder, _ = mixed_folder
-    return stages.featurize_batch(
+    return decode.featurize_batch(
         listing_batch(folder), audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES
     )
 
 
 def test_predictor_clip_probs_are_distributions(tiny_model, featurized):
-    predictor = stages.Predictor(tiny_model, batch_size=2, device="cpu")
+    predictor = predict.Predictor(tiny_model, batch_size=2, device="cpu")
     assert predictor.spec.features == FEATURES
     out = predictor(featurized)
     assert "features" not in out
@@ -153,8 +156,8 @@ def test_predictor_clip_probs_are_distributions(tiny_model, featurized):
 
 
 def test_predictor_batch_size_does_not_change_results(tiny_model, featurized):
-    one = stages.Predictor(tiny_model, batch_size=1, device="cpu")(dict(featurized))
-    many = stages.Predictor(tiny_model, batch_size=64, device="cpu")(dict(featurized))
+    one = predict.Predictor(tiny_model, batch_size=1, device="cpu")(dict(featurized))
+    many = predict.Predictor(tiny_model, batch_size=64, device="cpu")(dict(featurized))
     for a, b in zip(one["clip_probs"], many["clip_probs"], strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -164,24 +167,24 @@ def test_call_cached_builds_a_stage_once_per_process_and_keeps_a_few(tiny_model,
     fresh one's output, and only the last CACHED_STAGES stage objects stay loaded."""
     built = []
 
-    class Counting(stages.Predictor):
+    class Counting(predict.Predictor):
         def __init__(self, **kwargs):
             built.append(kwargs)
             super().__init__(**kwargs)
 
-    monkeypatch.setattr(stages, "_CACHED", type(stages._CACHED)())
+    monkeypatch.setattr(cache, "_CACHED", type(cache._CACHED)())
     kw = {"model_uri": tiny_model, "device": "cpu", "batch_size": 2}
-    first = stages.call_cached(dict(featurized), stage=Counting, kwargs=kw)
-    again = stages.call_cached(dict(featurized), stage=Counting, kwargs=dict(kw))
+    first = cache.call_cached(dict(featurized), stage=Counting, kwargs=kw)
+    again = cache.call_cached(dict(featurized), stage=Counting, kwargs=dict(kw))
     assert len(built) == 1
-    fresh = stages.Predictor(tiny_model, batch_size=2, device="cpu")(dict(featurized))
+    fresh = predict.Predictor(tiny_model, batch_size=2, device="cpu")(dict(featurized))
     for a, b, c in zip(first["clip_probs"], again["clip_probs"], fresh["clip_probs"], strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, c, atol=1e-6)
     for bs in (3, 4, 5):  # other arguments are other stage objects; the oldest are dropped
-        stages.call_cached(dict(featurized), stage=Counting, kwargs=kw | {"batch_size": bs})
-    assert len(built) == 4 and len(stages._CACHED) == stages.CACHED_STAGES
-    stages.call_cached(dict(featurized), stage=Counting, kwargs=kw)
+        cache.call_cached(dict(featurized), stage=Counting, kwargs=kw | {"batch_size": bs})
+    assert len(built) == 4 and len(cache._CACHED) == cache.CACHED_STAGES
+    cache.call_cached(dict(featurized), stage=Counting, kwargs=kw)
     assert len(built) == 5  # batch_size 2 had been dropped, so it is built again
 
 
@@ -189,14 +192,14 @@ def test_predictor_on_a_batch_of_errors_only(tiny_model):
     empty = np.empty(2, dtype=object)
     empty[0] = np.zeros((0, 32, 65), np.float32)
     empty[1] = np.zeros((0, 32, 65), np.float32)
-    out = stages.Predictor(tiny_model, device="cpu")({"path": np.array(["a", "b"], dtype=object), "features": empty})
+    out = predict.Predictor(tiny_model, device="cpu")({"path": np.array(["a", "b"], dtype=object), "features": empty})
     assert [p.shape for p in out["clip_probs"]] == [(0, 10), (0, 10)]
 
 
 def test_predict_proba_matches_the_model(tiny_model):
     import torch
 
-    predictor = stages.Predictor(tiny_model, device="cpu")
+    predictor = predict.Predictor(tiny_model, device="cpu")
     model, _ = checkpoint.load(tiny_model)
     x = np.random.default_rng(0).normal(-30, 10, size=(5, 32, 65)).astype(np.float32)
     with torch.no_grad():
@@ -217,25 +220,25 @@ CLIP_PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.3, 0.2]])
     ],
 )
 def test_song_probabilities(method, expected):
-    got = stages.song_probabilities(CLIP_PROBS, method=method)
+    got = aggregate.song_probabilities(CLIP_PROBS, method=method)
     np.testing.assert_allclose(got, expected, atol=1e-9)
     assert got.sum() == pytest.approx(1.0)
 
 
 def test_log_aggregation_survives_zero_probabilities():
-    got = stages.song_probabilities(np.array([[1.0, 0.0], [0.5, 0.5]]), method="log")
+    got = aggregate.song_probabilities(np.array([[1.0, 0.0], [0.5, 0.5]]), method="log")
     assert np.isfinite(got).all() and got[0] == pytest.approx(1.0)
 
 
 def test_one_clip_song_is_its_clip():
     row = np.array([[0.2, 0.5, 0.3]])
     for method in ("mean", "log"):
-        np.testing.assert_allclose(stages.song_probabilities(row, method=method), row[0], atol=1e-9)
+        np.testing.assert_allclose(aggregate.song_probabilities(row, method=method), row[0], atol=1e-9)
 
 
 def test_unknown_aggregation():
     with pytest.raises(ValueError, match="median"):
-        stages.song_probabilities(CLIP_PROBS, method="median")
+        aggregate.song_probabilities(CLIP_PROBS, method="median")
 
 
 @pytest.mark.parametrize(
@@ -249,11 +252,11 @@ def test_unknown_aggregation():
     ],
 )
 def test_certainty(probs, expected):
-    assert stages.certainty(np.array(probs)) == pytest.approx(expected)
+    assert aggregate.certainty(np.array(probs)) == pytest.approx(expected)
 
 
 def test_certainty_of_rows():
-    got = stages.certainty(np.array([[0.9, 0.09, 0.01], [0.25, 0.25, 0.5]]))
+    got = aggregate.certainty(np.array([[0.9, 0.09, 0.01], [0.25, 0.25, 0.5]]))
     np.testing.assert_allclose(got, [1.0, np.log10(2.0)])
 
 
@@ -275,7 +278,7 @@ def test_explode_clips():
         "features": _object_array(feats),
     }
     genres = ("blues", "jazz", "rock")
-    train = stages.explode_clips(batch, genres=genres, split="train")
+    train = training.explode_clips(batch, genres=genres, split="train")
     assert train["features"].shape == (5, 4, 5) and train["features"].dtype == np.float32
     np.testing.assert_array_equal(train["features"][:, 0, 0], [0, 0, 2, 2, 2])
     np.testing.assert_array_equal(train["label"], [2, 2, 0, 0, 0])
@@ -283,17 +286,17 @@ def test_explode_clips():
     assert list(train["song_id"]) == ["sa", "sa", "sc", "sc", "sc"]
     np.testing.assert_array_equal(train["clip_index"], [0, 1, 0, 1, 2])
 
-    valid = stages.explode_clips(batch, genres=genres, split="valid")
+    valid = training.explode_clips(batch, genres=genres, split="valid")
     assert list(valid["song_id"]) == ["sd"] and list(valid["label"]) == [2]
 
-    test = stages.explode_clips(batch, genres=genres, split="test")
+    test = training.explode_clips(batch, genres=genres, split="test")
     assert test["features"].shape == (0, 4, 5)
     assert all(len(v) == 0 for v in test.values())
 
 
 def test_select_clips_fixed_keeps_every_window_and_the_whole_song():
     y = np.ones(22050 * 10, np.float32)
-    clips_, starts, spans = stages.select_clips(y, sr=22050, cfg=ClipConfig())
+    clips_, starts, spans = crops.select_clips(y, sr=22050, cfg=ClipConfig())
     assert len(clips_) == 3 and starts.tolist() == [0.0, 3.0, 6.0]
     assert spans.tolist() == [[0.0, 10.0]]
 
@@ -303,7 +306,7 @@ def test_select_clips_representative_keeps_one_part_of_a_three_part_song():
 
     sr = 22050
     y = three_part_song(sr=sr).astype(np.float32)
-    clips_, starts, spans = stages.select_clips(y, sr=sr, cfg=ClipConfig(select="representative"))
+    clips_, starts, spans = crops.select_clips(y, sr=sr, cfg=ClipConfig(select="representative"))
     assert 1 <= len(clips_) < 20 and clips_.shape[1] == 3 * sr
     part = int((starts[0] + 1.5) // 20)  # each part is 20 s long
     assert all(int((s + 1.5) // 20) == part for s in starts), starts  # every clip in one part
@@ -315,7 +318,7 @@ def test_select_clips_representative_keeps_one_part_of_a_three_part_song():
     [(65, 4, [1.5 + 4 * j for j in range(16)] + [64.0]), (8, 4, [1.5, 5.5]), (5, 8, [2.0]), (3, 1, [0.0, 1.0, 2.0])],
 )
 def test_step_times_are_the_middle_of_each_steps_frames(n_frames, step_frames, expected_frames):
-    times = stages.step_times(
+    times = predict.step_times(
         np.array([0.0, 10.0]), n_frames=n_frames, step_frames=step_frames, hop_length=512, sr=1024
     )
     np.testing.assert_allclose(times, [np.array(expected_frames) / 2, 10.0 + np.array(expected_frames) / 2])
@@ -323,13 +326,13 @@ def test_step_times_are_the_middle_of_each_steps_frames(n_frames, step_frames, e
 
 def test_predictor_timeline_columns(tiny_crnn, featurized):
     """The crnn's belief per step: times inside each clip and increasing, rows summing to 1, means = clip probs."""
-    predictor = stages.Predictor(tiny_crnn, batch_size=2, device="cpu", timeline=True)
+    predictor = predict.Predictor(tiny_crnn, batch_size=2, device="cpu", timeline=True)
     spec, step_frames = predictor.spec, predictor.model.step_frames
     out = predictor(dict(featurized))
     n_frames = featurized["features"][0].shape[-1]
     n_steps = -(-n_frames // step_frames)
     seconds_per_step = step_frames * spec.features.hop_length / spec.audio.sr
-    plain = stages.Predictor(tiny_crnn, batch_size=64, device="cpu")(dict(featurized))
+    plain = predict.Predictor(tiny_crnn, batch_size=64, device="cpu")(dict(featurized))
     for i in range(len(featurized["path"])):
         probs, times, starts = out["timeline_probs"][i], out["timeline_s"][i], featurized["clip_start_s"][i]
         n_clips = featurized["n_clips"][i]
@@ -351,21 +354,21 @@ def test_predictor_timeline_columns(tiny_crnn, featurized):
 
 def test_predictor_timeline_needs_a_model_with_one(tiny_model):
     with pytest.raises(ConfigError, match="has no timeline"):
-        stages.Predictor(tiny_model, device="cpu", timeline=True)
-    assert not stages.has_timeline(checkpoint.load(tiny_model)[0])
+        predict.Predictor(tiny_model, device="cpu", timeline=True)
+    assert not predict.has_timeline(checkpoint.load(tiny_model)[0])
 
 
 def test_call_cached_freezes_the_gc_when_it_builds_a_stage_if_asked(tiny_model, featurized, monkeypatch):
     """freeze_gc moves what is alive after a build (modules, the model) to the GC's permanent generation;
     a call that finds its stage cached, or one without freeze_gc, freezes nothing."""
-    monkeypatch.setattr(stages, "_CACHED", type(stages._CACHED)())
+    monkeypatch.setattr(cache, "_CACHED", type(cache._CACHED)())
     kw = {"model_uri": tiny_model, "device": "cpu", "batch_size": 2}
     gc.unfreeze()
     try:
-        stages.call_cached(dict(featurized), stage=stages.Predictor, kwargs=kw)
+        cache.call_cached(dict(featurized), stage=predict.Predictor, kwargs=kw)
         assert gc.get_freeze_count() == 0
-        out = stages.call_cached(
-            dict(featurized), stage=stages.Predictor, kwargs=kw | {"batch_size": 3}, freeze_gc=True
+        out = cache.call_cached(
+            dict(featurized), stage=predict.Predictor, kwargs=kw | {"batch_size": 3}, freeze_gc=True
         )
         assert gc.get_freeze_count() > 1000
         assert len(out["clip_probs"]) == len(featurized["features"])
@@ -373,9 +376,9 @@ def test_call_cached_freezes_the_gc_when_it_builds_a_stage_if_asked(tiny_model, 
         gc.unfreeze()
     freezes = []
     monkeypatch.setattr(gc, "freeze", lambda: freezes.append(1))
-    stages.call_cached(dict(featurized), stage=stages.Predictor, kwargs=kw | {"batch_size": 3}, freeze_gc=True)
+    cache.call_cached(dict(featurized), stage=predict.Predictor, kwargs=kw | {"batch_size": 3}, freeze_gc=True)
     assert freezes == []  # cached: built before
-    stages.call_cached(dict(featurized), stage=stages.Predictor, kwargs=kw | {"batch_size": 4}, freeze_gc=True)
+    cache.call_cached(dict(featurized), stage=predict.Predictor, kwargs=kw | {"batch_size": 4}, freeze_gc=True)
     assert freezes == [1]
 
 
@@ -388,7 +391,7 @@ def test_decoder_notes_stay_with_their_file(tmp_path, capfd):
         write_tone(tmp_path / "clean.wav", seconds=3.0),
     ]
     batch = {"path": np.array([str(p) for p in paths], dtype=object)}
-    out = stages.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
+    out = decode.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
     assert list(out["status"]) == ["ok", "error", "ok"]
     resynced, broken, clean = out["decode_notes"]
     assert "Illegal Audio-MPEG-Header" in resynced and "Trying to resync" in resynced

@@ -10,7 +10,7 @@ from mgr_batch.config import ClipConfig
 from mgr_batch.errors import ConfigError
 from mgr_batch.io import storage, writer
 from mgr_batch.plots.timeline import plot_timeline, read_timeline, timeline_png
-from mgr_batch.stages import decode as stages
+from mgr_batch.stages import decode, predict
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -22,10 +22,10 @@ def tagged(tiny_crnn, tmp_path_factory):
     write_tone(root / "in" / "tone.wav", seconds=7.0)
     write_noise(root / "in" / "noise.flac", seconds=4.0)
     files = storage.list_inputs(str(root / "in")).files
-    predictor = stages.Predictor(tiny_crnn, device="cpu", timeline=True)
+    predictor = predict.Predictor(tiny_crnn, device="cpu", timeline=True)
     spec = predictor.spec
     clip_cfg = ClipConfig(clip_seconds=3.0, hop_seconds=1.5)  # overlapping clips: steps interleave in time
-    batch = stages.featurize_batch(
+    batch = decode.featurize_batch(
         {c: files[c].to_numpy() for c in files.columns}, audio=spec.audio, clip_cfg=clip_cfg, feature_cfg=spec.features
     )
     writer.write_tables(

@@ -13,7 +13,7 @@ from audio_factory import write_broken_corpus, write_catalog
 
 from mgr_batch.config import AudioConfig, ClipConfig, FeatureConfig
 from mgr_batch.io import schemas, storage, writer
-from mgr_batch.stages import decode as stages
+from mgr_batch.stages import decode, predict
 
 GENRES = ("blues", "jazz", "rock")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -192,10 +192,10 @@ def test_real_files_end_to_end_without_ray(tmp_path, tiny_model):
     broken = write_broken_corpus(folder)
     files = storage.list_inputs(str(folder)).files
     batch = {c: files[c].to_numpy() for c in files.columns}
-    predictor = stages.Predictor(tiny_model, device="cpu")
+    predictor = predict.Predictor(tiny_model, device="cpu")
     spec = predictor.spec
     assert spec.features == FeatureConfig(n_mels=32, hop_length=1024)
-    featurized = stages.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=spec.features)
+    featurized = decode.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=spec.features)
     predicted = predictor(featurized)
     out = tmp_path / "out"
     summary = writer.write_tables(

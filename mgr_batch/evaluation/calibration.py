@@ -74,7 +74,7 @@ def ece(probs: np.ndarray, y: np.ndarray, *, bins: int = ECE_BINS) -> float | No
 
 def certainty(probs: np.ndarray) -> np.ndarray:
     """log10(p1 / p2) of probability rows (the songs table's ``certainty``)."""
-    from mgr_batch.stages.decode import certainty as _certainty
+    from mgr_batch.stages.aggregate import certainty as _certainty
 
     return _certainty(probs)
 

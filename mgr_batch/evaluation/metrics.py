@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from mgr_batch.stages.decode import song_probabilities
+from mgr_batch.stages.aggregate import song_probabilities
 
 
 def song_predictions(

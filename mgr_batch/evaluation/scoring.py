@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from mgr_batch.evaluation import calibration as cal
-from mgr_batch.stages.decode import certainty, song_probabilities
+from mgr_batch.stages.aggregate import certainty, song_probabilities
 
 AGGREGATIONS = ("mean", "vote", "log")
 

@@ -13,7 +13,8 @@ from mgr_batch.execution.progress import Progress
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.io import output, storage
 from mgr_batch.io.writer import write_segments
-from mgr_batch.stages.decode import LISTING_COLUMNS, segment_batch
+from mgr_batch.stages.decode import LISTING_COLUMNS
+from mgr_batch.stages.segment import segment_batch
 
 
 def run_segment(cfg: SegmentConfig) -> dict[str, Any]:

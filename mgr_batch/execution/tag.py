@@ -16,6 +16,7 @@ import ray
 
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
 from mgr_batch.errors import ConfigError, OutputError
+from mgr_batch.execution.cache import call_cached
 from mgr_batch.execution.progress import Progress
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.features import musicnn as fm
@@ -24,16 +25,8 @@ from mgr_batch.io.schemas import TAG_TABLES
 from mgr_batch.io.writer import write_tables
 from mgr_batch.models import checkpoint, model_info
 from mgr_batch.models.checkpoint import ModelSpec
-from mgr_batch.stages.decode import (
-    LISTING_COLUMNS,
-    Embedder,
-    Predictor,
-    actor_split,
-    call_cached,
-    embeddings_from_features,
-    featurize_batch,
-    has_timeline,
-)
+from mgr_batch.stages.decode import LISTING_COLUMNS, featurize_batch
+from mgr_batch.stages.predict import Embedder, Predictor, actor_split, embeddings_from_features, has_timeline
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +112,7 @@ def predicted(
 ) -> ray.data.Dataset:
     """Adds ``clip_probs`` (and with ``timeline`` the per-step columns, see :class:`Predictor`) with an
     actor pool that loads the model once per actor, or, with ``inference.in_decode_tasks``, in the decode
-    tasks, which load it once per worker process (:func:`mgr_batch.stages.decode.call_cached`).
+    tasks, which load it once per worker process (:func:`mgr_batch.execution.cache.call_cached`).
 
     A CPU actor reserves no CPU (``num_cpus=0``): it works only when decode tasks hand it a batch, so
     reserving a whole CPU for it left that CPU idle most of the time (with 2 CPUs only one decode task

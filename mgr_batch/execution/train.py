@@ -31,7 +31,7 @@ from mgr_batch.execution.tag import featurized
 from mgr_batch.io import storage
 from mgr_batch.models import checkpoint, model_info
 from mgr_batch.models.checkpoint import ModelSpec
-from mgr_batch.stages.decode import explode_clips
+from mgr_batch.stages.training import explode_clips
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from mgr_batch.io import schemas, storage
-from mgr_batch.stages.decode import certainty, song_probabilities
+from mgr_batch.stages.aggregate import certainty, song_probabilities
 
 
 def build_tables(
@@ -146,7 +146,7 @@ def timeline_table(
 def embeddings_table(batch: dict[str, np.ndarray], idx: np.ndarray) -> pa.Table:
     """The embeddings table of songs ``idx`` of a batch: one row per song, its vector as list<float32>.
 
-    Needs ``song_id``, ``path``, ``n_clips`` and the :class:`mgr_batch.stages.decode.Embedder` columns
+    Needs ``song_id``, ``path``, ``n_clips`` and the :class:`mgr_batch.stages.predict.Embedder` columns
     ``embedding[i]`` (dims,), ``embedding_layer`` and ``embedding_model_id``.
     """
     vectors = [np.asarray(batch["embedding"][i], np.float32) for i in idx]
