@@ -178,12 +178,12 @@ ROWS: list[Row] = [
 def run(
     rows: list[Row], cv_groups: set[str], work: Path, results: dict[str, Any], keep_valid: set[str] = frozenset()
 ) -> None:
-    from mgr_batch.cli import with_preset
     from mgr_batch.config import CVConfig, TrainConfig, from_dict
     from mgr_batch.evaluation import datasets
     from mgr_batch.execution.evaluate import cross_validate
     from mgr_batch.execution.runtime import ray_session
     from mgr_batch.execution.train import featurized_songs, fit, training_spec
+    from mgr_batch.features.presets import with_preset
 
     def config(row: Row, output: Path) -> TrainConfig:
         data = {

@@ -82,6 +82,7 @@ from mgr_batch.clips import segmentation
 from mgr_batch.clips import windows as clips
 from mgr_batch.config import ClipConfig, InferenceConfig, SegmentationConfig
 from mgr_batch.features import registry as features
+from mgr_batch.features import spectral
 from mgr_batch.features.classic import gtzan_features, gtzan_features_reference
 from mgr_batch.io import audio, storage
 from mgr_batch.io.writer import write_tables
@@ -482,7 +483,7 @@ def plain_loop(files: list[str], model: torch.nn.Module, spec, clip_seconds: flo
                     fmin=fc.fmin,
                     fmax=fc.fmax,
                 )
-                db = librosa.power_to_db(mel, ref=1.0, amin=features.AMIN, top_db=None)
+                db = librosa.power_to_db(mel, ref=1.0, amin=spectral.AMIN, top_db=None)
                 probs.append(torch.softmax(model(torch.from_numpy(db[None])), dim=-1)[0].numpy())
         return spec.genres[int(np.mean(probs, axis=0).argmax())]
 
@@ -642,7 +643,7 @@ def micro_logmel(y: np.ndarray, sr: int, fc) -> dict:
                     fmax=fc.fmax,
                 ),
                 ref=1.0,
-                amin=features.AMIN,
+                amin=spectral.AMIN,
                 top_db=None,
             )
 

@@ -309,7 +309,7 @@ class TrainConfig:
     cpus_per_worker: int = 1
     use_gpu: bool = False
     genres: tuple[str, ...] | None = None  # None = the sorted labels found in DATA
-    #: The features preset (mgr_batch.features.registry.PRESETS) the sample rate, clips and features came from.
+    #: The features preset (mgr_batch.features.presets.PRESETS) the sample rate, clips and features came from.
     preset: str | None = None
     audio: AudioConfig = field(default_factory=AudioConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)

@@ -42,7 +42,7 @@ def test_models_lists_the_registry(capsys):
 
 
 def test_models_lists_the_presets(capsys):
-    from mgr_batch.features.registry import PRESETS
+    from mgr_batch.features.presets import PRESETS
 
     assert main(["models", "--presets"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]

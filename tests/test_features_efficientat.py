@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from mgr_batch.cli import with_preset
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
+from mgr_batch.features import presets
 from mgr_batch.features import registry as features
 from mgr_batch.features.efficientat import (
     DEFAULT_LAYER,
@@ -23,6 +23,7 @@ from mgr_batch.features.efficientat import (
     pretrained_network,
     splits_into_actor,
 )
+from mgr_batch.features.presets import with_preset
 from mgr_batch.models import efficientat as eat
 from mgr_batch.models.efficientat import audioset_labels, efficientat_logmel
 from mgr_batch.stages.predict import actor_split
@@ -109,12 +110,12 @@ def test_logmel_kind_needs_32k_and_no_params():
 
 def test_presets_and_model_id():
     for name, kind in (("efficientat_embedding", "efficientat_embedding"), ("efficientat", "efficientat_logmel")):
-        p = features.preset(name)
+        p = presets.preset(name)
         assert (p.audio, p.clips, p.features) == ({"sr": 32000}, {"clip_seconds": 10.0}, {"kind": kind})
-        assert features.DEFAULT_PRESET[kind] in features.PRESETS
+        assert presets.DEFAULT_PRESET[kind] in presets.PRESETS
     train = with_preset({"model": {"name": "logreg"}, "preset": "efficientat_embedding"})
     assert (train["audio"]["sr"], train["features"]["kind"]) == (32000, "efficientat_embedding")
-    assert features.default_preset("efficientat", "efficientat") == "efficientat"
+    assert presets.default_preset("efficientat", "efficientat") == "efficientat"
     mid = embedding_model_id("logits")
     assert mid.startswith("mn04_as-logits-") and len(mid.rsplit("-", 1)[1]) == 12
     assert embedding_model_id() != mid and embedding_model_id().startswith("mn04_as-embedding-")

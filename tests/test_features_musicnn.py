@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mgr_batch.cli import with_preset
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
+from mgr_batch.features import presets, spectral
 from mgr_batch.features import registry as features
 from mgr_batch.features.musicnn import (
     DEFAULT_LAYER,
@@ -19,6 +19,7 @@ from mgr_batch.features.musicnn import (
     pretrained_network,
     song_embedding,
 )
+from mgr_batch.features.presets import with_preset
 from mgr_batch.models.musicnn import Musicnn
 
 SR = 16000
@@ -64,7 +65,7 @@ def test_deterministic_and_independent_of_chunking(clips):
 
 
 def test_equals_musicnn_embed_on_the_same_logmel(clips):
-    x = features.log_mel(clips, sr=SR, n_fft=512, hop_length=256, n_mels=96, scale="log1p")
+    x = spectral.log_mel(clips, sr=SR, n_fft=512, hop_length=256, n_mels=96, scale="log1p")
     assert x.shape == (4, 96, 188)
     np.testing.assert_array_equal(x, musicnn_input(clips, sr=SR))
     net = Musicnn(n_classes=50, pretrained="MSD_musicnn").eval()
@@ -127,9 +128,9 @@ def test_bad_params(params, match):
 
 
 def test_preset_and_model_id():
-    p = features.preset("musicnn_embedding")
+    p = presets.preset("musicnn_embedding")
     assert (p.audio, p.clips, p.features) == ({"sr": 16000}, {"clip_seconds": 3.0}, {"kind": "musicnn_embedding"})
-    assert features.DEFAULT_PRESET["musicnn_embedding"] in features.PRESETS
+    assert presets.DEFAULT_PRESET["musicnn_embedding"] in presets.PRESETS
     train = with_preset({"model": {"name": "logreg"}, "preset": "musicnn_embedding"})
     assert (train["audio"]["sr"], train["features"]["kind"]) == (16000, "musicnn_embedding")
     mid = embedding_model_id("MSD_musicnn", "max_pool")

@@ -10,7 +10,8 @@ from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
 from mgr_batch.features import musicnn as fm
 from mgr_batch.features import stacked as fs
-from mgr_batch.features.registry import feature_shape, featurize, preset
+from mgr_batch.features.presets import preset
+from mgr_batch.features.registry import feature_shape, featurize
 
 
 def _clips(sr: int, n: int = 3) -> np.ndarray:

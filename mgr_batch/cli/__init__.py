@@ -30,6 +30,7 @@ from mgr_batch.config import (
     merge,
 )
 from mgr_batch.errors import ConfigError, MgrBatchError, OutputError
+from mgr_batch.features import presets
 
 TAG_EXAMPLES = """examples:
   mgr-batch tag ~/music --output tags/
@@ -166,28 +167,6 @@ def _training_dict(args: argparse.Namespace) -> dict[str, Any]:
             "schedule": args.schedule,
         },
         "ray": {"address": args.address, "num_cpus": args.num_cpus},
-    }
-
-
-def with_preset(train: dict[str, Any]) -> dict[str, Any]:
-    """A train config dict with its preset's sample rate, clips and features under the values it sets.
-
-    The preset is ``train["preset"]``, else the default one of the model type's feature kind. Training
-    settings the model type's registry entry gives (``ModelInfo.optim``) go under those ``train`` sets.
-    """
-    from mgr_batch.config import merge
-    from mgr_batch.features.registry import default_preset, preset
-    from mgr_batch.models import model_info
-
-    info = model_info((train.get("model") or {}).get("name") or "cnn")
-    p = preset(train.get("preset") or default_preset(info.name, info.features))
-    set_clips = {k: v for k, v in (train.get("clips") or {}).items() if v is not None}
-    return train | {
-        "preset": p.name,
-        "audio": p.audio | (train.get("audio") or {}),
-        "optim": merge(info.optim, train.get("optim") or {}),
-        "clips": p.clips | set_clips,
-        "features": p.features | (train.get("features") or {}),
     }
 
 
@@ -460,7 +439,7 @@ def tag_config(args: argparse.Namespace) -> TagConfig:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     flags = _training_dict(args) | {"run_name": args.run_name, "use_gpu": args.use_gpu}
-    return from_dict(TrainConfig, with_preset(merge(load_yaml(args.config), flags)))
+    return from_dict(TrainConfig, presets.with_preset(merge(load_yaml(args.config), flags)))
 
 
 def segment_config(args: argparse.Namespace) -> SegmentConfig:
@@ -500,7 +479,7 @@ def cv_config(args: argparse.Namespace) -> CVConfig:
     loaded = load_yaml(args.config)
     base = {k: loaded.pop(k) for k in ("folds", "group_by") if k in loaded}
     base["train"] = loaded.pop("train", loaded)
-    train = with_preset(merge(base["train"], _training_dict(args)))
+    train = presets.with_preset(merge(base["train"], _training_dict(args)))
     base.pop("train")
     flags = {"folds": args.folds, "group_by": args.group_by, "train": train}
     return from_dict(CVConfig, merge(base, flags))
@@ -549,14 +528,11 @@ COMMANDS = {
 
 def list_models(*, presets: bool = False) -> None:
     """Print the model table (name, family, input features, study, description), or the presets."""
-    from mgr_batch.features.registry import PRESETS, default_preset, feature_kind
+    from mgr_batch.features.presets import PRESETS, default_preset
+    from mgr_batch.features.registry import all_kinds
     from mgr_batch.models import MODELS
+    from mgr_batch.models.checkpoint import BUILTIN_MODELS, PACKAGED_MODELS
 
-    for kind in ("musicnn_embedding", "efficientat_embedding", "stacked_embedding"):
-        try:
-            feature_kind(kind)  # the optional kinds add their presets when imported
-        except (ConfigError, ImportError):
-            pass
     if presets:
         for p in PRESETS.values():
             print(f"{p.name:<18} sr={p.audio['sr']:<6} clip={p.clips['clip_seconds']:<5} {p.features}  # {p.study}")
@@ -566,13 +542,11 @@ def list_models(*, presets: bool = False) -> None:
         features = f"{info.features} ({default_preset(info.name, info.features)})"
         own = "".join(f" [default {k} {v}]" for k, v in info.optim.items())
         print(f"{info.name:<16} {info.family:<8} {features:<32} {info.study:<44} {info.description}{own}")
-    from mgr_batch.features.registry import FEATURES
-    from mgr_batch.models.checkpoint import BUILTIN_MODELS, PACKAGED_MODELS
-
     print(f"\npackaged models (tag/evaluate --model): {', '.join([*PACKAGED_MODELS, *BUILTIN_MODELS])}")
     print("pre-trained embedding features (train --features PRESET, or features.kind):")
-    for kind in sorted(k for k in FEATURES if k.endswith("_embedding")):
-        print(f"  {kind:<22} {FEATURES[kind].description}")
+    kinds = all_kinds()
+    for kind in sorted(k for k in kinds if k.endswith("_embedding")):
+        print(f"  {kind:<22} {kinds[kind].description}")
 
 
 def _quiet_or_verbose(args: argparse.Namespace) -> None:

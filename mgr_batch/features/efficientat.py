@@ -18,7 +18,6 @@ import torch
 
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.features.registry import PRESETS, Preset, register_feature
 from mgr_batch.models import efficientat as eat
 from mgr_batch.models.common import fold_batch_norm
 
@@ -121,12 +120,6 @@ def _logmel_shape(n: int, *, sr: int, cfg: FeatureConfig) -> tuple[int, int]:
     return eat.N_MELS, eat.n_frames(n)
 
 
-@register_feature(
-    "efficientat_logmel",
-    shape=_logmel_shape,
-    description="EfficientAT's input at 32 kHz: pre-emphasis, 128-band Kaldi mel of 0-15 kHz, (ln(mel + 1e-5) "
-    "+ 4.5) / 5 (128 x frames)",
-)
 def _efficientat_logmel(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
     return eat.efficientat_logmel(clips, sr=sr)
 
@@ -135,28 +128,22 @@ def _embedding_shape(n: int, *, sr: int, cfg: FeatureConfig) -> tuple[int, int]:
     return LAYERS[embedding_layer(cfg)], 1
 
 
-@register_feature(
-    "efficientat_embedding",
-    shape=_embedding_shape,
-    description="pre-trained EfficientAT mn04_as (AudioSet) embedding of the clip (dims x 1); params: layer "
-    f"({', '.join(f'{k} {v}' for k, v in LAYERS.items())}; default {DEFAULT_LAYER})",
-    chunk=CHUNK_CLIPS,
-)
 def _efficientat_embedding(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
     return efficientat_embedding(clips, sr=sr, layer=embedding_layer(cfg))[:, :, None]
 
 
-PRESETS["efficientat"] = Preset(
-    "efficientat",
-    "EfficientAT's input: 128-band Kaldi log-mel at 32 kHz, 10 s clips (what mn04_as was trained on)",
-    {"sr": SR},
-    {"clip_seconds": 10.0},
-    {"kind": "efficientat_logmel"},
-)
-PRESETS["efficientat_embedding"] = Preset(
-    "efficientat_embedding",
-    "transfer: pre-trained EfficientAT mn04_as embeddings of 10 s clips at 32 kHz, for a classic head",
-    {"sr": SR},
-    {"clip_seconds": 10.0},
-    {"kind": "efficientat_embedding"},
-)
+#: This module's feature kinds (see :data:`mgr_batch.features.registry.PRETRAINED`).
+KINDS = {
+    "efficientat_logmel": (
+        _efficientat_logmel,
+        _logmel_shape,
+        "EfficientAT's input at 32 kHz: pre-emphasis, 128-band Kaldi mel of 0-15 kHz, (ln(mel + 1e-5) "
+        "+ 4.5) / 5 (128 x frames)",
+    ),
+    "efficientat_embedding": (
+        _efficientat_embedding,
+        _embedding_shape,
+        "pre-trained EfficientAT mn04_as (AudioSet) embedding of the clip (dims x 1); params: layer "
+        f"({', '.join(f'{k} {v}' for k, v in LAYERS.items())}; default {DEFAULT_LAYER})",
+    ),
+}

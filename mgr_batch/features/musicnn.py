@@ -1,7 +1,7 @@
 """The pre-trained musicnn as a feature kind: clips -> its pooled embedding of each clip (``musicnn_embedding``).
 
 Registers the feature kind ``musicnn_embedding`` and the preset of the same name (16 kHz, 3 s clips).
-A clip becomes musicnn's log-mel (:func:`mgr_batch.features.registry.log_mel` with the ``musicnn`` preset's
+A clip becomes musicnn's log-mel (:func:`mgr_batch.features.spectral.log_mel` with the ``musicnn`` preset's
 parameters), then one embedding of the pre-trained network, as (dims, 1) so that classic models (which
 flatten features) and every other consumer see the usual (n_features, n_steps) layout.
 ``FeatureConfig.params`` picks the network (``pretrained``, default ``MSD_musicnn``) and the ``layer``.
@@ -17,7 +17,7 @@ import torch
 
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.features.registry import PRESETS, Preset, log_mel, register_feature
+from mgr_batch.features.spectral import log_mel
 from mgr_batch.models.musicnn import HOP_LENGTH, N_FFT, N_MELS, SR, Musicnn, pretrained_path
 
 #: Embedding layers and their sizes: musicnn's max- and mean-pooled front+mid-end maps, the 200-unit
@@ -69,7 +69,7 @@ def musicnn_input(clips: np.ndarray, *, sr: int) -> np.ndarray:
     """musicnn's log-mel of clips (n_clips, n_samples) at ``sr`` Hz: (n_clips, 96, frames) float32.
 
     Clips at another rate are resampled to 16 kHz first (soxr, high quality). The mel is the ``musicnn``
-    preset's: :func:`mgr_batch.features.registry.log_mel` with n_fft 512, hop 256, 96 bands, log10(1 + 10000 P).
+    preset's: :func:`mgr_batch.features.spectral.log_mel` with n_fft 512, hop 256, 96 bands, log10(1 + 10000 P).
     """
     clips = np.ascontiguousarray(clips, dtype=np.float32)
     if sr != SR:
@@ -143,23 +143,18 @@ def _shape(n: int, *, sr: int, cfg: FeatureConfig) -> tuple[int, int]:
     return LAYERS[embedding_settings(cfg)[1]], 1
 
 
-@register_feature(
-    "musicnn_embedding",
-    shape=_shape,
-    description="pre-trained musicnn embedding of the clip (dims x 1); params: pretrained (MSD_musicnn or "
-    "MTT_musicnn), "
-    f"layer ({', '.join(LAYERS)}; default {DEFAULT_LAYER})",
-    chunk=CHUNK_CLIPS,
-)
 def _musicnn_embedding(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
     pretrained, layer = embedding_settings(cfg)
     return musicnn_embedding(clips, sr=sr, pretrained=pretrained, layer=layer)[:, :, None]
 
 
-PRESETS["musicnn_embedding"] = Preset(
-    "musicnn_embedding",
-    "transfer: pre-trained MSD_musicnn embeddings of 3 s clips at 16 kHz, for a classic head",
-    {"sr": SR},
-    {"clip_seconds": 3.0},
-    {"kind": "musicnn_embedding"},
-)
+#: This module's feature kinds (see :data:`mgr_batch.features.registry.PRETRAINED`).
+KINDS = {
+    "musicnn_embedding": (
+        _musicnn_embedding,
+        _shape,
+        "pre-trained musicnn embedding of the clip (dims x 1); params: pretrained (MSD_musicnn or "
+        "MTT_musicnn), "
+        f"layer ({', '.join(LAYERS)}; default {DEFAULT_LAYER})",
+    ),
+}

@@ -25,7 +25,6 @@ import numpy as np
 
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.features.registry import PRESETS, Preset, register_feature
 
 KIND = "stacked_embedding"
 #: Clips per call of the feature kind: each network chunks its own forward passes.
@@ -174,21 +173,16 @@ def embed_inputs(x: np.ndarray, cfg: FeatureConfig, *, sr: int) -> np.ndarray:
     return stacked_embedding(np.asarray(x)[:, 0, :], sr=sr, cfg=cfg)[:, :, None]
 
 
-@register_feature(
-    KIND,
-    shape=lambda n, *, sr, cfg: (dims(cfg), 1),
-    description="several pre-trained networks' embeddings of the clip side by side (dims x 1); params: parts, "
-    f"a list of 'network:layer' (networks {', '.join(NETWORKS)}; default {list(DEFAULT_PARTS)})",
-    chunk=CHUNK_CLIPS,
-)
 def _stacked(clips: np.ndarray, *, sr: int, cfg: FeatureConfig) -> np.ndarray:
     return stacked_embedding(clips, sr=sr, cfg=cfg)[:, :, None]
 
 
-PRESETS["musicnn_efficientat"] = Preset(
-    "musicnn_efficientat",
-    "transfer: MSD_musicnn penultimate + EfficientAT mn04_as embedding of 3 s clips, one decode at 32 kHz",
-    {"sr": 32000},
-    {"clip_seconds": 3.0},
-    {"kind": KIND, "params": {"parts": list(DEFAULT_PARTS)}},
-)
+#: This module's feature kinds (see :data:`mgr_batch.features.registry.PRETRAINED`).
+KINDS = {
+    KIND: (
+        _stacked,
+        lambda n, *, sr, cfg: (dims(cfg), 1),
+        "several pre-trained networks' embeddings of the clip side by side (dims x 1); params: parts, "
+        f"a list of 'network:layer' (networks {', '.join(NETWORKS)}; default {list(DEFAULT_PARTS)})",
+    ),
+}

@@ -162,7 +162,7 @@ def builtin_spec(name: str) -> ModelSpec:
     preset's (10 s clips of 32 kHz Kaldi log-mel)."""
     if name not in BUILTIN_MODELS:
         raise CheckpointError(f"unknown built-in model {name!r} (known: {', '.join(BUILTIN_MODELS)})")
-    from mgr_batch.features.registry import preset
+    from mgr_batch.features.presets import preset
 
     if name == "audioset-tags":
         from mgr_batch.models.efficientat import DEFAULT_PRETRAINED, audioset_labels

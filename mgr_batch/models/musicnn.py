@@ -7,7 +7,7 @@ TensorFlow checkpoints by ``tools/convert_musicnn.py``. Given :func:`musicnn_fea
 pre-trained models reproduce the original's tag probabilities (see ``tests/models/test_musicnn.py``).
 
 Layout differs from the original on purpose: features are (n_mels, n_frames) like every other feature
-of mgr-batch (:func:`mgr_batch.features.registry.log_mel`), where musicnn used (n_frames, n_mels).
+of mgr-batch (:func:`mgr_batch.features.spectral.log_mel`), where musicnn used (n_frames, n_mels).
 """
 
 from __future__ import annotations
