@@ -17,7 +17,8 @@ from mgr_batch.clips import windows as clips
 from mgr_batch.features import registry as features
 from mgr_batch.io import audio
 from mgr_batch.models import checkpoint
-from mgr_batch.models.musicnn import MSD_TAGS, Musicnn, load_pretrained_state
+from mgr_batch.models.musicnn import Musicnn, load_pretrained_state
+from mgr_batch.models.musicnn_tags import MSD_TAGS
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

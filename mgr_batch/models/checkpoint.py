@@ -183,7 +183,8 @@ def builtin_spec(name: str) -> ModelSpec:
                 "(Schmid et al., 2023); not trained here"
             },
         )
-    from mgr_batch.models.musicnn import MSD_TAGS, pretrained_path
+    from mgr_batch.models.musicnn import pretrained_path
+    from mgr_batch.models.musicnn_tags import MSD_TAGS
 
     audio, clips, features = preset("musicnn").apply(AudioConfig(), ClipConfig(), FeatureConfig())
     weights = pretrained_path("MSD_musicnn").read_bytes()

@@ -20,26 +20,14 @@ import librosa
 import numpy as np
 import pytest
 import torch
+from musicnn_reference import musicnn_features, musicnn_logmel, musicnn_patches, resample_kaiser_best
 
 from mgr_batch.config import GTZAN_GENRES, AudioConfig, ClipConfig, FeatureConfig, ModelConfig
 from mgr_batch.errors import ConfigError, EmptyAudioError
 from mgr_batch.models import MODELS, build_model, checkpoint
 from mgr_batch.models.checkpoint import ModelSpec
-from mgr_batch.models.musicnn import (
-    MSD_TAGS,
-    MTT_TAGS,
-    N_FRAMES,
-    N_MELS,
-    PRETRAINED_TAGS,
-    SR,
-    Musicnn,
-    MusicnnVGG,
-    load_pretrained_state,
-    musicnn_features,
-    musicnn_logmel,
-    musicnn_patches,
-    resample_kaiser_best,
-)
+from mgr_batch.models.musicnn import N_FRAMES, N_MELS, SR, Musicnn, MusicnnVGG, load_pretrained_state
+from mgr_batch.models.musicnn_tags import MSD_TAGS, MTT_TAGS, PRETRAINED_TAGS
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.json"
