@@ -87,9 +87,9 @@ def measure_cost(data: Path, repeats: int, seed: int) -> list[dict]:
         totals, sems = [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            segmentation.sem_matrix(y, SR, cfg)
+            segmentation.sem_matrix(y, sr=SR, cfg=cfg)
             t1 = time.perf_counter()
-            result = segmentation.representative(y, SR, cfg)
+            result = segmentation.representative(y, sr=SR, cfg=cfg)
             t2 = time.perf_counter()
             sems.append(t1 - t0)
             totals.append(t2 - t1)
@@ -171,7 +171,7 @@ def score_boundaries(songs: list[dict]) -> tuple[dict, list[dict]]:
                 kw["n_clusters"] = len(song["junctions"]) + 1
             cfg = segmentation.SegmentationConfig(**kw)
             t0 = time.perf_counter()
-            result = segmentation.representative(song["y"], SR, cfg)
+            result = segmentation.representative(song["y"], sr=SR, cfg=cfg)
             seconds.append(time.perf_counter() - t0)
             predicted = np.array([lo for lo, _, _ in result.segments[1:]])
             h = hits(predicted, song["junctions"], TOLERANCE_S)

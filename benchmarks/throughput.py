@@ -701,7 +701,7 @@ def _reference_segmentation_s(
 
 def micro_segmentation(y: np.ndarray, sr: int) -> dict:
     cfg = SegmentationConfig()
-    segmentation.representative(y[: 60 * sr], sr, cfg)  # warm-up
+    segmentation.representative(y[: 60 * sr], sr=sr, cfg=cfg)  # warm-up
     minutes = len(y) / sr / 60
     ours = _cpu(segmentation.representative, y, sr, cfg, repeats=2)
     clustering = ours - _cpu(segmentation.sem_matrix, y, sr, cfg, repeats=2)

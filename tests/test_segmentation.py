@@ -66,7 +66,7 @@ def test_fast_sem_matches_direct_filtering(order, max_lag, seconds):
 def test_fast_sem_is_close_to_truncated_lfilter():
     """The study filters with lfilter (n samples out): the last p samples of the residual barely matter."""
     frames = _windows(_noise(1.0, seed=3), _ar1(1.0, 0.9, seed=4), _drums(1.0))
-    S, _ = seg.sem_matrix(frames.ravel(), SR, seg.SegmentationConfig(window_seconds=1.0, order=16, max_lag=32))
+    S, _ = seg.sem_matrix(frames.ravel(), sr=SR, cfg=seg.SegmentationConfig(window_seconds=1.0, order=16, max_lag=32))
     np.testing.assert_allclose(S, _direct_sem(frames, 16, 32, truncate=True), rtol=0.05, atol=1e-3)
 
 
@@ -86,7 +86,7 @@ def test_sem_of_a_window_against_itself_is_near_zero(seed):
     frames = _windows(
         _noise(1.0, seed=seed), _ar1(1.0, 0.8, seed=seed), _ar1(1.0, -0.6, seed=seed), _chord(1.0, seed=seed)
     )
-    S, _ = seg.sem_matrix(frames.ravel(), SR, seg.SegmentationConfig(window_seconds=1.0))
+    S, _ = seg.sem_matrix(frames.ravel(), sr=SR, cfg=seg.SegmentationConfig(window_seconds=1.0))
     assert np.all(S >= 0)
     assert np.all(np.diag(S)[:3] < 0.01)  # noise-like: ~2 M / n_samples
     assert S[3, 3] < 0.2  # a chord 40 dB above its noise is whitened less perfectly
@@ -98,7 +98,7 @@ def test_sem_grows_with_spectral_difference():
     """White noise as the reference; windows tilted more and more (AR(1), rho up to 0.9), then a sine chord."""
     rhos = [0.0, 0.3, 0.6, 0.9]
     frames = _windows(_noise(1.0, seed=10), *[_ar1(1.0, rho, seed=11 + i) for i, rho in enumerate(rhos)], _chord(1.0))
-    S, _ = seg.sem_matrix(frames.ravel(), SR, seg.SegmentationConfig(window_seconds=1.0))
+    S, _ = seg.sem_matrix(frames.ravel(), sr=SR, cfg=seg.SegmentationConfig(window_seconds=1.0))
     sym = 0.5 * (S + S.T)
     row = sym[0, 1:]
     assert row[0] < 0.05  # another white noise
@@ -141,7 +141,7 @@ def test_adjacency_rejects_non_square(bad):
 @pytest.mark.parametrize("hop_seconds", [None, 1.0])
 def test_three_part_song_is_recovered(three_part_song, representative, hop_seconds):
     cfg = seg.SegmentationConfig(hop_seconds=hop_seconds, representative=representative)
-    result = seg.representative(three_part_song, SR, cfg)
+    result = seg.representative(three_part_song, sr=SR, cfg=cfg)
     assert result.n_clusters == 3  # from the eigen-gap
     assert [c for _, _, c in result.segments] == [0, 1, 2]
     boundaries = [hi for _, hi, _ in result.segments[:-1]]
@@ -154,7 +154,7 @@ def test_three_part_song_is_recovered(three_part_song, representative, hop_secon
 
 
 def test_eigen_gap_picks_three_clusters(three_part_song):
-    S, _ = seg.sem_matrix(three_part_song, SR, seg.SegmentationConfig())
+    S, _ = seg.sem_matrix(three_part_song, sr=SR, cfg=seg.SegmentationConfig())
     labels = seg.spectral_clusters(seg.adjacency(S), None, k_max=8)
     assert labels.max() + 1 == 3
     assert labels[0] == 0  # numbered in order of first appearance
@@ -162,7 +162,7 @@ def test_eigen_gap_picks_three_clusters(three_part_song):
 
 @pytest.mark.parametrize("n_clusters", [1, 2, 3, 4])
 def test_spectral_clusters_gives_the_asked_number(three_part_song, n_clusters):
-    S, _ = seg.sem_matrix(three_part_song, SR, seg.SegmentationConfig())
+    S, _ = seg.sem_matrix(three_part_song, sr=SR, cfg=seg.SegmentationConfig())
     labels = seg.spectral_clusters(seg.adjacency(S), n_clusters, seed=0)
     assert labels.shape == (len(S),)
     assert labels.max() + 1 == n_clusters
@@ -172,7 +172,7 @@ def test_spectral_clusters_gives_the_asked_number(three_part_song, n_clusters):
 @pytest.mark.parametrize("seconds", [0.3, 1.9, 2.0, 3.9])
 def test_song_shorter_than_two_windows_is_wholly_representative(seconds):
     y = _noise(seconds)
-    result = seg.representative(y, SR, seg.SegmentationConfig(window_seconds=2.0))
+    result = seg.representative(y, sr=SR, cfg=seg.SegmentationConfig(window_seconds=2.0))
     duration = len(y) / SR
     assert result.segments == [(0.0, duration, 0)]
     assert result.spans == [(0.0, duration)]
@@ -218,7 +218,7 @@ def test_merge_short_runs_joins_the_most_adjacent_neighbour():
 
 
 def test_clip_mask_keeps_clips_inside_the_spans(three_part_song):
-    result = seg.representative(three_part_song, SR, seg.SegmentationConfig())
+    result = seg.representative(three_part_song, sr=SR, cfg=seg.SegmentationConfig())
     ((lo, hi),) = result.spans
     starts = np.arange(0.0, 57.0, 3.0)
     mask = result.clip_mask(starts, 3.0)
@@ -257,11 +257,11 @@ def test_bad_config_is_rejected(kwargs):
 )
 def test_bad_audio_is_rejected(y, error):
     with pytest.raises(error):
-        seg.representative(y, SR)
+        seg.representative(y, sr=SR)
 
 
 def test_silence_is_one_cluster():
-    result = seg.representative(np.zeros(SR * 10), SR)
+    result = seg.representative(np.zeros(SR * 10), sr=SR)
     assert result.n_clusters == 1 and result.spans == [(0.0, 10.0)]
 
 
@@ -270,13 +270,13 @@ def test_resampling_to_the_analysis_rate(three_part_song):
     import soxr
 
     y = soxr.resample(three_part_song, SR, 2 * SR)
-    result = seg.representative(y, 2 * SR)
+    result = seg.representative(y, sr=2 * SR)
     assert [c for _, _, c in result.segments] == [0, 1, 2]
     np.testing.assert_allclose([hi for _, hi, _ in result.segments[:-1]], [20.0, 40.0], atol=2.0)
 
 
 def test_plot_writes_a_png(tmp_path, three_part_song):
-    result = seg.representative(three_part_song, SR)
+    result = seg.representative(three_part_song, sr=SR)
     out = plot_segmentation(result, three_part_song, SR, tmp_path / "figs" / "seg.png")
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -284,13 +284,13 @@ def test_plot_writes_a_png(tmp_path, three_part_song):
 
 def test_plot_of_a_short_song(tmp_path):
     y = _noise(1.0)
-    out = plot_segmentation(seg.representative(y, SR), y, SR, tmp_path / "short.png")
+    out = plot_segmentation(seg.representative(y, sr=SR), y, SR, tmp_path / "short.png")
     assert out.stat().st_size > 0
 
 
 @pytest.mark.parametrize("gain", [1e-4, 1.0, 3e4])
 def test_sem_does_not_depend_on_the_gain(three_part_song, gain):
     cfg = seg.SegmentationConfig()
-    S, _ = seg.sem_matrix(three_part_song, SR, cfg)
-    S_gain, _ = seg.sem_matrix(gain * three_part_song, SR, cfg)
+    S, _ = seg.sem_matrix(three_part_song, sr=SR, cfg=cfg)
+    S_gain, _ = seg.sem_matrix(gain * three_part_song, sr=SR, cfg=cfg)
     np.testing.assert_allclose(S_gain, S, rtol=1e-6, atol=1e-9)

@@ -27,7 +27,7 @@ def select_clips(
     song_clips, starts = clips.cut(y, sr=sr, clip_seconds=cfg.clip_seconds, hop_seconds=cfg.hop)
     if cfg.select != "representative":
         return song_clips, starts, np.array([[0.0, len(y) / sr]])
-    seg = segmentation.representative(y, sr, cfg.segmentation)
+    seg = segmentation.representative(y, sr=sr, cfg=cfg.segmentation)
     keep = seg.clip_mask(starts, cfg.clip_seconds)
     if not keep.any():
         middle = 0.5 * (seg.spans[0][0] + seg.spans[0][1])

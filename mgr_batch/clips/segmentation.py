@@ -181,7 +181,7 @@ def _frames(y: np.ndarray, sr: int, cfg: SegmentationConfig) -> tuple[np.ndarray
     return frames, np.arange(n) * hop / sr
 
 
-def sem_matrix(y: np.ndarray, sr: int, cfg: SegmentationConfig) -> tuple[np.ndarray, np.ndarray]:
+def sem_matrix(y: np.ndarray, *, sr: int, cfg: SegmentationConfig) -> tuple[np.ndarray, np.ndarray]:
     """SEM of every ordered pair of windows of a mono song ``y`` (n,) at ``sr`` Hz.
 
     Returns ``S`` (n_windows, n_windows), row i the reference model, column j the filtered window (not
@@ -329,7 +329,7 @@ def segments_from_labels(
     return [(cuts[r], cuts[r + 1], int(labels[i])) for r, i in enumerate(firsts)]
 
 
-def representative(y: np.ndarray, sr: int, cfg: SegmentationConfig | None = None) -> Segmentation:
+def representative(y: np.ndarray, *, sr: int, cfg: SegmentationConfig | None = None) -> Segmentation:
     """Segment a mono song ``y`` (n,) at ``sr`` Hz and pick its representative part.
 
     The representative cluster is the one with most windows (ties: the earliest). A song too short for two
@@ -339,7 +339,7 @@ def representative(y: np.ndarray, sr: int, cfg: SegmentationConfig | None = None
     cfg = cfg or SegmentationConfig()
     y = _validate(y, sr)
     duration = len(y) / sr
-    S, starts = sem_matrix(y, sr, cfg)
+    S, starts = sem_matrix(y, sr=sr, cfg=cfg)
     n = len(starts)
     if n < 2:
         return Segmentation(

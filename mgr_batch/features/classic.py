@@ -15,7 +15,6 @@ HPSS keeps librosa's exact 31-bin median filters but runs them as a sliding sort
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import librosa
 import numba
@@ -25,6 +24,7 @@ import scipy.ndimage
 import torch
 
 from mgr_batch.clips.windows import cut
+from mgr_batch.features.spectral import dct_matrix, hann_window, mel_basis
 
 #: librosa's defaults, which the published table used.
 N_FFT = 2048
@@ -54,67 +54,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "tempo",
     *(f"mfcc{i}_{stat}" for i in range(1, N_MFCC + 1) for stat in ("mean", "var")),
 )
-#: Fast path vs reference, per feature: |fast - reference| <= FAST_RTOL * |reference| + FAST_ATOL[name]
-#: (float32 round-off only; measured below 3e-5 relative on 50 songs, waveform means below 1e-4). The
-#: absolute floor covers features that can sit at zero: the waveform means and the MFCC means (dB).
-FAST_RTOL = 1e-3
-FAST_ATOL: dict[str, float] = {name: 0.0 for name in FEATURE_NAMES} | {
-    "harmony_mean": 1e-7,
-    "perceptr_mean": 1e-7,
-    **{f"mfcc{i}_mean": 1e-3 for i in range(1, N_MFCC + 1)},
-}
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How closely a feature, computed on the OGG re-encodings, follows the published table over many songs.
-
-    ``median_rel``: bound on the median over songs of |ours - published| / (|published| + eps), eps being
-    1e-3 x the median |published| of the feature (None where a relative error means nothing: signed
-    features that cross zero). ``corr``: lower bound on Pearson's r across songs. ``median_std``: bound on
-    the median over songs of |ours - published| / (std of published over songs).
-    """
-
-    median_rel: float | None = 0.05
-    corr: float = 0.95
-    median_std: float = 0.15
-    reason: str = ""
-
-
-_SIGNED = Tolerance(
-    median_rel=None,
-    reason="signed, near zero for many songs: relative error is meaningless; judged by correlation and "
-    "error in units of the spread over songs",
-)
-_QUIET_HIGH_BANDS = Tolerance(
-    corr=0.90,
-    reason="high-order MFCC variance follows how much of the log-mel sits on the 80 dB floor; Vorbis empties "
-    "quiet high bands (e.g. 15% of classical.00092's bins sit on the floor), so a few quiet songs move a lot "
-    "(up to 1-7 standard deviations) while the median song moves ~3%",
-)
-#: Per-feature tolerance against the published table (measured by benchmarks/features_classic.py).
-PUBLISHED_TOLERANCE: dict[str, Tolerance] = {name: Tolerance() for name in FEATURE_NAMES} | {
-    "harmony_mean": _SIGNED,
-    "perceptr_mean": _SIGNED,
-    "zero_crossing_rate_var": Tolerance(
-        median_rel=0.15,
-        reason="the codec rewrites low-level high-frequency detail, which is what sign changes count; "
-        "the mean moves ~4%, the variance ~10%",
-    ),
-    "tempo": Tolerance(
-        corr=0.90,
-        reason="an argmax over tempogram lags: ~97% of songs give the published tempo exactly, the rest jump "
-        "to another metrical level (3:4 in the misses seen), and a couple of such jumps dominate Pearson r",
-    ),
-    **{f"mfcc{i}_mean": _SIGNED for i in range(1, N_MFCC + 1)},
-    **{f"mfcc{i}_var": _QUIET_HIGH_BANDS for i in range(8, N_MFCC + 1)},
-}
-#: Signed features, judged without relative error.
-SIGNED_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if PUBLISHED_TOLERANCE[n].median_rel is None)
-#: Features whose bounds are looser than the default because the re-encoding moves them (reasons above).
-FRAGILE_FEATURES: tuple[str, ...] = tuple(
-    n for n in FEATURE_NAMES if n not in SIGNED_FEATURES and PUBLISHED_TOLERANCE[n] != Tolerance()
-)
 
 
 def _as_audio(y: np.ndarray) -> np.ndarray:
@@ -136,7 +75,7 @@ def summarize(frames: dict[str, np.ndarray], *, length: int) -> np.ndarray:
     return np.concatenate([[length], stats, [tempo], mfcc_stats]).astype(np.float64)
 
 
-def gtzan_features_reference(y: np.ndarray, sr: int = 22050) -> np.ndarray:
+def gtzan_features_reference(y: np.ndarray, *, sr: int = 22050) -> np.ndarray:
     """The 58 features by plain librosa calls, as the published ``features_30_sec.csv`` was made.
 
     ``y`` is mono (n_samples,); it is cast to float32 first. Returns float64 (58,) in
@@ -160,7 +99,7 @@ def gtzan_features_reference(y: np.ndarray, sr: int = 22050) -> np.ndarray:
     return summarize(frames, length=len(y))
 
 
-def gtzan_features(y: np.ndarray, sr: int = 22050) -> np.ndarray:
+def gtzan_features(y: np.ndarray, *, sr: int = 22050) -> np.ndarray:
     """The same 58 features as :func:`gtzan_features_reference`, from one STFT (several times faster).
 
     ``y`` is mono (n_samples,); it is cast to float32 first. Returns float64 (58,) in
@@ -170,7 +109,7 @@ def gtzan_features(y: np.ndarray, sr: int = 22050) -> np.ndarray:
     return summarize(gtzan_frames(y, sr=sr), length=len(y))
 
 
-def gtzan_frames(y: np.ndarray, sr: int = 22050) -> dict[str, np.ndarray]:
+def gtzan_frames(y: np.ndarray, *, sr: int = 22050) -> dict[str, np.ndarray]:
     """The frame-wise series the fast features summarize, each as librosa would return it.
 
     Keys and shapes, with n_frames = 1 + n_samples // 512: ``chroma_stft`` (12, n_frames), ``rms``,
@@ -183,7 +122,7 @@ def gtzan_frames(y: np.ndarray, sr: int = 22050) -> dict[str, np.ndarray]:
     S = np.abs(D)  # magnitude: centroid, bandwidth, rolloff, HPSS
     power = np.square(S)  # power: chroma, mel
     centroid, bandwidth = _centroid_bandwidth(S, sr=sr)
-    log_mel = librosa.power_to_db(_mel_basis(sr, N_FFT, N_MELS) @ power)
+    log_mel = librosa.power_to_db(mel_basis(sr, N_FFT, N_MELS).numpy() @ power)
     # beat_track's onset envelope: the median (not mean) over mel bands of the positive log-mel flux.
     onset_envelope = librosa.onset.onset_strength(S=log_mel, sr=sr, aggregate=np.median)
     harmony = _harmonic(D, S, length=len(y))
@@ -200,12 +139,12 @@ def gtzan_frames(y: np.ndarray, sr: int = 22050) -> dict[str, np.ndarray]:
         "tempo": np.asarray(
             float(librosa.feature.tempo(onset_envelope=onset_envelope, sr=sr, hop_length=HOP_LENGTH)[0])
         ),
-        "mfcc": _dct_matrix(N_MELS, N_MFCC) @ log_mel,  # librosa.feature.mfcc(S=log_mel), first N_MFCC rows
+        "mfcc": dct_matrix(N_MELS, N_MFCC).numpy() @ log_mel,  # librosa.feature.mfcc(S=log_mel), first N_MFCC rows
     }
 
 
 def gtzan_features_windows(
-    y: np.ndarray, sr: int = 22050, window_seconds: float = 3.0, hop_seconds: float = 3.0
+    y: np.ndarray, *, sr: int = 22050, window_seconds: float = 3.0, hop_seconds: float = 3.0
 ) -> np.ndarray:
     """The 58 features of each ``window_seconds`` window every ``hop_seconds`` (the "3 s" table variant).
 
@@ -222,22 +161,6 @@ def gtzan_features_windows(
 # The fast path's pieces. Each reproduces one librosa default on a shared STFT or a running sum.
 
 
-@functools.lru_cache(maxsize=4)
-def _window(n_fft: int) -> torch.Tensor:
-    return torch.hann_window(n_fft, periodic=True)
-
-
-@functools.lru_cache(maxsize=8)
-def _mel_basis(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
-
-
-@functools.lru_cache(maxsize=4)
-def _dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
-    """Rows of the orthonormal DCT-II (librosa's MFCC), shape (n_mfcc, n_mels), float32."""
-    return scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc].astype(np.float32)
-
-
 @functools.lru_cache(maxsize=8)
 def _moments_matrix(sr: int, n_fft: int) -> np.ndarray:
     """[1, f, f**2] over the FFT bins, shape (3, 1 + n_fft // 2), float64: weights for spectral moments."""
@@ -251,7 +174,7 @@ def _stft(y: np.ndarray) -> np.ndarray:
         torch.from_numpy(y),
         n_fft=N_FFT,
         hop_length=HOP_LENGTH,
-        window=_window(N_FFT),
+        window=hann_window(N_FFT),
         center=True,
         pad_mode="constant",
         return_complex=True,
@@ -262,7 +185,7 @@ def _stft(y: np.ndarray) -> np.ndarray:
 def _istft(D: np.ndarray, *, length: int) -> np.ndarray:
     """``librosa.istft(D, length=length)`` for :func:`_stft`'s parameters: (length,) float32."""
     y = torch.istft(
-        torch.from_numpy(D), n_fft=N_FFT, hop_length=HOP_LENGTH, window=_window(N_FFT), center=True, length=length
+        torch.from_numpy(D), n_fft=N_FFT, hop_length=HOP_LENGTH, window=hann_window(N_FFT), center=True, length=length
     )
     return y.numpy()
 

@@ -27,7 +27,8 @@ MEL_BAND_FILTERS = 16
 
 
 @functools.lru_cache(maxsize=16)
-def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> torch.Tensor:
+def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> torch.Tensor:
+    """librosa's Slaney mel filter bank, (n_mels, 1 + n_fft // 2) float32."""
     return torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
 
 
@@ -37,7 +38,7 @@ def _mel_bands(
 ) -> tuple[tuple[int, int, torch.Tensor], ...]:
     """The mel basis cut into bands of :data:`MEL_BAND_FILTERS` filters: ``(first_bin, end_bin, weights)``,
     weights (filters, end_bin - first_bin) covering the bins where any filter of the band is non-zero."""
-    basis = _mel_basis(sr, n_fft, n_mels, fmin, fmax)
+    basis = mel_basis(sr, n_fft, n_mels, fmin, fmax)
     bands = []
     for lo in range(0, n_mels, MEL_BAND_FILTERS):
         nonzero = torch.nonzero(basis[lo : lo + MEL_BAND_FILTERS].abs().sum(0)).flatten()
@@ -55,18 +56,19 @@ def mel_power(
     work, 4x faster for 128 bands of n_fft 2048); elsewhere one dense product.
     """
     if power.device.type != "cpu":
-        return torch.matmul(_mel_basis(sr, n_fft, n_mels, fmin, fmax).to(power.device), power)
+        return torch.matmul(mel_basis(sr, n_fft, n_mels, fmin, fmax).to(power.device), power)
     bands = _mel_bands(sr, n_fft, n_mels, fmin, fmax)
     return torch.cat([torch.matmul(w, power[..., first:end, :]) for first, end, w in bands], dim=-2)
 
 
 @functools.lru_cache(maxsize=16)
-def _window(n_fft: int) -> torch.Tensor:
+def hann_window(n_fft: int) -> torch.Tensor:
+    """The periodic Hann window librosa's STFT uses, (n_fft,)."""
     return torch.hann_window(n_fft, periodic=True)
 
 
 @functools.lru_cache(maxsize=8)
-def _dct(n_mels: int, n_mfcc: int) -> torch.Tensor:
+def dct_matrix(n_mels: int, n_mfcc: int) -> torch.Tensor:
     """(n_mfcc, n_mels) orthonormal DCT-II, librosa.feature.mfcc's."""
     return torch.from_numpy(scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc].astype(np.float32))
 
@@ -89,7 +91,7 @@ def power_spectrogram(y: torch.Tensor, *, n_fft: int, hop_length: int) -> torch.
         y.reshape(-1, y.shape[-1]),
         n_fft=n_fft,
         hop_length=hop_length,
-        window=_window(n_fft).to(y.device),
+        window=hann_window(n_fft).to(y.device),
         center=True,
         pad_mode="constant",
         return_complex=True,
@@ -174,5 +176,5 @@ def mfcc(
     """MFCCs as ``librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None))``: (..., n_mfcc, n_frames)."""
     x, as_numpy = _as_tensor(y)
     db = log_mel(x, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax)
-    out = torch.matmul(_dct(n_mels, n_mfcc).to(db.device), db)
+    out = torch.matmul(dct_matrix(n_mels, n_mfcc).to(db.device), db)
     return out.numpy() if as_numpy else out

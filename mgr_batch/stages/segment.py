@@ -44,7 +44,7 @@ def segment_batch(
     """
 
     def ok(decoded: audio_io.Decoded, i: int) -> dict[str, Any]:
-        seg = segmentation.representative(decoded.y, audio.sr, seg_cfg)
+        seg = segmentation.representative(decoded.y, sr=audio.sr, cfg=seg_cfg)
         spans = np.array(seg.spans).reshape(-1, 2)
         bounds = np.array([(lo, hi) for lo, hi, _ in seg.segments]).reshape(-1, 2)
         inside = [bool(((spans[:, 0] < hi) & (spans[:, 1] > lo)).any()) for lo, hi in bounds]
