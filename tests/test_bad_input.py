@@ -504,8 +504,6 @@ def test_tag_over_the_whole_corpus(e2e_corpus, tiny_model, tmp_path):
     for _, row in songs.iterrows():
         case = expected[row["path"]]
         assert isinstance(case.expect, Ok), f"{case.id} was tagged"
-        if any(m.name == "xfail" for m in case.marks):  # a known bug in one of its values: status checked only
-            continue
         check_ok(row.to_dict() | {"status": "ok"}, case.expect, where=case.id)
     for _, row in errors.iterrows():
         case = expected[row["path"]]
