@@ -12,10 +12,10 @@ import sys
 from typing import Any, NoReturn
 
 from mgr_batch.cli.configs import (
-    _storage_options,
     cv_config,
     evaluate_config,
     segment_config,
+    storage_options,
     tag_config,
     train_config,
 )
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plot-timeline":
             from mgr_batch.plots.timeline import plot_timeline
 
-            so = _storage_options(args.storage_option)
+            so = storage_options(args.storage_option)
             print(json.dumps(plot_timeline(args.tagged, song=args.song, png=args.output, storage_options=so), indent=2))
             return 0
         if args.command == "report":
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                     if v is not None
                 },
             )
-            so = _storage_options(args.storage_option)
+            so = storage_options(args.storage_option)
             _require_tables(args.tagged, so)
             print(json.dumps(build_report(args.tagged, so, cfg), indent=2))
             return 0
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 CompactConfig,
                 {k: v for k, v in (("target_rows", args.target_rows), ("target_mb", args.target_mb)) if v is not None},
             )
-            so = _storage_options(args.storage_option)
+            so = storage_options(args.storage_option)
             _require_tables(args.tagged, so)
             print(
                 json.dumps(

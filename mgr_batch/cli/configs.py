@@ -32,14 +32,37 @@ def _pairs(pairs: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def _training_dict(args: argparse.Namespace) -> dict[str, Any]:
+def storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    """The ``--storage-option key=value`` flags as fsspec storage options."""
+    return _pairs(pairs, "--storage-option")
+
+
+def _flags(args: argparse.Namespace, own: dict[str, Any]) -> dict[str, Any]:
+    """A command's ``own`` flags with those every config-building command shares (output, storage, Ray)."""
+    return {
+        "output": args.output,
+        "storage_options": storage_options(args.storage_option) or None,
+        "ray": {"address": args.address, "num_cpus": args.num_cpus},
+    } | own
+
+
+def _over_file(args: argparse.Namespace, own: dict[str, Any]) -> dict[str, Any]:
+    """The ``--config`` YAML file's mapping with the flags given over it (flags not given leave it as it is)."""
+    return merge(load_yaml(args.config), _flags(args, own))
+
+
+def _inference(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The ``inference`` block: the command's flags of those ``names``."""
+    return {name: getattr(args, name) for name in names}
+
+
+def _training(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags train and cv share: the train config's own, beside :func:`_flags`'."""
     return {
         "data": args.data,
-        "output": args.output,
         "train_list": args.train_list,
         "valid_list": args.valid_list,
         "storage_path": args.storage_path,
-        "storage_options": _storage_options(args.storage_option) or None,
         "num_workers": args.num_workers,
         "cpus_per_worker": args.cpus_per_worker,
         "preset": args.features,
@@ -62,85 +85,65 @@ def _training_dict(args: argparse.Namespace) -> dict[str, Any]:
             "weight_decay": args.weight_decay,
             "schedule": args.schedule,
         },
-        "ray": {"address": args.address, "num_cpus": args.num_cpus},
     }
-
-
-def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
-    return _pairs(pairs, "--storage-option")
 
 
 def tag_config(args: argparse.Namespace) -> TagConfig:
-    base = load_yaml(args.config)
     clips = {"clip_seconds": args.clip_seconds, "hop_seconds": args.hop_seconds, "select": args.segmentation}
-    flags = {
-        "input": args.input,
-        "output": args.output,
-        "model": args.model,
-        "force": args.force,
-        "timeline": args.timeline,
-        "embeddings": args.embeddings,
-        "report": args.report,
-        "compact": {} if args.compact else None,
-        "storage_options": _storage_options(args.storage_option) or None,
-        "clips": clips if any(v is not None for v in clips.values()) else None,
-        "inference": {
-            "batch_size": args.batch_size,
-            "num_workers": args.num_workers,
-            "num_gpus": args.num_gpus,
-            "songs_per_task": args.songs_per_task,
+    merged = _over_file(
+        args,
+        {
+            "input": args.input,
+            "model": args.model,
+            "force": args.force,
+            "timeline": args.timeline,
+            "embeddings": args.embeddings,
+            "report": args.report,
+            "compact": {} if args.compact else None,
+            "clips": clips if any(v is not None for v in clips.values()) else None,
+            "inference": _inference(args, "batch_size", "num_workers", "num_gpus", "songs_per_task"),
         },
-        "ray": {"address": args.address, "num_cpus": args.num_cpus},
-    }
-    merged = merge(base, flags)
+    )
     if merged.get("clips") is not None and merged["clips"].get("clip_seconds") is None:
         merged["clips"]["clip_seconds"] = 3.0  # hop given alone: the default clip length
     return from_dict(TagConfig, merged)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    flags = _training_dict(args) | {"run_name": args.run_name, "use_gpu": args.use_gpu}
-    return from_dict(TrainConfig, presets.with_preset(merge(load_yaml(args.config), flags)))
+    own = _training(args) | {"run_name": args.run_name, "use_gpu": args.use_gpu}
+    return from_dict(TrainConfig, presets.with_preset(_over_file(args, own)))
 
 
 def segment_config(args: argparse.Namespace) -> SegmentConfig:
-    flags = {
-        "input": args.input,
-        "output": args.output,
-        "plot": args.plot,
-        "storage_options": _storage_options(args.storage_option) or None,
-        "segmentation": {
-            "window_seconds": args.window_seconds,
-            "n_clusters": args.n_clusters,
-            "representative": args.representative,
-        },
-        "inference": {"songs_per_task": args.songs_per_task},
-        "ray": {"address": args.address, "num_cpus": args.num_cpus},
+    segmentation = {
+        "window_seconds": args.window_seconds,
+        "n_clusters": args.n_clusters,
+        "representative": args.representative,
     }
-    return from_dict(SegmentConfig, merge(load_yaml(args.config), flags))
+    own = {
+        "input": args.input,
+        "plot": args.plot,
+        "segmentation": segmentation,
+        "inference": _inference(args, "songs_per_task"),
+    }
+    return from_dict(SegmentConfig, _over_file(args, own))
 
 
 def evaluate_config(args: argparse.Namespace) -> EvaluateConfig:
-    flags = {
+    own = {
         "data": args.data,
-        "output": args.output,
         "model": args.model,
         "list": args.list,
         "split": args.split,
         "clips": {"select": args.segmentation},
-        "storage_options": _storage_options(args.storage_option) or None,
-        "inference": {"batch_size": args.batch_size, "num_workers": args.num_workers, "num_gpus": args.num_gpus},
-        "ray": {"address": args.address, "num_cpus": args.num_cpus},
+        "inference": _inference(args, "batch_size", "num_workers", "num_gpus"),
     }
-    return from_dict(EvaluateConfig, merge(load_yaml(args.config), flags))
+    return from_dict(EvaluateConfig, _over_file(args, own))
 
 
 def cv_config(args: argparse.Namespace) -> CVConfig:
     # The YAML is a train config (the same file `train --config` takes), plus optional folds/group_by.
     loaded = load_yaml(args.config)
-    base = {k: loaded.pop(k) for k in ("folds", "group_by") if k in loaded}
-    base["train"] = loaded.pop("train", loaded)
-    train = presets.with_preset(merge(base["train"], _training_dict(args)))
-    base.pop("train")
-    flags = {"folds": args.folds, "group_by": args.group_by, "train": train}
-    return from_dict(CVConfig, merge(base, flags))
+    own = {k: loaded.pop(k) for k in ("folds", "group_by") if k in loaded}
+    train = presets.with_preset(merge(loaded.pop("train", loaded), _flags(args, _training(args))))
+    return from_dict(CVConfig, merge(own, {"folds": args.folds, "group_by": args.group_by, "train": train}))
