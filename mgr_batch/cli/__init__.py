@@ -12,15 +12,16 @@ import sys
 from typing import Any, NoReturn
 
 from mgr_batch.cli.configs import (
+    compact_config,
     cv_config,
     evaluate_config,
+    report_config,
     segment_config,
     storage_options,
     tag_config,
     train_config,
 )
 from mgr_batch.cli.parser import build_parser
-from mgr_batch.config import CompactConfig, ReportConfig, from_dict
 from mgr_batch.errors import ConfigError, MgrBatchError, OutputError
 
 __all__ = [
@@ -66,6 +67,7 @@ COMMANDS = {
     "cv": (
         "mgr_batch.execution.evaluate",
         "run_cv",
+        compact_config,
         cv_config,
         lambda r: {k: v for k, v in r.items() if k != "per_fold"},
     ),
@@ -129,66 +131,66 @@ def _require_tables(out: str, so: dict[str, Any]) -> None:
         raise ConfigError(f"{out!r} holds no songs/ or errors/ table (is it a tag or evaluate output?)")
 
 
+def _plot_timeline(args: argparse.Namespace) -> None:
+    from mgr_batch.plots.timeline import plot_timeline
+
+    so = storage_options(args.storage_option)
+    print(json.dumps(plot_timeline(args.tagged, song=args.song, png=args.output, storage_options=so), indent=2))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from mgr_batch.evaluation.run_report import build as build_report
+
+    cfg = report_config(args)
+    so = storage_options(args.storage_option)
+    _require_tables(args.tagged, so)
+    print(json.dumps(build_report(args.tagged, so, cfg), indent=2))
+
+
+def _compact(args: argparse.Namespace) -> None:
+    from mgr_batch.io.compaction import compact
+
+    cfg = compact_config(args)
+    so = storage_options(args.storage_option)
+    _require_tables(args.tagged, so)
+    result = compact(args.tagged, so, target_rows=cfg.target_rows, target_bytes=int(cfg.target_mb * 2**20))
+    print(json.dumps(result, indent=2))
+
+
+def _job(args: argparse.Namespace) -> None:
+    """One of :data:`COMMANDS`: build its config, run it, print its summary (or its result as JSON)."""
+    module, runner, build, shown = COMMANDS[args.command]
+    result = getattr(importlib.import_module(module), runner)(build(args))
+    if args.json:
+        print(json.dumps(shown(result), indent=2, default=str))
+    else:
+        from mgr_batch.execution.summary import SUMMARIES
+
+        print("\n".join(SUMMARIES[args.command](result, args.output)))
+
+
+#: commands that read or list what is there, run in this process; every other command is a :func:`_job`.
+TOOLS = {
+    "models": lambda args: list_models(presets=args.presets),
+    "plot-timeline": _plot_timeline,
+    "report": _report,
+    "compact": _compact,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``mgr-batch`` command: 0 when done, 1 when the run failed (a rerun completes it), 2 for bad input."""
     args = build_parser().parse_args(argv)
     try:
         _quiet_or_verbose(args)
-        if args.command == "models":
-            list_models(presets=args.presets)
-            return 0
-        if args.command == "plot-timeline":
-            from mgr_batch.plots.timeline import plot_timeline
-
-            so = storage_options(args.storage_option)
-            print(json.dumps(plot_timeline(args.tagged, song=args.song, png=args.output, storage_options=so), indent=2))
-            return 0
-        if args.command == "report":
-            from mgr_batch.evaluation.run_report import build as build_report
-
-            cfg = from_dict(
-                ReportConfig,
-                {
-                    k: v
-                    for k, v in (("songs_per_genre", args.songs_per_genre), ("timelines", args.timelines))
-                    if v is not None
-                },
-            )
-            so = storage_options(args.storage_option)
-            _require_tables(args.tagged, so)
-            print(json.dumps(build_report(args.tagged, so, cfg), indent=2))
-            return 0
-        if args.command == "compact":
-            from mgr_batch.io.compaction import compact
-
-            cfg = from_dict(
-                CompactConfig,
-                {k: v for k, v in (("target_rows", args.target_rows), ("target_mb", args.target_mb)) if v is not None},
-            )
-            so = storage_options(args.storage_option)
-            _require_tables(args.tagged, so)
-            print(
-                json.dumps(
-                    compact(args.tagged, so, target_rows=cfg.target_rows, target_bytes=int(cfg.target_mb * 2**20)),
-                    indent=2,
-                )
-            )
-            return 0
-        module, runner, build, shown = COMMANDS[args.command]
-        result = getattr(importlib.import_module(module), runner)(build(args))
-        if args.json:
-            print(json.dumps(shown(result), indent=2, default=str))
-        else:
-            from mgr_batch.execution.summary import SUMMARIES
-
-            print("\n".join(SUMMARIES[args.command](result, args.output)))
-        return 0
+        TOOLS.get(args.command, _job)(args)
     except OutputError as exc:  # the run itself failed (not its arguments): exit 1, and a rerun completes it
         print(f"mgr-batch: error: {exc}", file=sys.stderr)
         return 1
     except MgrBatchError as exc:
         print(f"mgr-batch: error: {exc}", file=sys.stderr)
         return 2
-    raise AssertionError(f"unhandled command {args.command}")
+    return 0
 
 
 def run(argv: list[str] | None = None) -> NoReturn:

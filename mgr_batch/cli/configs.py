@@ -8,8 +8,10 @@ from typing import Any
 import yaml
 
 from mgr_batch.config import (
+    CompactConfig,
     CVConfig,
     EvaluateConfig,
+    ReportConfig,
     SegmentConfig,
     TagConfig,
     TrainConfig,
@@ -147,3 +149,16 @@ def cv_config(args: argparse.Namespace) -> CVConfig:
     own = {k: loaded.pop(k) for k in ("folds", "group_by") if k in loaded}
     train = presets.with_preset(merge(loaded.pop("train", loaded), _flags(args, _training(args))))
     return from_dict(CVConfig, merge(own, {"folds": args.folds, "group_by": args.group_by, "train": train}))
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The flags that were given (not None)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def report_config(args: argparse.Namespace) -> ReportConfig:
+    return from_dict(ReportConfig, _given(songs_per_genre=args.songs_per_genre, timelines=args.timelines))
+
+
+def compact_config(args: argparse.Namespace) -> CompactConfig:
+    return from_dict(CompactConfig, _given(target_rows=args.target_rows, target_mb=args.target_mb))
