@@ -67,7 +67,6 @@ COMMANDS = {
     "cv": (
         "mgr_batch.execution.evaluate",
         "run_cv",
-        compact_config,
         cv_config,
         lambda r: {k: v for k, v in r.items() if k != "per_fold"},
     ),
