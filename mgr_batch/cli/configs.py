@@ -71,7 +71,7 @@ def _training(args: argparse.Namespace) -> dict[str, Any]:
         "clips": {
             "clip_seconds": getattr(args, "clip_seconds", None),
             "hop_seconds": args.hop_seconds,
-            "select": args.segmentation,
+            "select": args.clips,
             "crops": args.crops,
         },
         "model": {
@@ -91,7 +91,7 @@ def _training(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def tag_config(args: argparse.Namespace) -> TagConfig:
-    clips = {"clip_seconds": args.clip_seconds, "hop_seconds": args.hop_seconds, "select": args.segmentation}
+    clips = {"clip_seconds": args.clip_seconds, "hop_seconds": args.hop_seconds, "select": args.clips}
     merged = _over_file(
         args,
         {
@@ -137,7 +137,7 @@ def evaluate_config(args: argparse.Namespace) -> EvaluateConfig:
         "model": args.model,
         "list": args.list,
         "split": args.split,
-        "clips": {"select": args.segmentation},
+        "clips": {"select": args.clips},
         "inference": _inference(args, "batch_size", "num_workers", "num_gpus"),
     }
     return from_dict(EvaluateConfig, _over_file(args, own))

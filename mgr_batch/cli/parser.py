@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 from mgr_batch import __version__
 from mgr_batch.config import CLIP_SELECTIONS, REPRESENTATIVES, SCHEDULES
@@ -61,14 +64,45 @@ PLOT_TIMELINE_EXAMPLES = """examples:
   mgr-batch plot-timeline tags/ --song 3f2a9c0d1e4b5a6f --output timeline.png
 """
 
-SEGMENTATION_HELP = (
-    "fixed: every clip of the song (default); representative: only clips of its representative "
-    "segment; random: --crops random crops per training song (an augmentation; others get fixed clips)"
+CLIPS_HELP = (
+    "which clips of each song the model sees: every window (fixed, the default), those of the representative "
+    "segment (AR segmentation), or random crops (training only; --crops per song)"
 )
 FEATURES_HELP = (
     "features preset: sample rate, clip length and features of a seed study (default: the model type's own); "
     "see 'mgr-batch models --presets'"
 )
+
+
+class _Deprecated(argparse.Action):
+    """An old flag name: stores like the new one and says on stderr to use that one."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"mgr-batch: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _clips_flag(p: argparse.ArgumentParser) -> None:
+    """``--clips`` (config ``clips.select``), and its old name ``--segmentation``, hidden from the help."""
+    p.add_argument("--clips", choices=CLIP_SELECTIONS, help=CLIPS_HELP)
+    p.add_argument(
+        "--segmentation",
+        dest="clips",
+        choices=CLIP_SELECTIONS,
+        action=_Deprecated,
+        new="--clips",
+        help=argparse.SUPPRESS,
+    )
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
@@ -93,8 +127,8 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine)")
     p.add_argument("--seed", type=int)
     p.add_argument("--hop-seconds", type=float, help="seconds between training clips (default: = clip length)")
-    p.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
-    p.add_argument("--crops", type=int, help="random crops per training song with --segmentation random (default 8)")
+    _clips_flag(p)
+    p.add_argument("--crops", type=int, help="random crops per training song with --clips random (default 8)")
     p.add_argument("--num-workers", type=int, help="Ray Train workers (default 1)")
     p.add_argument("--cpus-per-worker", type=int, help="CPUs (torch threads) per Ray Train worker (default 1)")
     p.add_argument("--storage-path", help="Ray Train storage for run checkpoints (local or s3://); reuse to resume")
@@ -167,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="songs per batch of a decode/featurize task (default 16; a task runs 1 to 4 batches)",
     )
-    tag.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
+    _clips_flag(tag)
     tag.add_argument(
         "--force",
         action="store_true",
@@ -236,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--list", help="only the songs in this list file (one relative path per line, matched on the stem)")
     ev.add_argument("--split", help="only the manifest rows of this split (e.g. valid)")
-    ev.add_argument("--segmentation", choices=CLIP_SELECTIONS, help=SEGMENTATION_HELP)
+    _clips_flag(ev)
     ev.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
     ev.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
     ev.add_argument(
