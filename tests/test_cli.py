@@ -179,14 +179,35 @@ def test_console_script_exits_with_the_commands_code(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["tag", "train", "evaluate"])
-def test_segmentation_flag_reaches_the_clip_config(command):
+def test_clips_flag_reaches_the_clip_config(command):
     from mgr_batch.cli import build_parser, evaluate_config, tag_config, train_config
 
     build = {"tag": tag_config, "train": train_config, "evaluate": evaluate_config}[command]
-    args = build_parser().parse_args([command, "x", "-o", "y", "--segmentation", "representative"])
+    args = build_parser().parse_args([command, "x", "-o", "y", "--clips", "representative"])
     assert build(args).clips.select == "representative"
     plain = build(build_parser().parse_args([command, "x", "-o", "y"]))
     assert plain.clips is None or plain.clips.select == "fixed"
+
+
+@pytest.mark.parametrize(
+    "command, select",
+    [("tag", "representative"), ("train", "random"), ("evaluate", "representative"), ("cv", "random")],
+)
+def test_the_old_segmentation_flag_is_clips_with_a_warning(command, select, capsys):
+    from mgr_batch.cli import build_parser, cv_config, evaluate_config, tag_config, train_config
+    from mgr_batch.config import to_dict
+
+    build = {"tag": tag_config, "train": train_config, "evaluate": evaluate_config, "cv": cv_config}[command]
+    new = to_dict(build(build_parser().parse_args([command, "x", "-o", "y", "--clips", select])))
+    assert capsys.readouterr().err == ""
+    old = to_dict(build(build_parser().parse_args([command, "x", "-o", "y", "--segmentation", select])))
+    assert capsys.readouterr().err == "mgr-batch: warning: --segmentation is deprecated; use --clips\n"
+    assert old == new
+    assert (new["train"] if command == "cv" else new)["clips"]["select"] == select
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    shown = capsys.readouterr().out
+    assert "--clips {fixed,representative,random}" in shown and "--segmentation" not in shown
 
 
 def test_a_model_types_own_training_defaults_apply_unless_the_user_sets_them(tmp_path):

@@ -1,0 +1,369 @@
+"""The ``mgr-batch`` argument parser: its sub-commands, their flags and the examples in their help."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from mgr_batch import __version__
+from mgr_batch.config import CLIP_SELECTIONS, REPRESENTATIVES, SCHEDULES
+
+TAG_EXAMPLES = """examples:
+  mgr-batch tag ~/music --output tags/
+  mgr-batch tag 'songs/**/*.mp3' --output tags/ --clip-seconds 3 --hop-seconds 1.5
+  mgr-batch tag manifest.csv --output tags/ --model runs/cnn/ --num-gpus 1 --num-workers 2
+  mgr-batch tag ~/music --output tags/ --model runs/crnn/ --timeline
+  mgr-batch tag ~/music --output tags/ --embeddings
+  mgr-batch tag ~/music --output tags/ --model msd-tags
+  mgr-batch tag ~/music --output tags/ --model audioset-tags
+  mgr-batch tag s3://catalog/audio/ --output s3://catalog/tags/ \\
+      --storage-option endpoint_url=http://127.0.0.1:9000 --num-gpus 1 --address auto
+"""
+
+TRAIN_EXAMPLES = """examples:
+  mgr-batch train data/gtzan --output models/cnn \\
+      --train-list data/gtzan/train_filtered.txt --valid-list data/gtzan/valid_filtered.txt
+  mgr-batch train manifest.csv --output models/cnn --epochs 40 --num-workers 2 --use-gpu
+  mgr-batch train data/ --output s3://models/cnn --storage-path s3://models/runs --config train.yaml
+"""
+
+
+EVALUATE_EXAMPLES = """examples:
+  mgr-batch evaluate data/gtzan --list data/gtzan/valid_filtered.txt --output reports/default
+  mgr-batch evaluate data/gtzan/manifest.csv --split valid --model models/cnn --output reports/cnn
+"""
+
+CV_EXAMPLES = """examples:
+  mgr-batch cv data/gtzan --model-type cnn --folds 5 --output cv/cnn \\
+      --train-list data/gtzan/train_filtered.txt --valid-list data/gtzan/valid_filtered.txt
+  mgr-batch cv songs.csv --model-type cnn --folds 5 --group-by artist --output cv/cnn
+"""
+
+
+SEGMENT_EXAMPLES = """examples:
+  mgr-batch segment ~/music/long --output segments/ --plot
+  mgr-batch segment manifest.csv --output s3://bucket/segments --n-clusters 3 --representative longest_run
+"""
+
+REPORT_EXAMPLES = """examples:
+  mgr-batch report tags/                  # writes tags/report/index.html and tags/report/report.md
+  mgr-batch report reports/default        # an evaluate output: also metrics, confusion matrix, reliability
+  mgr-batch report s3://catalog/tags --storage-option endpoint_url=http://127.0.0.1:9000
+"""
+
+COMPACT_EXAMPLES = """examples:
+  mgr-batch compact tags/
+  mgr-batch compact s3://catalog/tags --target-rows 500000 --storage-option endpoint_url=http://127.0.0.1:9000
+"""
+
+PLOT_TIMELINE_EXAMPLES = """examples:
+  mgr-batch tag ~/music --output tags/ --model runs/crnn/ --timeline
+  mgr-batch plot-timeline tags/ --song ~/music/song.mp3 --output song_timeline.png
+  mgr-batch plot-timeline tags/ --song 3f2a9c0d1e4b5a6f --output timeline.png
+"""
+
+CLIPS_HELP = (
+    "which clips of each song the model sees: every window (fixed, the default), those of the representative "
+    "segment (AR segmentation), or random crops (training only; --crops per song)"
+)
+FEATURES_HELP = (
+    "features preset: sample rate, clip length and features of a seed study (default: the model type's own); "
+    "see 'mgr-batch models --presets'"
+)
+
+
+class _Deprecated(argparse.Action):
+    """An old flag name: stores like the new one and says on stderr to use that one."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"mgr-batch: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _clips_flag(p: argparse.ArgumentParser) -> None:
+    """``--clips`` (config ``clips.select``), and its old name ``--segmentation``, hidden from the help."""
+    p.add_argument("--clips", choices=CLIP_SELECTIONS, help=CLIPS_HELP)
+    p.add_argument(
+        "--segmentation",
+        dest="clips",
+        choices=CLIP_SELECTIONS,
+        action=_Deprecated,
+        new="--clips",
+        help=argparse.SUPPRESS,
+    )
+
+
+def _training_flags(p: argparse.ArgumentParser) -> None:
+    """Flags train and cv share: what to train and how."""
+    p.add_argument("--model-type", help="model name (see 'mgr-batch models'; default cnn)")
+    p.add_argument(
+        "--model-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model hyper-parameter (repeatable), e.g. hidden_size=64 or pretrained=MSD_musicnn",
+    )
+    p.add_argument("--features", help=FEATURES_HELP)
+    p.add_argument("--init-from", help="checkpoint to start from (transfer learning: every layer whose shape fits)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate (default 1e-3, or the model type's own: `mgr-batch models` lists it)",
+    )
+    p.add_argument("--weight-decay", type=float, help="L2 penalty (AdamW weight decay)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--hop-seconds", type=float, help="seconds between training clips (default: = clip length)")
+    _clips_flag(p)
+    p.add_argument("--crops", type=int, help="random crops per training song with --clips random (default 8)")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (default 1)")
+    p.add_argument("--cpus-per-worker", type=int, help="CPUs (torch threads) per Ray Train worker (default 1)")
+    p.add_argument("--storage-path", help="Ray Train storage for run checkpoints (local or s3://); reuse to resume")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file; flags given here override it")
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fsspec storage option (repeatable), e.g. endpoint_url=..., key=..., secret=...",
+    )
+    p.add_argument(
+        "--address", help="join a running Ray cluster (e.g. 'auto' or ray://host:10001) instead of starting one"
+    )
+    p.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray (default: all)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show Ray's and the workers' output (decoder notes included) and debug logs",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts) instead of a summary")
+    p.add_argument(
+        "--progress-seconds",
+        type=float,
+        metavar="S",
+        help="seconds between progress lines when the output is not a terminal (default 10)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mgr-batch", description="Tag music catalogs with genres on Ray; train genre models."
+    )
+    parser.add_argument("--version", action="version", version=f"mgr-batch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tag = sub.add_parser(
+        "tag",
+        help="tag audio files with genres",
+        epilog=TAG_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Tag every audio file of INPUT; write songs/, clips/, errors/ Parquet tables and run.json to OUTPUT.",
+    )
+    tag.add_argument(
+        "input", help="folder (recursive), glob, manifest (.csv/.parquet with a 'path' column), or a URL of those"
+    )
+    tag.add_argument("--output", "-o", required=True, help="output folder or URL")
+    tag.add_argument(
+        "--model",
+        help="checkpoint folder or URL (default: the model shipped in the package, pre-trained "
+        "MSD_musicnn + EfficientAT embeddings, song-level logistic regression, calibrated), 'musicnn-logreg': "
+        "the earlier default (musicnn embeddings, clip-level), 'logmel-cnn': the packaged log-mel CNN (10x cheaper "
+        "on CPU), 'msd-tags': musicnn's pre-trained tagger, 50 last.fm tags as independent probabilities, or "
+        "'audioset-tags': EfficientAT's pre-trained AudioSet tagger, 527 sound and music classes likewise",
+    )
+    tag.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's, 3)")
+    tag.add_argument("--hop-seconds", type=float, help="seconds between clip starts (default: = clip length)")
+    tag.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
+    tag.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
+    tag.add_argument(
+        "--num-gpus",
+        type=float,
+        help="GPUs per inference actor (default 0: the model runs in the decode tasks, on every CPU)",
+    )
+    tag.add_argument(
+        "--songs-per-task",
+        type=int,
+        help="songs per batch of a decode/featurize task (default 16; a task runs 1 to 4 batches)",
+    )
+    _clips_flag(tag)
+    tag.add_argument(
+        "--force",
+        action="store_true",
+        default=None,
+        help="redo every file (default: a rerun skips files OUTPUT already holds, unchanged, for the same model)",
+    )
+    tag.add_argument(
+        "--timeline",
+        action="store_true",
+        default=None,
+        help="also write a timeline/ table: the model's genre probabilities at every time step of every "
+        "clip (models with a belief over time, e.g. crnn); see 'mgr-batch plot-timeline'",
+    )
+    tag.add_argument(
+        "--embeddings",
+        action="store_true",
+        default=None,
+        help="also write an embeddings/ table: each song's pre-trained musicnn (MSD) embedding, the "
+        "mean over its clips, for similarity search (any --model)",
+    )
+    tag.add_argument(
+        "--compact",
+        action="store_true",
+        default=None,
+        help="merge the tables' parts into large sorted files at the end of the run (see 'mgr-batch compact')",
+    )
+    tag.add_argument(
+        "--report",
+        action="store_true",
+        default=None,
+        help="write OUTPUT/report/index.html and report.md at the end of the run (see 'mgr-batch report')",
+    )
+    _common(tag)
+
+    train = sub.add_parser(
+        "train",
+        help="train a genre model",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a model on labelled audio (DATA: <genre>/<file> tree or manifest with path,label[,split]).",
+    )
+    train.add_argument("data", help="labelled folder tree or manifest (local or URL)")
+    train.add_argument("--output", "-o", required=True, help="where the final checkpoint goes (folder or URL)")
+    train.add_argument("--train-list", help="file of training songs, one relative path per line (matched on the stem)")
+    train.add_argument("--valid-list", help="file of validation songs")
+    train.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the preset's, 3 for cnn)")
+    train.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Ray Train worker")
+    train.add_argument("--run-name", help="Ray Train run name (reuse with the same storage path to resume)")
+    _training_flags(train)
+    _common(train)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a model on labelled audio and write a report",
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Tag labelled songs with the same graph as 'tag', then write metrics.json, "
+        "per_genre.csv, songs.parquet, confusion_matrix.png and report.md to OUTPUT.",
+    )
+    ev.add_argument("data", help="labelled folder tree or manifest with path,label[,split] (local or URL)")
+    ev.add_argument("--output", "-o", required=True, help="report folder or URL")
+    ev.add_argument(
+        "--model",
+        help="checkpoint folder or URL (default: the shipped model; 'musicnn-logreg': the earlier "
+        "default; 'logmel-cnn': the packaged CNN)",
+    )
+    ev.add_argument("--list", help="only the songs in this list file (one relative path per line, matched on the stem)")
+    ev.add_argument("--split", help="only the manifest rows of this split (e.g. valid)")
+    _clips_flag(ev)
+    ev.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
+    ev.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
+    ev.add_argument(
+        "--num-gpus", type=float, help="GPUs per inference actor (default 0: the model runs in the decode tasks)"
+    )
+    _common(ev)
+
+    cv = sub.add_parser(
+        "cv",
+        help="K-fold cross-validation by song",
+        epilog=CV_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Cross-validate a model type: folds are made of songs (never clips), stratified by "
+        "genre, and a group (--group-by, default artist if DATA has it, else the song) never straddles "
+        "two folds. Split lists, if given, restrict DATA to the songs they name.",
+    )
+    cv.add_argument("data", help="labelled folder tree or manifest (local or URL)")
+    cv.add_argument("--output", "-o", required=True, help="folder for per-fold models and reports, cv.json and cv.md")
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--group-by", help="column whose values never straddle folds (e.g. artist)")
+    cv.add_argument("--train-list", help="with --valid-list: only the songs the lists name take part")
+    cv.add_argument("--valid-list")
+    _training_flags(cv)
+    _common(cv)
+
+    seg = sub.add_parser(
+        "segment",
+        help="find each song's representative segment",
+        epilog=SEGMENT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Segment songs by AR-model spectral distances between windows and normalized spectral "
+        "clustering; write a segments table (song_id, start_s, end_s, cluster, is_representative), "
+        "errors, and with --plot a PNG per song.",
+    )
+    seg.add_argument("input", help="folder (recursive), glob, manifest, or a URL of those")
+    seg.add_argument("--output", "-o", required=True, help="output folder or URL")
+    seg.add_argument("--plot", action="store_true", default=None, help="also write plots/<song_id>.png per song")
+    seg.add_argument("--window-seconds", type=float, help="analysis window (default 2)")
+    seg.add_argument("--n-clusters", type=int, help="clusters per song (default: from the eigen-gap)")
+    seg.add_argument("--representative", choices=REPRESENTATIVES, help="largest cluster (default) or its longest run")
+    seg.add_argument("--songs-per-task", type=int, help="songs per batch of a task (default 16; a task runs 1 to 4)")
+    _common(seg)
+
+    pt = sub.add_parser(
+        "plot-timeline",
+        help="draw a song's genre belief over time (from 'tag --timeline') as a PNG",
+        epilog=PLOT_TIMELINE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read OUT/timeline (written by 'tag --timeline') and draw one song's per-genre "
+        "probabilities over time, stacked, titled with its path and song-level genre.",
+    )
+    pt.add_argument("tagged", metavar="OUT", help="a tag output folder or URL that holds timeline/ and songs/")
+    pt.add_argument("--song", required=True, help="the song's song_id, or its path as listed in songs/")
+    pt.add_argument("--output", "-o", required=True, help="PNG file (local path or URL) to write")
+    pt.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
+    pt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    rep = sub.add_parser(
+        "report",
+        help="write a run report (one self-contained HTML page and report.md)",
+        epilog=REPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read the columns it needs from a tag (or evaluate) output and write OUT/report/"
+        "index.html (figures inline, no external links or scripts) and report.md with the same figures.",
+    )
+    rep.add_argument("tagged", metavar="OUT", help="a tag or evaluate output folder or URL")
+    rep.add_argument(
+        "--songs-per-genre", type=int, help="least certain and most confident songs listed per genre (default 5)"
+    )
+    rep.add_argument("--timelines", type=int, help="longest songs whose clip genres are drawn over time (default 3)")
+    rep.add_argument(
+        "--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)"
+    )
+    rep.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    com = sub.add_parser(
+        "compact",
+        help="merge each table's many small parts into few large sorted files",
+        epilog=COMPACT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Merge the Parquet parts of every table of OUT into files of about --target-rows "
+        "rows or --target-mb MB (clips and timeline sorted by song_id), under a commit record that "
+        "keeps every moment safe; a killed compaction is finished or rolled back by the next "
+        "compact or tag. Rerunning tag afterwards still skips every done song.",
+    )
+    com.add_argument("tagged", metavar="OUT", help="a tag output folder or URL")
+    com.add_argument("--target-rows", type=int, help="rows per merged file at most (default 1000000)")
+    com.add_argument("--target-mb", type=float, help="compressed megabytes per merged file at most (default 128)")
+    com.add_argument(
+        "--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)"
+    )
+    com.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    models = sub.add_parser("models", help="list the models that --model-type accepts (and the feature presets)")
+    models.add_argument("--presets", action="store_true", help="list the feature presets that --features accepts")
+    return parser
