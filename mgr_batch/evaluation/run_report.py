@@ -33,16 +33,9 @@ EXAMPLES = 3
 MAX_GENRE_PANELS = 12
 
 
-def _dataset(out: str, table: str, so: dict[str, Any] | None) -> pads.Dataset | None:
-    fs, parts = output.parts(out, table, so)
-    return pads.dataset(parts, filesystem=fs, format="parquet") if parts else None
-
-
-def _columns(dataset: pads.Dataset | None, columns: list[str], filter: Any = None) -> pd.DataFrame:
-    if dataset is None:
-        return pd.DataFrame(columns=columns)
-    have = [c for c in columns if c in dataset.schema.names]
-    return dataset.to_table(columns=have, filter=filter).to_pandas()
+def _columns(data: pads.Dataset | None, columns: list[str], filter: pc.Expression | None = None) -> pd.DataFrame:
+    """Those of ``columns`` the table has (outputs of older runs may lack some), read with :func:`output.frame`."""
+    return output.frame(data, columns if data is None else [c for c in columns if c in data.schema.names], filter)
 
 
 def _read_json(uri: str, so: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -69,12 +62,12 @@ def build(out: str, so: dict[str, Any] | None = None, cfg: ReportConfig | None =
     metrics = _read_json(storage.join(out, "metrics.json"), so)
     tables = storage.join(out, "tags") if metrics is not None else out
     run = _read_json(storage.join(out, "run.json"), so) or {}
-    songs_ds = _dataset(tables, "songs", so)
+    songs_ds = output.dataset(tables, "songs", so)
     genres = _genres(songs_ds)
     uncertain = songs_ds is not None and "uncertain" in songs_ds.schema.names
     songs = _columns(songs_ds, SONG_COLUMNS + (["uncertain"] if uncertain else []))
     uncertain = uncertain and bool(songs["uncertain"].notna().any())  # null throughout: a model with no threshold
-    errors = _columns(_dataset(tables, "errors", so), ["path", "stage", "error_type"])
+    errors = _columns(output.dataset(tables, "errors", so), ["path", "stage", "error_type"])
     page = Page(title=f"mgr-batch report: {out}")
     shown = _counts(page, songs, errors)
     _genre_section(page, songs, genres, uncertain, cfg)
@@ -237,19 +230,19 @@ def _song_clips(tables: str, song_ids: list[str], cols: list[str], so: dict[str,
     parts named like the songs' own parts are read first; the whole table's ``song_id`` column is scanned only
     when they do not hold every song (after a compaction, whose sorted files let row groups be skipped)."""
     wanted = pc.field("song_id").isin(song_ids)
-    fs, parts = output.parts(tables, "clips", so)
-    songs_ds = _dataset(tables, "songs", so)
-    if not parts or songs_ds is None:
+    clips_ds = output.dataset(tables, "clips", so)
+    songs_ds = output.dataset(tables, "songs", so)
+    if clips_ds is None or songs_ds is None:
         return pd.DataFrame(columns=cols)
     scan = songs_ds.scanner(columns=["song_id"], filter=wanted).scan_batches()
     names = {b.fragment.path for b in scan if b.record_batch.num_rows}
-    by_name = {p.rsplit("/", 1)[-1]: p for p in parts}
+    by_name = {p.rsplit("/", 1)[-1]: p for p in clips_ds.files}
     near = [by_name[n.rsplit("/", 1)[-1]] for n in names if n.rsplit("/", 1)[-1] in by_name]
     if near:
-        found = _columns(pads.dataset(near, filesystem=fs, format="parquet"), cols, filter=wanted)
+        found = _columns(pads.dataset(near, filesystem=clips_ds.filesystem, format="parquet"), cols, filter=wanted)
         if set(found["song_id"]) >= set(song_ids):
             return found
-    return _columns(pads.dataset(parts, filesystem=fs, format="parquet"), cols, filter=wanted)
+    return _columns(clips_ds, cols, filter=wanted)
 
 
 def _evaluation_section(page: Page, out: str, metrics: dict[str, Any], so: dict[str, Any] | None) -> None:
