@@ -52,7 +52,7 @@ def _genres(dataset: pads.Dataset | None) -> tuple[str, ...]:
     meta = schemas.read_part_metadata(dataset.schema.metadata)
     if meta["genres"]:
         return meta["genres"]
-    return tuple(c[2:] for c in dataset.schema.names if c.startswith("p_"))
+    return schemas.probability_genres(dataset.schema.names)
 
 
 def build(out: str, so: dict[str, Any] | None = None, cfg: ReportConfig | None = None) -> dict[str, Any]:
