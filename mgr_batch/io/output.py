@@ -149,11 +149,10 @@ def deduplicate(output: str, files: pd.DataFrame, model_id: str, so: dict[str, A
     """
     frames = []
     for rank, table in enumerate(("songs", "errors")):
-        fs, parts = _parts(output, table, so)
-        for p in parts:
-            with fs.open(p, "rb") as f:
-                data = pq.read_table(f, columns=["song_id", *KEY]).to_pandas()
-            frames.append(data.assign(part=os.path.basename(p), rank=rank))
+        data = dataset(output, table, so)
+        for part in data.get_fragments() if data is not None else ():
+            found = part.to_table(columns=["song_id", *KEY]).to_pandas()
+            frames.append(found.assign(part=os.path.basename(part.path), rank=rank))
     if not frames:
         return 0
     rows = pd.concat(frames, ignore_index=True)
