@@ -8,9 +8,9 @@ A checkpoint's ``calibration`` (see :class:`mgr_batch.models.checkpoint.ModelSpe
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
+
+from mgr_batch.plots import figure as plots
 
 #: Bins of the expected calibration error and the reliability diagram.
 ECE_BINS = 15
@@ -109,11 +109,7 @@ def flag_summary(probs: np.ndarray, y: np.ndarray, threshold: float | None) -> d
 
 def reliability_png(before: np.ndarray, after: np.ndarray | None, y: np.ndarray, *, bins: int = ECE_BINS) -> bytes:
     """PNG of the reliability diagram (accuracy against confidence per bin) before and after calibration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
     for probs, label, marker in ((before, "uncalibrated", "o"), (after, "calibrated", "s")):
@@ -132,8 +128,4 @@ def reliability_png(before: np.ndarray, after: np.ndarray | None, y: np.ndarray,
     ax.set_ylim(0, 1)
     ax.set_title(f"Reliability of song probabilities ({bins} bins)")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return plots.png(fig)

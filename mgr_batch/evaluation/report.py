@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mgr_batch.evaluation import calibration as cal
-from mgr_batch.io import storage
+from mgr_batch.io import schemas, storage
 from mgr_batch.plots import figure as plots
 
 
@@ -166,7 +166,7 @@ def write_report(
     if c:
         genres = metrics["confusion_matrix"]["genres"]
         y = songs["label"].map({g: i for i, g in enumerate(genres)}).to_numpy()
-        after = songs[[f"p_{g}" for g in genres]].to_numpy(np.float64)
+        after = songs[schemas.probability_columns(genres)].to_numpy(np.float64)
         before = cal.apply_temperature(after, 1.0 / c["temperature"]) if c.get("temperature") else None
         put(
             "reliability.png",

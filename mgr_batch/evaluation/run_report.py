@@ -7,11 +7,8 @@ million-song output costs a few columns, not its tables. For an ``evaluate`` out
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,9 +18,11 @@ import pyarrow.dataset as pads
 
 from mgr_batch.config import ReportConfig
 from mgr_batch.errors import CheckpointError, InputNotFoundError
+from mgr_batch.evaluation.page import Figure, Page
 from mgr_batch.evaluation.report import confusion_png
 from mgr_batch.io import output, schemas, storage
 from mgr_batch.plots import figure as plots
+from mgr_batch.plots.reliability import reliability_png
 from mgr_batch.plots.timeline import SongTimeline, timeline_png
 
 REPORT_DIR = "report"
@@ -34,73 +33,9 @@ EXAMPLES = 3
 MAX_GENRE_PANELS = 12
 
 
-@dataclass
-class Figure:
-    name: str
-    title: str
-    png: bytes
-
-
-@dataclass
-class Page:
-    """What the report shows, as HTML and Markdown blocks in order, and the figures they use."""
-
-    title: str
-    html: list[str] = field(default_factory=list)
-    md: list[str] = field(default_factory=list)
-    figures: list[Figure] = field(default_factory=list)
-
-    def heading(self, text: str) -> None:
-        self.html.append(f"<h2>{html.escape(text)}</h2>")
-        self.md += [f"## {text}", ""]
-
-    def para(self, text: str) -> None:
-        self.html.append(f"<p>{html.escape(text)}</p>")
-        self.md += [text, ""]
-
-    def table(self, header: list[str], rows: list[list[Any]], counts: list[str | None] | None = None) -> None:
-        """A table; ``counts[i]`` names row i's last cell as a count (``data-count``) the browser test checks."""
-        out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
-        for i, row in enumerate(rows):
-            cells = [f"<td>{html.escape(_cell(v))}</td>" for v in row]
-            key = counts[i] if counts else None
-            if key is not None:
-                cells[-1] = f'<td data-count="{html.escape(key)}">{html.escape(_cell(row[-1]))}</td>'
-            out.append("<tr>" + "".join(cells) + "</tr>")
-        self.html.append("".join(out) + "</tbody></table>")
-        self.md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        self.md += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in rows] + [""]
-
-    def figure(self, fig: Figure) -> None:
-        self.figures.append(fig)
-        data = base64.b64encode(fig.png).decode()
-        self.html.append(
-            f'<figure><img alt="{html.escape(fig.title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(fig.title)}</figcaption></figure>"
-        )
-        self.md += [f"![{fig.title}]({fig.name}.png)", ""]
-
-    def pre(self, text: str) -> None:
-        self.html.append(f"<pre>{html.escape(text)}</pre>")
-        self.md += ["```", text, "```", ""]
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, float | np.floating):
-        return f"{v:.3f}"
-    return str(v)
-
-
-def _dataset(out: str, table: str, so: dict[str, Any] | None) -> pads.Dataset | None:
-    fs, parts = output.parts(out, table, so)
-    return pads.dataset(parts, filesystem=fs, format="parquet") if parts else None
-
-
-def _columns(dataset: pads.Dataset | None, columns: list[str], filter: Any = None) -> pd.DataFrame:
-    if dataset is None:
-        return pd.DataFrame(columns=columns)
-    have = [c for c in columns if c in dataset.schema.names]
-    return dataset.to_table(columns=have, filter=filter).to_pandas()
+def _columns(data: pads.Dataset | None, columns: list[str], filter: pc.Expression | None = None) -> pd.DataFrame:
+    """Those of ``columns`` the table has (outputs of older runs may lack some), read with :func:`output.frame`."""
+    return output.frame(data, columns if data is None else [c for c in columns if c in data.schema.names], filter)
 
 
 def _read_json(uri: str, so: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -117,7 +52,7 @@ def _genres(dataset: pads.Dataset | None) -> tuple[str, ...]:
     meta = schemas.read_part_metadata(dataset.schema.metadata)
     if meta["genres"]:
         return meta["genres"]
-    return tuple(c[2:] for c in dataset.schema.names if c.startswith("p_"))
+    return schemas.probability_genres(dataset.schema.names)
 
 
 def build(out: str, so: dict[str, Any] | None = None, cfg: ReportConfig | None = None) -> dict[str, Any]:
@@ -127,12 +62,12 @@ def build(out: str, so: dict[str, Any] | None = None, cfg: ReportConfig | None =
     metrics = _read_json(storage.join(out, "metrics.json"), so)
     tables = storage.join(out, "tags") if metrics is not None else out
     run = _read_json(storage.join(out, "run.json"), so) or {}
-    songs_ds = _dataset(tables, "songs", so)
+    songs_ds = output.dataset(tables, "songs", so)
     genres = _genres(songs_ds)
     uncertain = songs_ds is not None and "uncertain" in songs_ds.schema.names
     songs = _columns(songs_ds, SONG_COLUMNS + (["uncertain"] if uncertain else []))
     uncertain = uncertain and bool(songs["uncertain"].notna().any())  # null throughout: a model with no threshold
-    errors = _columns(_dataset(tables, "errors", so), ["path", "stage", "error_type"])
+    errors = _columns(output.dataset(tables, "errors", so), ["path", "stage", "error_type"])
     page = Page(title=f"mgr-batch report: {out}")
     shown = _counts(page, songs, errors)
     _genre_section(page, songs, genres, uncertain, cfg)
@@ -143,7 +78,7 @@ def build(out: str, so: dict[str, Any] | None = None, cfg: ReportConfig | None =
     config = run.get("config") if run else _config_yaml(out, so)
     _model_card(page, config, run.get("model_id") or (metrics or {}).get("model_id"), so)
     _run_section(page, run, out, so)
-    _write(page, out, so)
+    page.write(storage.join(out, REPORT_DIR), so)
     return {**shown, "report": storage.join(out, REPORT_DIR, "index.html"), "seconds": round(time.time() - started, 3)}
 
 
@@ -295,19 +230,19 @@ def _song_clips(tables: str, song_ids: list[str], cols: list[str], so: dict[str,
     parts named like the songs' own parts are read first; the whole table's ``song_id`` column is scanned only
     when they do not hold every song (after a compaction, whose sorted files let row groups be skipped)."""
     wanted = pc.field("song_id").isin(song_ids)
-    fs, parts = output.parts(tables, "clips", so)
-    songs_ds = _dataset(tables, "songs", so)
-    if not parts or songs_ds is None:
+    clips_ds = output.dataset(tables, "clips", so)
+    songs_ds = output.dataset(tables, "songs", so)
+    if clips_ds is None or songs_ds is None:
         return pd.DataFrame(columns=cols)
     scan = songs_ds.scanner(columns=["song_id"], filter=wanted).scan_batches()
     names = {b.fragment.path for b in scan if b.record_batch.num_rows}
-    by_name = {p.rsplit("/", 1)[-1]: p for p in parts}
+    by_name = {p.rsplit("/", 1)[-1]: p for p in clips_ds.files}
     near = [by_name[n.rsplit("/", 1)[-1]] for n in names if n.rsplit("/", 1)[-1] in by_name]
     if near:
-        found = _columns(pads.dataset(near, filesystem=fs, format="parquet"), cols, filter=wanted)
+        found = _columns(pads.dataset(near, filesystem=clips_ds.filesystem, format="parquet"), cols, filter=wanted)
         if set(found["song_id"]) >= set(song_ids):
             return found
-    return _columns(pads.dataset(parts, filesystem=fs, format="parquet"), cols, filter=wanted)
+    return _columns(clips_ds, cols, filter=wanted)
 
 
 def _evaluation_section(page: Page, out: str, metrics: dict[str, Any], so: dict[str, Any] | None) -> None:
@@ -349,34 +284,12 @@ def _evaluation_section(page: Page, out: str, metrics: dict[str, Any], so: dict[
                 Figure(
                     "reliability",
                     "Reliability diagram (song confidence against accuracy)",
-                    _reliability_png(scored.to_table(columns=["confidence", "correct"]).to_pandas()),
+                    reliability_png(scored.to_table(columns=["confidence", "correct"]).to_pandas()),
                 )
             )
     extra = {k: v for k, v in metrics.items() if "calibration" in k or k in ("ece", "brier")}
     if extra:
         page.pre(json.dumps(extra, indent=2, default=str))
-
-
-def _reliability_png(scored: pd.DataFrame, n_bins: int = 10) -> bytes:
-    plt = plots.pyplot()
-    conf = scored["confidence"].to_numpy(float)
-    correct = scored["correct"].to_numpy(bool)
-    edges = np.linspace(0, 1, n_bins + 1)
-    which = np.clip(np.digitize(conf, edges) - 1, 0, n_bins - 1)
-    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(6, 6), height_ratios=[3, 1], sharex=True)
-    mids, acc, n = (edges[:-1] + edges[1:]) / 2, [], []
-    for b in range(n_bins):
-        sel = which == b
-        n.append(int(sel.sum()))
-        acc.append(float(correct[sel].mean()) if sel.any() else np.nan)
-    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
-    ax.bar(mids, acc, width=1 / n_bins, edgecolor="black", color="#4878a8", label="accuracy")
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8)
-    ax_n.bar(mids, n, width=1 / n_bins, color="grey")
-    ax_n.set_xlabel("confidence")
-    ax_n.set_ylabel("songs")
-    return plots.png(fig)
 
 
 def _config_yaml(out: str, so: dict[str, Any] | None) -> dict[str, Any]:
@@ -434,24 +347,3 @@ def _run_section(page: Page, run: dict[str, Any], out: str, so: dict[str, Any] |
     else:
         config = _config_yaml(out, so)
         page.pre(json.dumps(config, indent=2, default=str) if config else "no run.json or config.yaml")
-
-
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;
-font-size:14px}th{background:#f0f0f0}img{max-width:100%}pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
-figure{margin:1em 0}figcaption{color:#555;font-size:13px}h2{border-bottom:1px solid #ddd;padding-bottom:4px}"""
-
-
-def _write(page: Page, out: str, so: dict[str, Any] | None) -> None:
-    title = html.escape(page.title)
-    doc = (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style>'
-        f"</head><body><h1>{title}</h1>" + "\n".join(page.html) + "</body></html>"
-    )
-    base = storage.join(out, REPORT_DIR)
-    for fig in page.figures:
-        storage.write_bytes_atomic(storage.join(base, f"{fig.name}.png"), fig.png, so)
-    storage.write_bytes_atomic(
-        storage.join(base, "report.md"), "\n".join([f"# {page.title}", "", *page.md]).encode(), so
-    )
-    storage.write_bytes_atomic(storage.join(base, "index.html"), doc.encode(), so)

@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from mgr_batch.evaluation import calibration as cal
+from mgr_batch.io import schemas
 from mgr_batch.stages.aggregate import certainty, song_probabilities
 
 AGGREGATIONS = ("mean", "vote", "log")
@@ -65,7 +66,7 @@ def song_frame(songs: pd.DataFrame, labels: pd.Series, genres: tuple[str, ...]) 
     out["label"] = out["path"].map(labels).astype(str)
     out["predicted"] = out["genre"]
     out["correct"] = out["label"] == out["predicted"]
-    probs = out[[f"p_{g}" for g in genres]].to_numpy()
+    probs = out[schemas.probability_columns(genres)].to_numpy()
     index = {g: i for i, g in enumerate(genres)}
     true_p = probs[np.arange(len(out)), out["label"].map(index).to_numpy()]
     out["true_rank"] = 1 + (probs > true_p[:, None]).sum(axis=1)
@@ -74,7 +75,7 @@ def song_frame(songs: pd.DataFrame, labels: pd.Series, genres: tuple[str, ...]) 
 
 def aggregation_comparison(clips: pd.DataFrame, labels_by_song: pd.Series, genres: tuple[str, ...]) -> dict[str, dict]:
     """Song accuracy and balanced accuracy for each way of pooling clips (mean, vote, log)."""
-    cols = [f"p_{g}" for g in genres]
+    cols = schemas.probability_columns(genres)
     index = {g: i for i, g in enumerate(genres)}
     groups = [(sid, g[cols].to_numpy()) for sid, g in clips.groupby("song_id", sort=True)]
     y = np.array([index[labels_by_song[sid]] for sid, _ in groups])
@@ -95,7 +96,7 @@ def calibration_metrics(
     flagged ``uncertain`` with the accuracy of the rest (None for a model without a threshold)."""
     index = {g: i for i, g in enumerate(genres)}
     y = frame["label"].map(index).to_numpy()
-    after = frame[[f"p_{g}" for g in genres]].to_numpy(np.float64)
+    after = frame[schemas.probability_columns(genres)].to_numpy(np.float64)
     before = cal.apply_temperature(after, 1.0 / temperature) if temperature else after
     flags = cal.flag_summary(after, y, uncertain_below)
     return {
@@ -123,9 +124,9 @@ def evaluate_tables(
     frame = song_frame(songs, labels, genres)
     index = {g: i for i, g in enumerate(genres)}
     y = frame["label"].map(index).to_numpy()
-    song_m = classification_metrics(y, frame[[f"p_{g}" for g in genres]].to_numpy(), genres)
+    song_m = classification_metrics(y, frame[schemas.probability_columns(genres)].to_numpy(), genres)
     clip_labels = clips["path"].map(labels).map(index).to_numpy()
-    clip_pred = clips[[f"p_{g}" for g in genres]].to_numpy().argmax(axis=1)
+    clip_pred = clips[schemas.probability_columns(genres)].to_numpy().argmax(axis=1)
     metrics = {
         "n_songs": int(len(frame)),
         "n_clips": int(len(clips)),

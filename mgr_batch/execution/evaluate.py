@@ -21,7 +21,7 @@ from mgr_batch.execution.progress import say
 from mgr_batch.execution.runtime import ray_session
 from mgr_batch.execution.tag import check_output_free, tag_featurized, tag_files
 from mgr_batch.execution.train import featurized_songs, fit, training_spec
-from mgr_batch.io import storage
+from mgr_batch.io import output, storage
 from mgr_batch.models import checkpoint
 from mgr_batch.models.checkpoint import ModelSpec
 from mgr_batch.stages.decode import LISTING_COLUMNS
@@ -63,8 +63,8 @@ def score(
     tags: str, files: pd.DataFrame, spec: ModelSpec, counts: dict[str, Any], so: dict[str, Any] | None
 ) -> dict[str, Any]:
     """Metrics of the songs/ and clips/ tables under ``tags`` against the labels of ``files``."""
-    songs = _read(storage.join(tags, "songs"), so)
-    clips = _read(storage.join(tags, "clips"), so)
+    songs = output.read_column_set(tags, "songs", None, so)
+    clips = output.read_column_set(tags, "clips", None, so)
     metrics, frame = evaluate_tables(
         songs,
         clips,
@@ -82,13 +82,6 @@ def score(
     }
     metrics["_songs"] = frame
     return metrics
-
-
-def _read(uri: str, so: dict[str, Any] | None) -> pd.DataFrame:
-    fs, path = storage.filesystem(uri, so)
-    if not fs.exists(path):
-        return pd.DataFrame()
-    return pd.read_parquet(path, filesystem=fs)
 
 
 def run_cv(cfg: CVConfig) -> dict[str, Any]:

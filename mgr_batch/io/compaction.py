@@ -154,7 +154,7 @@ def _metadata(table: pa.Table, name: str) -> dict[bytes, bytes]:
         return {k: v for k, v in table.schema.metadata.items() if k.startswith(b"mgr_batch.")}
     ids = table.column("model_id").unique().to_pylist() if "model_id" in table.column_names else []
     model_id = ids[0] if len(ids) == 1 else ",".join(sorted(ids))
-    genres = tuple(c[2:] for c in table.column_names if c.startswith("p_")) if name in ("songs", "clips") else ()
+    genres = schemas.probability_genres(table.column_names) if name in ("songs", "clips") else ()
     return schemas.part_metadata(model_id, genres)
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from mgr_batch.io import compaction, schemas, storage
@@ -43,7 +45,7 @@ def _parts(output: str, table: str, so: dict[str, Any] | None) -> tuple[Any, lis
 
 
 def parts(output: str, table: str, so: dict[str, Any] | None) -> tuple[Any, list[str]]:
-    """The filesystem and the Parquet files of ``table`` to read, as :func:`read_column_set` reads them."""
+    """The filesystem and the Parquet files of ``table`` to read, as :func:`dataset` reads them."""
     return _parts(output, table, so)
 
 
@@ -51,14 +53,35 @@ def _hidden(path: str) -> bool:
     return os.path.basename(path).startswith((".", "_"))
 
 
-def read_column_set(output: str, table: str, columns: list[str], so: dict[str, Any] | None) -> pd.DataFrame:
-    """Selected columns of every part of ``table`` (empty frame when there is none)."""
-    fs, parts = _parts(output, table, so)
-    frames = []
-    for p in parts:
-        with fs.open(p, "rb") as f:
-            frames.append(pq.read_table(f, columns=columns).to_pandas())
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+def dataset(output: str, table: str, so: dict[str, Any] | None) -> pads.Dataset | None:
+    """The parts of ``table`` a reader must read (:func:`parts`) as one ``pyarrow.dataset`` (its schema: the
+    first part's), or None when the table has none. Use it to read a few columns or rows of a large table."""
+    fs, paths = _parts(output, table, so)
+    # pyarrow wraps an fsspec filesystem itself (PyFileSystem(FSSpecHandler(fs)))
+    return pads.dataset(paths, filesystem=fs, format="parquet") if paths else None
+
+
+def frame(
+    data: pads.Dataset | None, columns: list[str] | None = None, filter: pc.Expression | None = None
+) -> pd.DataFrame:
+    """``columns`` (all when None) of the rows of ``data`` where ``filter`` holds; an empty frame with
+    ``columns`` when ``data`` is None (a table with no parts)."""
+    if data is None:
+        return pd.DataFrame(columns=columns)
+    return data.to_table(columns=columns, filter=filter).to_pandas()
+
+
+def read_column_set(
+    output: str,
+    table: str,
+    columns: list[str] | None,
+    so: dict[str, Any] | None,
+    *,
+    filter: pc.Expression | None = None,
+) -> pd.DataFrame:
+    """Selected columns (all when None) of every part of ``table``, the rows where ``filter`` holds (an empty
+    frame with ``columns`` when there is no part)."""
+    return frame(dataset(output, table, so), columns, filter)
 
 
 @dataclass(frozen=True)
@@ -126,11 +149,10 @@ def deduplicate(output: str, files: pd.DataFrame, model_id: str, so: dict[str, A
     """
     frames = []
     for rank, table in enumerate(("songs", "errors")):
-        fs, parts = _parts(output, table, so)
-        for p in parts:
-            with fs.open(p, "rb") as f:
-                data = pq.read_table(f, columns=["song_id", *KEY]).to_pandas()
-            frames.append(data.assign(part=os.path.basename(p), rank=rank))
+        data = dataset(output, table, so)
+        for part in data.get_fragments() if data is not None else ():
+            found = part.to_table(columns=["song_id", *KEY]).to_pandas()
+            frames.append(found.assign(part=os.path.basename(part.path), rank=rank))
     if not frames:
         return 0
     rows = pd.concat(frames, ignore_index=True)

@@ -60,8 +60,18 @@ def arrow_schema(name: str, genres: tuple[str, ...] = ()) -> pa.Schema:
     return pa.schema(fields)
 
 
+#: The name prefix of the genre probability columns of songs and clips (``genre_columns.prefix`` of their schemas).
+PROBABILITY_PREFIX = "p_"
+
+
 def probability_columns(genres: tuple[str, ...]) -> list[str]:
-    return [f"p_{g}" for g in genres]
+    """The probability column of each of ``genres``, in order (``p_<genre>``)."""
+    return [f"{PROBABILITY_PREFIX}{g}" for g in genres]
+
+
+def probability_genres(columns: list[str]) -> tuple[str, ...]:
+    """The genres of the probability columns among ``columns``, in their order (the inverse of :func:`probability_columns`)."""
+    return tuple(c[len(PROBABILITY_PREFIX) :] for c in columns if c.startswith(PROBABILITY_PREFIX))
 
 
 def part_metadata(model_id: str, genres: tuple[str, ...]) -> dict[bytes, bytes]:

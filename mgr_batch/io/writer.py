@@ -66,8 +66,8 @@ def build_tables(
             "model_id": [model_id] * len(idx),
         }
     )
-    for j, genre in enumerate(genres):
-        songs[f"p_{genre}"] = song_probs[:, j]
+    for j, column in enumerate(schemas.probability_columns(genres)):
+        songs[column] = song_probs[:, j]
 
     clip_rows: dict[str, list] = {k: [] for k in ("song_id", "clip_id", "path", "clip_index", "start_s", "end_s")}
     clip_probs = []
@@ -87,8 +87,8 @@ def build_tables(
     clips["genre"] = g[cp.argmax(axis=1)] if len(cp) else np.zeros(0, str)
     clips["confidence"] = cp.max(axis=1) if len(cp) else np.zeros(0)
     clips["model_id"] = [model_id] * len(cp)
-    for j, genre in enumerate(genres):
-        clips[f"p_{genre}"] = cp[:, j]
+    for j, column in enumerate(schemas.probability_columns(genres)):
+        clips[column] = cp[:, j]
 
     bad = np.flatnonzero(~ok)
     errors = {c: batch[ERROR_COLUMNS.get(c, c)][bad] for c in _copied("errors", batch)}

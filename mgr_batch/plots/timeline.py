@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mgr_batch.errors import ConfigError
+from mgr_batch.io import output as tables
 from mgr_batch.io import schemas, storage
 from mgr_batch.plots import figure as plots
 
@@ -28,14 +29,15 @@ class SongTimeline:
     clip_start_s: np.ndarray  # (n_clips,) start of each clip, s
 
 
-def _read(output: str, table: str, filters: Any, so: dict[str, Any] | None, columns: list[str] | None = None):
-    fs, root = storage.filesystem(storage.join(output, table), so)
-    if not fs.exists(root):
+def _read(
+    output: str, table: str, filter: pc.Expression, so: dict[str, Any] | None, columns: list[str] | None = None
+) -> pa.Table:
+    data = tables.dataset(output, table, so)
+    if data is None:
         raise ConfigError(
             f"{output!r} has no {table}/ table" + (" (tag it with --timeline)" if table == "timeline" else "")
         )
-    # pyarrow skips files starting with '.' or '_' (temp parts of a run in progress)
-    return pq.read_table(root, filesystem=fs, filters=filters, columns=columns)
+    return data.to_table(columns=columns, filter=filter)
 
 
 def read_timeline(output: str, *, song: str, storage_options: dict[str, Any] | None = None) -> SongTimeline:
