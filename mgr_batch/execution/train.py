@@ -21,11 +21,12 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, RunConfig, Scali
 from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
-from mgr_batch.config import OptimConfig, TrainConfig, dump_yaml, from_dict, redacted
+from mgr_batch.config import OptimConfig, TrainConfig, from_dict
 from mgr_batch.errors import ConfigError
 from mgr_batch.evaluation import datasets
 from mgr_batch.evaluation.metrics import accuracy_summary
 from mgr_batch.execution.progress import SETTINGS, say
+from mgr_batch.execution.records import write_config
 from mgr_batch.execution.runtime import ray_session
 from mgr_batch.execution.tag import featurized
 from mgr_batch.io import storage
@@ -218,7 +219,7 @@ def _save(
         "train_songs": datasets.training_songs(files),
     }
     saved = checkpoint.save(cfg.output, model, _with(spec, train=train_info, metrics=metrics), so)
-    storage.write_bytes_atomic(storage.join(cfg.output, "train_config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
+    write_config(cfg.output, cfg, so, name="train_config.yaml")
     return {
         "model_id": saved.model_id,
         "output": cfg.output,
