@@ -294,6 +294,36 @@ def test_explode_clips():
     assert all(len(v) == 0 for v in test.values())
 
 
+@pytest.mark.parametrize(
+    "schedule, per_batch", [("cosine", False), ("constant", False), ("cyclic", True), ("onecycle", True)]
+)
+def test_lr_schedule_steps_per_batch_only_for_the_cyclic_ones(schedule, per_batch):
+    import torch
+
+    from mgr_batch.config import OptimConfig
+
+    optim = OptimConfig(schedule=schedule, epochs=3, lr=1e-2)
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=optim.lr)
+    sched, stepped_per_batch = training.lr_schedule(opt, optim, steps_per_epoch=4)
+    assert stepped_per_batch is per_batch
+    lrs = []
+    for _ in range(optim.epochs * (4 if per_batch else 1)):  # a whole run never exceeds the peak lr
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert max(lrs) <= optim.lr * (1 + 1e-9)
+    if schedule == "constant":
+        assert lrs == [optim.lr] * optim.epochs
+
+
+def test_epoch_line_names_the_valid_accuracies():
+    line = training.epoch_line(
+        {"epoch": 3, "train_loss": 1.234, "valid_song_accuracy": 0.61, "valid_clip_accuracy": 0.552, "valid_n": 9},
+        10,
+    )
+    assert line == "epoch 3/10: train loss 1.2340, valid song accuracy 61.0%, valid clip accuracy 55.2%"
+
+
 def test_select_clips_fixed_keeps_every_window_and_the_whole_song():
     y = np.ones(22050 * 10, np.float32)
     clips_, starts, spans = crops.select_clips(y, sr=22050, cfg=ClipConfig())

@@ -13,15 +13,17 @@ import numpy as np
 import pandas as pd
 import ray
 
-from mgr_batch.config import ClipConfig, CVConfig, EvaluateConfig, dump_yaml, redacted, to_dict
+from mgr_batch.config import ClipConfig, CVConfig, EvaluateConfig, to_dict
 from mgr_batch.evaluation import datasets
 from mgr_batch.evaluation.report import write_report
 from mgr_batch.evaluation.scoring import evaluate_tables
 from mgr_batch.execution.progress import say
+from mgr_batch.execution.records import write_config, write_json, write_run_record
 from mgr_batch.execution.runtime import ray_session
-from mgr_batch.execution.tag import check_output_free, tag_featurized, tag_files
+from mgr_batch.execution.tag import tag_featurized, tag_files
 from mgr_batch.execution.train import featurized_songs, fit, training_spec
 from mgr_batch.io import output, storage
+from mgr_batch.io.output_checks import check_output_free
 from mgr_batch.models import checkpoint
 from mgr_batch.models.checkpoint import ModelSpec
 from mgr_batch.stages.decode import LISTING_COLUMNS
@@ -55,7 +57,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         )
     metrics = score(tags, files, spec, counts, so)
     write_report(cfg.output, metrics, metrics.pop("_songs"), so, title=f"Evaluation of {spec.model_id}")
-    storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
+    write_config(cfg.output, cfg, so)
     return metrics
 
 
@@ -150,7 +152,7 @@ def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec
             f"fold {k + 1}/{cfg.folds}: song accuracy {100 * metrics['song_accuracy']:.1f}% on {metrics['n_songs']} test songs"
         )
         payload = {"key": key, "result": results[-1]}
-        storage.write_bytes_atomic(storage.join(fold_dir, FOLD_DONE), json.dumps(payload, indent=2).encode(), so)
+        write_json(fold_dir, FOLD_DONE, payload, so)
     summary = {
         "model_type": tcfg.model.name,
         "folds": cfg.folds,
@@ -164,8 +166,7 @@ def cross_validate(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec
         },
         "wall_seconds": round(time.time() - started, 1),
     }
-    storage.write_bytes_atomic(storage.join(tcfg.output, "cv.json"), json.dumps(summary, indent=2).encode(), so)
-    storage.write_bytes_atomic(storage.join(tcfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
+    write_run_record(tcfg.output, summary, cfg, so, name="cv.json")
     storage.write_bytes_atomic(storage.join(tcfg.output, "cv.md"), cv_markdown(summary).encode(), so)
     return summary
 

@@ -7,9 +7,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from mgr_batch.config import SegmentConfig, dump_yaml, redacted, to_dict
+from mgr_batch.config import SegmentConfig, redacted, to_dict
 from mgr_batch.errors import ConfigError
 from mgr_batch.execution.progress import Progress
+from mgr_batch.execution.records import check_every_file_accounted, write_run_record
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.io import output, storage
 from mgr_batch.io.writer import write_segments
@@ -65,11 +66,7 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
         "wall_seconds": round(time.time() - started, 3),
         "config": to_dict(redacted(cfg)),
     }
-    if summary["n_songs"] + summary["n_errors"] != len(files):
-        raise RuntimeError(
-            f"lost files: {len(files)} listed, {summary['n_songs']} songs + {summary['n_errors']} errors"
-        )
+    check_every_file_accounted(len(files), summary["n_songs"], summary["n_errors"])
     output.ensure_tables(cfg.output, ("segments", "errors"), (), so)
-    storage.write_bytes_atomic(storage.join(cfg.output, "run.json"), json.dumps(summary, indent=2).encode(), so)
-    storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
+    write_run_record(cfg.output, summary, cfg, so)
     return summary

@@ -14,13 +14,14 @@ from typing import Any
 import pandas as pd
 import ray
 
-from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, dump_yaml, redacted, to_dict
+from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, redacted, to_dict
 from mgr_batch.errors import ConfigError, OutputError
 from mgr_batch.execution.cache import call_cached
 from mgr_batch.execution.progress import Progress
+from mgr_batch.execution.records import check_every_file_accounted, write_run_record
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.features import musicnn as fm
-from mgr_batch.io import compaction, output, storage
+from mgr_batch.io import compaction, output, output_checks, storage
 from mgr_batch.io.schemas import TAG_TABLES
 from mgr_batch.io.writer import write_tables
 from mgr_batch.models import checkpoint, model_info
@@ -252,8 +253,7 @@ def tag_featurized(
         "errors_by_type": dict(sorted(error_types.items())),
         "audio_seconds": round(float(totals["audio_s"]), 3),
     }
-    if counts["n_songs"] + counts["n_errors"] != n_files:
-        raise RuntimeError(f"lost files: {n_files} listed, {counts['n_songs']} songs + {counts['n_errors']} errors")
+    check_every_file_accounted(n_files, counts["n_songs"], counts["n_errors"])
     return counts
 
 
@@ -301,7 +301,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     if cfg.force:
         output.clear(cfg.output, so)
     else:
-        _check_same_clips(cfg.output, clip_cfg, so)
+        output_checks.check_same_clips(cfg.output, clip_cfg, so)
     compaction.repair(cfg.output, so)  # a compaction a kill interrupted: finished or rolled back first
     output.remove_temp_files(cfg.output, so)
     output.deduplicate(cfg.output, files, spec.model_id, so)  # a late write of a killed run, seen by this rerun
@@ -355,15 +355,14 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
         "n_clips": totals["clips"],
         "n_timeline_steps": totals["timeline"],
         "n_embeddings": totals["embeddings"],
-        "errors_by_type": _errors_by_type(cfg.output, so),
+        "errors_by_type": output_checks.errors_by_type(cfg.output, so),
         "audio_seconds": counts["audio_seconds"],
         "ignored_non_audio_files": len(listing.ignored),
         "wall_seconds": round(time.time() - started, 3),
         "clips": to_dict(clip_cfg),
         "config": to_dict(redacted(cfg)),
     }
-    storage.write_bytes_atomic(storage.join(cfg.output, "run.json"), json.dumps(summary, indent=2).encode(), so)
-    storage.write_bytes_atomic(storage.join(cfg.output, "config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
+    write_run_record(cfg.output, summary, cfg, so)
     if cfg.compact is not None:
         summary["compaction"] = compaction.compact(
             cfg.output, so, target_rows=cfg.compact.target_rows, target_bytes=int(cfg.compact.target_mb * 2**20)
@@ -373,28 +372,3 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
 
         summary["report"] = build_report(cfg.output, so)["report"]
     return summary
-
-
-def _errors_by_type(out: str, so: dict[str, Any] | None) -> dict[str, int]:
-    types = output.read_column_set(out, "errors", ["error_type"], so)["error_type"]
-    return {str(k): int(v) for k, v in sorted(types.value_counts().items())}
-
-
-def _check_same_clips(out: str, clip_cfg: ClipConfig, so: dict[str, Any] | None) -> None:
-    """A rerun must cut clips as the earlier run did, or its rows would not be comparable."""
-    fs, path = storage.filesystem(storage.join(out, "run.json"), so)
-    if fs.exists(path):
-        earlier = json.loads(fs.cat_file(path)).get("clips")
-        if earlier is not None and earlier != to_dict(clip_cfg):
-            raise ConfigError(
-                f"output {out!r} was made with other clip settings ({earlier}); use --force or another --output"
-            )
-
-
-def check_output_free(output: str, storage_options: dict[str, Any] | None) -> None:
-    fs, path = storage.filesystem(output, storage_options)
-    taken = [t for t in TAG_TABLES if fs.exists(storage.join(path, t))]
-    if taken:
-        raise ConfigError(
-            f"output {output!r} already holds {', '.join(taken)}/ from an earlier run; choose another --output"
-        )

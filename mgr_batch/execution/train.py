@@ -21,17 +21,26 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, RunConfig, Scali
 from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
-from mgr_batch.config import OptimConfig, TrainConfig, dump_yaml, from_dict, redacted
+from mgr_batch.config import OptimConfig, TrainConfig, from_dict
 from mgr_batch.errors import ConfigError
 from mgr_batch.evaluation import datasets
 from mgr_batch.evaluation.metrics import accuracy_summary
 from mgr_batch.execution.progress import SETTINGS, say
+from mgr_batch.execution.records import write_config
 from mgr_batch.execution.runtime import ray_session
 from mgr_batch.execution.tag import featurized
 from mgr_batch.io import storage
 from mgr_batch.models import checkpoint, model_info
 from mgr_batch.models.checkpoint import ModelSpec
-from mgr_batch.stages.training import explode_clips
+from mgr_batch.stages.training import (
+    epoch_line,
+    evaluate_valid,
+    explode_clips,
+    fit_calibration,
+    lr_schedule,
+    song_level_summary,
+    unwrap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -188,17 +197,6 @@ class EpochLines:
             say(epoch_line(metrics, self.n_epochs))
 
 
-def epoch_line(metrics: dict[str, Any], n_epochs: int) -> str:
-    """``epoch 3/10: train loss 1.2340, valid song accuracy 61.0%, valid clip accuracy 55.2%``."""
-    parts = [f"train loss {metrics['train_loss']:.4f}"]
-    parts += [
-        f"valid {k[len('valid_') :].replace('_', ' ')} {100 * v:.1f}%"
-        for k, v in metrics.items()
-        if k.startswith("valid_") and k.endswith("accuracy")
-    ]
-    return f"epoch {metrics['epoch']}/{n_epochs}: " + ", ".join(parts)
-
-
 def _save(
     model,
     spec: ModelSpec,
@@ -221,7 +219,7 @@ def _save(
         "train_songs": datasets.training_songs(files),
     }
     saved = checkpoint.save(cfg.output, model, _with(spec, train=train_info, metrics=metrics), so)
-    storage.write_bytes_atomic(storage.join(cfg.output, "train_config.yaml"), dump_yaml(redacted(cfg)).encode(), so)
+    write_config(cfg.output, cfg, so, name="train_config.yaml")
     return {
         "model_id": saved.model_id,
         "output": cfg.output,
@@ -253,7 +251,7 @@ def fit_classic(
     model = spec.build()
     model.seed = cfg.optim.seed
     model.fit(train["features"], train["label"], groups=train["song_id"])
-    calibrated = _calibration(model, train) if model.calibrate else {}
+    calibrated = fit_calibration(model, train) if model.calibrate else {}
     metrics: dict[str, Any] = {}
     valid = _clips(songs, spec.genres, "valid") if "valid" in set(files["split"]) else None
     if valid is not None and len(valid["label"]):
@@ -270,50 +268,6 @@ def fit_classic(
     if calibrated:
         spec = _with(spec, calibration=calibrated)
     return _save(model, spec, cfg, files, extra, metrics, started)
-
-
-def song_level_summary(model, clips: dict[str, np.ndarray]) -> dict[str, float]:
-    """Song accuracy and balanced accuracy of a song-level head on ``clips`` (its pooled rows per song)."""
-    from sklearn.metrics import balanced_accuracy_score
-
-    songs, first = np.unique(clips["song_id"], return_index=True)
-    pred = np.array([model.predict_song_proba(clips["features"][clips["song_id"] == s]).argmax() for s in songs])
-    truth = clips["label"][first]
-    return {
-        "song_accuracy": float((pred == truth).mean()),
-        "song_balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
-    }
-
-
-def _calibration(model, train: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Temperature and uncertainty threshold of ``model``, fitted on out-of-fold song probabilities of the
-    training songs (:data:`mgr_batch.evaluation.calibration.CALIBRATION_FOLDS` folds of whole songs)."""
-    from mgr_batch.evaluation import calibration as cal
-
-    probs, labels = model.out_of_fold_song_proba(
-        train["features"], train["label"], train["song_id"], folds=cal.CALIBRATION_FOLDS
-    )
-    temperature = cal.fit_temperature(probs, labels)
-    after = cal.apply_temperature(probs, temperature)
-    threshold = cal.uncertainty_threshold(after, labels)
-    flags = cal.flag_summary(after, labels, threshold)
-    info = {
-        "method": "temperature",
-        "temperature": temperature,
-        "uncertain_below": threshold,
-        "target_accuracy": cal.TARGET_ACCURACY,
-        "n_songs": int(len(labels)),
-        "folds": int(min(cal.CALIBRATION_FOLDS, np.bincount(labels)[np.unique(labels)].min())),
-        "out_of_fold": {
-            "song_accuracy": float((probs.argmax(1) == labels).mean()),
-            "ece_before": cal.ece(probs, labels),
-            "ece_after": cal.ece(after, labels),
-            "uncertain_share": flags["uncertain_share"],
-            "accuracy_not_uncertain": flags["accuracy_not_uncertain"],
-        },
-    }
-    log.info("calibration: %s", info)
-    return info
 
 
 def _shuffled(ds: ray.data.Dataset, *, seed: int | None) -> ray.data.Dataset:
@@ -357,7 +311,7 @@ def train_loop(config: dict[str, Any]) -> None:
             state = torch.load(os.path.join(d, "train_state.pt"), map_location=device, weights_only=True)
             with open(os.path.join(d, "history.json")) as f:
                 history = json.load(f)
-        _unwrap(model).load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"])
@@ -390,7 +344,7 @@ def train_loop(config: dict[str, Any]) -> None:
             metrics.update(
                 {
                     f"valid_{k}": v
-                    for k, v in evaluate(_unwrap(model), ray.train.get_dataset_shard("valid"), device).items()
+                    for k, v in evaluate_valid(unwrap(model), ray.train.get_dataset_shard("valid"), device).items()
                 }
             )
         history.append(metrics)
@@ -399,7 +353,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if rank == 0:
                 torch.save(
                     {
-                        "model": _unwrap(model).state_dict(),
+                        "model": unwrap(model).state_dict(),
                         "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(),
                         "epoch": epoch + 1,
@@ -417,25 +371,6 @@ def train_loop(config: dict[str, Any]) -> None:
                 if config.get("progress") is not None:
                     config["progress"].put(metrics)
             ray.train.report(metrics, checkpoint=ckpt)
-
-
-def lr_schedule(opt: torch.optim.Optimizer, optim: OptimConfig, *, steps_per_epoch: int):
-    """The scheduler ``optim.schedule`` names and whether it steps per batch (else per epoch).
-
-    ``cyclic`` and ``onecycle`` step per batch, so a worker must see about ``steps_per_epoch`` batches an
-    epoch (the one-cycle schedule is sized with some slack and stays at its floor past the end).
-    """
-    if optim.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, optim.epochs)), False
-    if optim.schedule == "constant":
-        return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0), False
-    if optim.schedule == "cyclic":
-        half = max(1, int(round(optim.cycle_epochs * steps_per_epoch / 2)))
-        return torch.optim.lr_scheduler.CyclicLR(
-            opt, base_lr=optim.lr / 10, max_lr=optim.lr, step_size_up=half, cycle_momentum=False
-        ), True
-    total = int(optim.epochs * steps_per_epoch * 1.1) + 1
-    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=optim.lr, total_steps=total, cycle_momentum=False), True
 
 
 def _run_storage(cfg: TrainConfig) -> dict[str, Any]:
@@ -462,23 +397,3 @@ def _init_state(spec: ModelSpec, cfg: TrainConfig) -> bytes | None:
         raise ConfigError(f"no layer of {cfg.model.init_from!r} fits model {spec.model.name!r}")
     log.info("starting from %s: %d of %d tensors", cfg.model.init_from, len(fits), len(own))
     return checkpoint.weights_bytes_of(fits)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
-def evaluate(model: torch.nn.Module, valid, device: torch.device) -> dict[str, float]:
-    """Clip and song accuracy of ``model`` on the whole valid dataset iterator."""
-    model.eval()
-    probs, sids, labels = [], [], []
-    with torch.inference_mode():
-        for batch in valid.iter_batches(batch_size=256, batch_format="numpy"):
-            x = torch.from_numpy(np.ascontiguousarray(batch["features"], dtype=np.float32)).to(device)
-            probs.append(torch.softmax(model(x), dim=-1).cpu().numpy())
-            sids.append(batch["song_id"])
-            labels.append(batch["label"])
-    model.train()
-    if not probs:
-        return {}
-    return accuracy_summary(np.concatenate(probs), np.concatenate(sids), np.concatenate(labels))

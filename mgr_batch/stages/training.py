@@ -1,8 +1,18 @@
-"""Training rows: a batch of featurized songs exploded into one row per clip."""
+"""Training steps with no Ray in them: a batch of featurized songs exploded into one row per clip, the
+learning-rate schedules, scoring on the valid split, calibration of a fitted classic model, the epoch line."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
+import torch
+
+from mgr_batch.config import OptimConfig
+from mgr_batch.evaluation.metrics import accuracy_summary
+
+log = logging.getLogger(__name__)
 
 
 def explode_clips(batch: dict[str, np.ndarray], *, genres: tuple[str, ...], split: str) -> dict[str, np.ndarray]:
@@ -29,3 +39,98 @@ def explode_clips(batch: dict[str, np.ndarray], *, genres: tuple[str, ...], spli
         "song_id": np.repeat([str(batch["song_id"][i]) for i in keep], counts),
         "clip_index": np.concatenate([np.arange(c, dtype=np.int32) for c in counts]),
     }
+
+
+def lr_schedule(opt: torch.optim.Optimizer, optim: OptimConfig, *, steps_per_epoch: int):
+    """The scheduler ``optim.schedule`` names and whether it steps per batch (else per epoch).
+
+    ``cyclic`` and ``onecycle`` step per batch, so a worker must see about ``steps_per_epoch`` batches an
+    epoch (the one-cycle schedule is sized with some slack and stays at its floor past the end).
+    """
+    if optim.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, optim.epochs)), False
+    if optim.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0), False
+    if optim.schedule == "cyclic":
+        half = max(1, int(round(optim.cycle_epochs * steps_per_epoch / 2)))
+        return torch.optim.lr_scheduler.CyclicLR(
+            opt, base_lr=optim.lr / 10, max_lr=optim.lr, step_size_up=half, cycle_momentum=False
+        ), True
+    total = int(optim.epochs * steps_per_epoch * 1.1) + 1
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=optim.lr, total_steps=total, cycle_momentum=False), True
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DistributedDataParallel wrapper (``model`` itself when unwrapped)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def evaluate_valid(model: torch.nn.Module, valid, device: torch.device) -> dict[str, float]:
+    """Clip and song accuracy of ``model`` on the whole valid dataset iterator (batches of ``features`` (n, n_features, n_steps), ``song_id``, ``label``)."""
+    model.eval()
+    probs, sids, labels = [], [], []
+    with torch.inference_mode():
+        for batch in valid.iter_batches(batch_size=256, batch_format="numpy"):
+            x = torch.from_numpy(np.ascontiguousarray(batch["features"], dtype=np.float32)).to(device)
+            probs.append(torch.softmax(model(x), dim=-1).cpu().numpy())
+            sids.append(batch["song_id"])
+            labels.append(batch["label"])
+    model.train()
+    if not probs:
+        return {}
+    return accuracy_summary(np.concatenate(probs), np.concatenate(sids), np.concatenate(labels))
+
+
+def song_level_summary(model, clips: dict[str, np.ndarray]) -> dict[str, float]:
+    """Song accuracy and balanced accuracy of a song-level head on ``clips`` (its pooled rows per song)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    songs, first = np.unique(clips["song_id"], return_index=True)
+    pred = np.array([model.predict_song_proba(clips["features"][clips["song_id"] == s]).argmax() for s in songs])
+    truth = clips["label"][first]
+    return {
+        "song_accuracy": float((pred == truth).mean()),
+        "song_balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
+    }
+
+
+def fit_calibration(model, train: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Temperature and uncertainty threshold of ``model``, fitted on out-of-fold song probabilities of the
+    training songs (:data:`mgr_batch.evaluation.calibration.CALIBRATION_FOLDS` folds of whole songs)."""
+    from mgr_batch.evaluation import calibration as cal
+
+    probs, labels = model.out_of_fold_song_proba(
+        train["features"], train["label"], train["song_id"], folds=cal.CALIBRATION_FOLDS
+    )
+    temperature = cal.fit_temperature(probs, labels)
+    after = cal.apply_temperature(probs, temperature)
+    threshold = cal.uncertainty_threshold(after, labels)
+    flags = cal.flag_summary(after, labels, threshold)
+    info = {
+        "method": "temperature",
+        "temperature": temperature,
+        "uncertain_below": threshold,
+        "target_accuracy": cal.TARGET_ACCURACY,
+        "n_songs": int(len(labels)),
+        "folds": int(min(cal.CALIBRATION_FOLDS, np.bincount(labels)[np.unique(labels)].min())),
+        "out_of_fold": {
+            "song_accuracy": float((probs.argmax(1) == labels).mean()),
+            "ece_before": cal.ece(probs, labels),
+            "ece_after": cal.ece(after, labels),
+            "uncertain_share": flags["uncertain_share"],
+            "accuracy_not_uncertain": flags["accuracy_not_uncertain"],
+        },
+    }
+    log.info("calibration: %s", info)
+    return info
+
+
+def epoch_line(metrics: dict[str, Any], n_epochs: int) -> str:
+    """``epoch 3/10: train loss 1.2340, valid song accuracy 61.0%, valid clip accuracy 55.2%``."""
+    parts = [f"train loss {metrics['train_loss']:.4f}"]
+    parts += [
+        f"valid {k[len('valid_') :].replace('_', ' ')} {100 * v:.1f}%"
+        for k, v in metrics.items()
+        if k.startswith("valid_") and k.endswith("accuracy")
+    ]
+    return f"epoch {metrics['epoch']}/{n_epochs}: " + ", ".join(parts)
