@@ -30,7 +30,7 @@ def songs(tmp_path_factory) -> Path:
 def test_tag_with_representative_segments_uses_only_those_seconds(songs, tiny_model, tmp_path):
     fixed, rep = tmp_path / "fixed", tmp_path / "rep"
     assert main(["tag", str(songs), "-o", str(fixed), "--model", tiny_model]) == 0
-    assert main(["tag", str(songs), "-o", str(rep), "--model", tiny_model, "--segmentation", "representative"]) == 0
+    assert main(["tag", str(songs), "-o", str(rep), "--model", tiny_model, "--clips", "representative"]) == 0
     by_path = {p: pq.read_table(p / "songs").to_pandas().set_index("path") for p in (fixed, rep)}
     three = str(songs / "three_parts.wav")
     assert by_path[fixed].loc[three, "used_start_s"].tolist() == [0.0]

@@ -166,7 +166,7 @@ def test_presets_crops_schedules_and_transfer(labelled, tmp_path):
                 str(labelled / "tiny.yaml"),
                 "--run-name",
                 "crops",
-                "--segmentation",
+                "--clips",
                 "random",
                 "--crops",
                 "3",
