@@ -35,12 +35,13 @@ def ray_cluster():
     import ray
 
     from mgr_batch.config import RayConfig
-    from mgr_batch.execution.runtime import init_kwargs
+    from mgr_batch.execution.runtime import init_kwargs, set_local_environment, shutdown
 
     if not ray.is_initialized():  # as mgr-batch starts its embedded Ray for training, with 2 CPUs
+        set_local_environment(os.environ)
         ray.init(**init_kwargs(RayConfig(num_cpus=2), {}, trains=True))
     yield ray
-    ray.shutdown()
+    shutdown()
 
 
 def tiny_spec() -> ModelSpec:

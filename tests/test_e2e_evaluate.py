@@ -145,7 +145,23 @@ def test_cv_resumes_finished_folds_and_redoes_changed_ones(labelled, cross_valid
     assert again["per_fold"][0] == before["per_fold"][0]
     assert not stray.exists()
     assert [f["n_songs"] for f in again["per_fold"]] == [f["n_songs"] for f in before["per_fold"]]
-    # Other settings make other folds: nothing is reused.
-    stamps = [w.stat().st_mtime_ns for w in weights]
-    assert main(cv_args(labelled, out, runs, "--lr", "0.003")) == 0
-    assert all(w.stat().st_mtime_ns != s for w, s in zip(weights, stamps, strict=True))
+
+
+def test_a_fold_is_reused_only_under_the_same_settings(labelled, tmp_path):
+    """A fold's key (what an earlier fold.json must match to be reused) follows the training settings, the
+    model and the songs on each side, not where data is read or written or the run's name."""
+    from mgr_batch.cli import build_parser, cv_config
+    from mgr_batch.evaluation import datasets
+    from mgr_batch.execution.evaluate import fold_key
+    from mgr_batch.execution.train import training_spec
+
+    def key(*extra: str, out: Path = tmp_path / "cv", runs: Path = tmp_path / "runs", side: int = 0) -> str:
+        cfg = cv_config(build_parser().parse_args(cv_args(labelled, out, runs, *extra)))
+        files = datasets.labelled(cfg.train.data, None)
+        split = ["test" if (i + side) % 2 else "train" for i in range(len(files))]
+        return fold_key(cfg, training_spec(files, cfg.train), files.assign(split=split))
+
+    same = key()
+    assert key(out=tmp_path / "elsewhere", runs=tmp_path / "other-runs") == same
+    for other in (key("--lr", "0.003"), key("--epochs", "2"), key("--weight-decay", "0.1"), key(side=1)):
+        assert other != same

@@ -17,11 +17,12 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 def test_listing_a_prefix_with_thousands_of_keys(s3_server, s3_bucket):
-    keys = {f"{s3_bucket}/many/{i // 500:02d}/song-{i:05d}.wav": b"x" for i in range(2400)}
+    # more keys than one S3 listing page (1000) holds, in a few folders
+    keys = {f"{s3_bucket}/many/{i // 500:02d}/song-{i:05d}.wav": b"x" for i in range(1100)}
     keys.update({f"{s3_bucket}/many/cover-{i}.jpg": b"j" for i in range(7)})
     s3_server.fs.pipe(keys)
     listing = storage.list_inputs(f"{s3_bucket}/many", s3_server.options)
-    assert len(listing.files) == 2400 and len(listing.ignored) == 7
+    assert len(listing.files) == 1100 and len(listing.ignored) == 7
     assert listing.files["path"].str.startswith(f"{s3_bucket}/many/").all()
     assert (listing.files["size"] == 1).all() and listing.files["song_id"].is_unique
 
@@ -81,7 +82,8 @@ def labelled(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+# On S3 only: local storage paths are what every other training test uses.
+@pytest.mark.parametrize("where", ["s3"])
 def test_train_with_checkpoints_in_storage_then_evaluate(where, labelled, tmp_path, request):
     """Data, Ray Train's run checkpoints, the final checkpoint and the report all live on ``where``."""
     options: list[str] = []

@@ -130,7 +130,23 @@ def test_a_classic_model_trains_on_pipeline_features_then_tags(labelled, tmp_pat
     assert (songs["genre"] == [Path(p).parent.name for p in songs["path"]]).all()
 
 
-def test_presets_crops_schedules_and_transfer(labelled, tmp_path):
+def test_a_model_type_brings_its_studys_settings(labelled, tmp_path):
+    """mlp trains on the 4 kHz spectrogram of 5 s clips (its study's preset) unless told otherwise."""
+    from mgr_batch.cli import build_parser, train_config
+    from mgr_batch.evaluation import datasets
+    from mgr_batch.execution.train import training_spec
+
+    cfg = train_config(build_parser().parse_args(["train", str(labelled), "-o", str(tmp_path), "--model-type", "mlp"]))
+    spec = training_spec(datasets.labelled(cfg.data, None), cfg)
+    assert (cfg.preset, spec.audio.sr, spec.clips.clip_seconds, spec.input_shape) == ("stft4k", 4000, 5.0, (513, 22))
+    told = ["--features", "logmel", "--hop-seconds", "2.5"]
+    cfg = train_config(
+        build_parser().parse_args(["train", str(labelled), "-o", str(tmp_path), "--model-type", "mlp", *told])
+    )
+    assert (cfg.preset, cfg.audio.sr, cfg.clips.clip_seconds, cfg.clips.hop_seconds) == ("logmel", 22050, 3.0, 2.5)
+
+
+def test_crops_schedules_and_transfer(labelled, tmp_path):
     common = [
         "--train-list",
         str(labelled / "train.txt"),
@@ -141,18 +157,6 @@ def test_presets_crops_schedules_and_transfer(labelled, tmp_path):
         "--storage-path",
         str(tmp_path / "runs"),
     ]
-    # A model type brings its study's settings: mlp trains on the 4 kHz spectrogram of 5 s clips.
-    mlp = tmp_path / "mlp"
-    assert main(["train", str(labelled), "-o", str(mlp), "--model-type", "mlp", "--run-name", "mlp", *common]) == 0
-    spec = checkpoint.load_spec(str(mlp))
-    assert (spec.train["preset"], spec.audio.sr, spec.clips.clip_seconds, spec.input_shape) == (
-        "stft4k",
-        4000,
-        5.0,
-        (513, 22),
-    )
-    assert spec.train["n_clips"] == {"train": 6, "valid": 2}  # one 5 s clip per 6 s song
-
     # Random crops for training songs only (valid songs keep their fixed clips), a one-cycle schedule.
     first = tmp_path / "crops"
     assert (

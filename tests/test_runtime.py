@@ -1,8 +1,11 @@
-"""mgr_batch.execution.runtime: the listing cut into the first stage's tasks."""
+"""mgr_batch.execution.runtime: the listing cut into the first stage's tasks, and the end of a local Ray session."""
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
+import pytest
 
 from mgr_batch.execution import runtime
 from mgr_batch.execution.runtime import MAX_BATCHES_PER_TASK, dataset_from_listing, task_rows
@@ -39,3 +42,31 @@ def test_dataset_from_listing_makes_one_block_per_task(ray_cluster):
     ds = dataset_from_listing(files, songs_per_task=1)
     assert [r["path"] for r in ds.take_all()] == list("abcdef")
     assert ds.materialize().num_blocks() == len(task_rows(6, songs_per_task=1, n_cpus=2))
+
+
+SESSION = """
+import os, ray
+from mgr_batch.config import RayConfig
+from mgr_batch.execution.runtime import IDLE_PROCESSES, ray_session
+os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
+with ray_session(RayConfig(num_cpus=1)):
+    node = ray._private.worker._global_node
+    idle = [info.process for kind in IDLE_PROCESSES for info in node.all_processes.get(kind, [])]
+    assert len(idle) == len(IDLE_PROCESSES), node.all_processes.keys()
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
+assert not ray.is_initialized()
+assert all(p.poll() is not None for p in idle)  # killed, not left behind
+print("ok")
+"""
+
+
+@pytest.mark.e2e  # a Ray of its own, in a subprocess
+def test_a_local_session_ends_with_its_idle_processes_killed(tmp_path):
+    """An embedded Ray's autoscaler and log monitors are killed at the end of the session, the rest shut down
+    as ``ray.shutdown`` does; its processes get the local settings."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", SESSION], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

@@ -34,6 +34,8 @@ def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
         str(results),
         "--minutes",
         "0.5",
+        "--model",
+        "logmel-cnn",  # the script, not the default's networks (their actor path has its own e2e test)
         "--actors",
         "1",
         "--batch-sizes",
