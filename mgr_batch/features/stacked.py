@@ -56,10 +56,7 @@ EFFICIENTAT_CHUNK = 8
 
 
 def _module(net: Network):
-    try:
-        return importlib.import_module(net.module)
-    except ImportError as exc:
-        raise ConfigError(f"network {net.name!r} is not available in this installation: {exc}") from None
+    return importlib.import_module(net.module)
 
 
 def layer_sizes(network: str) -> dict[str, int]:
