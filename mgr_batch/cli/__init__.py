@@ -38,16 +38,12 @@ __all__ = [
 ]
 
 
-EVALUATE_SHOWN = (
-    "model_id",
-    "n_songs",
-    "n_clips",
-    "n_errors",
-    "song_accuracy",
-    "song_balanced_accuracy",
-    "song_top3_accuracy",
-    "clip_accuracy",
-)
+def _evaluate_shown(result: dict[str, Any]) -> dict[str, Any]:
+    """What ``evaluate`` prints: the model and the report's headline metrics."""
+    from mgr_batch.evaluation.report import HEADLINE_METRICS
+
+    return {k: result[k] for k in ("model_id", *HEADLINE_METRICS)}
+
 
 #: command -> (module, function, config builder, what of its result to print); modules load lazily.
 COMMANDS = {
@@ -62,7 +58,7 @@ COMMANDS = {
         "mgr_batch.execution.evaluate",
         "run_evaluate",
         evaluate_config,
-        lambda r: {k: r[k] for k in EVALUATE_SHOWN},
+        _evaluate_shown,
     ),
     "cv": (
         "mgr_batch.execution.evaluate",

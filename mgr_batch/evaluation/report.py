@@ -13,6 +13,17 @@ from mgr_batch.evaluation import calibration as cal
 from mgr_batch.io import schemas, storage
 from mgr_batch.plots import figure as plots
 
+#: The metrics a report shows first, in this order (``evaluate`` prints them too).
+HEADLINE_METRICS = (
+    "n_songs",
+    "n_clips",
+    "n_errors",
+    "song_accuracy",
+    "song_balanced_accuracy",
+    "song_top3_accuracy",
+    "clip_accuracy",
+)
+
 
 def per_genre_frame(metrics: dict[str, Any]) -> pd.DataFrame:
     rows = [{"genre": g, **v} for g, v in metrics["per_genre"].items()]
@@ -67,15 +78,7 @@ def markdown(metrics: dict[str, Any], songs: pd.DataFrame, *, title: str = "Eval
         "",
     ]
     lines += ["| metric | value |", "|---|---|"]
-    for key in (
-        "n_songs",
-        "n_clips",
-        "n_errors",
-        "song_accuracy",
-        "song_balanced_accuracy",
-        "song_top3_accuracy",
-        "clip_accuracy",
-    ):
+    for key in HEADLINE_METRICS:
         lines.append(f"| {key} | {_fmt(metrics.get(key))} |")
     if metrics.get("aggregations"):
         lines += [

@@ -19,7 +19,7 @@ import pyarrow.dataset as pads
 from mgr_batch.config import ReportConfig
 from mgr_batch.errors import CheckpointError, InputNotFoundError
 from mgr_batch.evaluation.page import Figure, Page
-from mgr_batch.evaluation.report import confusion_png
+from mgr_batch.evaluation.report import HEADLINE_METRICS, confusion_png
 from mgr_batch.io import output, schemas, storage
 from mgr_batch.plots import figure as plots
 from mgr_batch.plots.reliability import reliability_png
@@ -247,19 +247,7 @@ def _song_clips(tables: str, song_ids: list[str], cols: list[str], so: dict[str,
 
 def _evaluation_section(page: Page, out: str, metrics: dict[str, Any], so: dict[str, Any] | None) -> None:
     page.heading("Evaluation")
-    keys = [
-        k
-        for k in (
-            "n_songs",
-            "n_clips",
-            "n_errors",
-            "song_accuracy",
-            "song_balanced_accuracy",
-            "song_top3_accuracy",
-            "clip_accuracy",
-        )
-        if k in metrics
-    ]
+    keys = [k for k in HEADLINE_METRICS if k in metrics]
     page.table(["metric", "value"], [[k, metrics[k]] for k in keys])
     per = metrics.get("per_genre") or {}
     if per:
