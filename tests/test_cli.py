@@ -12,8 +12,16 @@ import pytest
 from mgr_batch.cli import main
 
 
-@pytest.mark.parametrize("command", ["tag", "train"])
+def _commands() -> list[str]:
+    from mgr_batch.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return sorted(sub.choices)
+
+
+@pytest.mark.parametrize("command", _commands())
 def test_help_has_examples(command, capsys):
+    """Every command's --help ends with examples (the README says so)."""
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
     assert exc.value.code == 0

@@ -53,6 +53,10 @@ REPORT_EXAMPLES = """examples:
   mgr-batch report s3://catalog/tags --storage-option endpoint_url=http://127.0.0.1:9000
 """
 
+MODELS_EXAMPLES = """examples:
+  mgr-batch models              # every model type, its family, default features and study
+  mgr-batch models --presets    # the feature presets train --features takes
+"""
 COMPACT_EXAMPLES = """examples:
   mgr-batch compact tags/
   mgr-batch compact s3://catalog/tags --target-rows 500000 --storage-option endpoint_url=http://127.0.0.1:9000
@@ -364,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     com.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    models = sub.add_parser("models", help="list the models that --model-type accepts (and the feature presets)")
+    models = sub.add_parser(
+        "models",
+        help="list the models that --model-type accepts (and the feature presets)",
+        epilog=MODELS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     models.add_argument("--presets", action="store_true", help="list the feature presets that --features accepts")
     return parser
