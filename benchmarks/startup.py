@@ -13,6 +13,7 @@ workers inherit the pinning), with its own Ray temp dir. Steps:
 - ``imports``: the modules the ``tag`` command's driver imports (``import mgr_batch.execution.tag``);
 - ``ray``: ``ray.init`` (an embedded Ray with ``--cpus`` CPUs, as ``tag`` starts it) and ``ray.shutdown``,
   nothing run in between;
+- ``ray_session``: the same through mgr-batch's ``ray_session`` (its shutdown kills the idle monitors first);
 - ``ray + Ray Data``: the same with a 1-row Ray Data graph in between (Ray Data's own actors, one worker);
 - ``tag``: ``mgr-batch tag`` on one 30 s Ogg Vorbis file (written here), the fixed cost that
   ``benchmarks/throughput.py`` subtracts.
@@ -63,12 +64,31 @@ print("MGR_STEP", json.dumps({"import_ray_s": t1 - t0, "init_s": t2 - t1, "graph
 """
 
 
+#: The same through mgr-batch's own session (``execution.runtime.ray_session``): its local settings and its
+#: shutdown, which kills the idle monitors first.
+_SESSION_STEP = """
+import json, sys, time
+t0 = time.perf_counter()
+import ray
+from mgr_batch.config import RayConfig
+from mgr_batch.execution.runtime import ray_session
+t1 = time.perf_counter()
+session = ray_session(RayConfig(num_cpus=int(sys.argv[1])))
+session.__enter__()
+t2 = time.perf_counter()
+session.__exit__(None, None, None)
+t3 = time.perf_counter()
+print("MGR_STEP", json.dumps({"import_ray_s": t1 - t0, "init_s": t2 - t1, "shutdown_s": t3 - t2}), flush=True)
+"""
+
+
 def steps(cpus: int, catalog: Path, work: Path) -> dict[str, list[str]]:
     py = sys.executable
     return {
         "python": [py, "-c", "pass"],
         "imports": [py, "-c", "import mgr_batch.execution.tag"],
         "ray": [py, "-c", _RAY_STEP, str(cpus), "none"],
+        "ray_session": [py, "-c", _SESSION_STEP, str(cpus)],
         "ray + Ray Data": [py, "-c", _RAY_STEP, str(cpus), "data"],
         "tag": [
             py,
