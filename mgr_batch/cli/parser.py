@@ -165,6 +165,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(sub: Any, name: str, *, help: str, epilog: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand whose help ends with its ``epilog`` of examples, as written."""
+    return sub.add_parser(
+        name, help=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+    )
+
+
+def _inference_flags(p: argparse.ArgumentParser) -> None:
+    """Flags tag and evaluate share: how the model runs."""
+    p.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
+    p.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
+    p.add_argument(
+        "--num-gpus",
+        type=float,
+        help="GPUs per inference actor (default 0: the model runs in the decode tasks, on every CPU)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mgr-batch", description="Tag music catalogs with genres on Ray; train genre models."
@@ -172,11 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mgr-batch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    tag = sub.add_parser(
+    tag = _command(
+        sub,
         "tag",
         help="tag audio files with genres",
         epilog=TAG_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Tag every audio file of INPUT; write songs/, clips/, errors/ Parquet tables and run.json to OUTPUT.",
     )
     tag.add_argument(
@@ -193,13 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tag.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's, 3)")
     tag.add_argument("--hop-seconds", type=float, help="seconds between clip starts (default: = clip length)")
-    tag.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
-    tag.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
-    tag.add_argument(
-        "--num-gpus",
-        type=float,
-        help="GPUs per inference actor (default 0: the model runs in the decode tasks, on every CPU)",
-    )
+    _inference_flags(tag)
     tag.add_argument(
         "--songs-per-task",
         type=int,
@@ -240,11 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(tag)
 
-    train = sub.add_parser(
+    train = _command(
+        sub,
         "train",
         help="train a genre model",
         epilog=TRAIN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a model on labelled audio (DATA: <genre>/<file> tree or manifest with path,label[,split]).",
     )
     train.add_argument("data", help="labelled folder tree or manifest (local or URL)")
@@ -257,11 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     _training_flags(train)
     _common(train)
 
-    ev = sub.add_parser(
+    ev = _command(
+        sub,
         "evaluate",
         help="score a model on labelled audio and write a report",
         epilog=EVALUATE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Tag labelled songs with the same graph as 'tag', then write metrics.json, "
         "per_genre.csv, songs.parquet, confusion_matrix.png and report.md to OUTPUT.",
     )
@@ -275,18 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--list", help="only the songs in this list file (one relative path per line, matched on the stem)")
     ev.add_argument("--split", help="only the manifest rows of this split (e.g. valid)")
     _clips_flag(ev)
-    ev.add_argument("--batch-size", type=int, help="clips per forward pass (default 8 on CPU, 64 on a GPU)")
-    ev.add_argument("--num-workers", type=int, help="inference actors in the pool, with --num-gpus (default 1)")
-    ev.add_argument(
-        "--num-gpus", type=float, help="GPUs per inference actor (default 0: the model runs in the decode tasks)"
-    )
+    _inference_flags(ev)
     _common(ev)
 
-    cv = sub.add_parser(
+    cv = _command(
+        sub,
         "cv",
         help="K-fold cross-validation by song",
         epilog=CV_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Cross-validate a model type: folds are made of songs (never clips), stratified by "
         "genre, and a group (--group-by, default artist if DATA has it, else the song) never straddles "
         "two folds. Split lists, if given, restrict DATA to the songs they name.",
@@ -300,11 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     _training_flags(cv)
     _common(cv)
 
-    seg = sub.add_parser(
+    seg = _command(
+        sub,
         "segment",
         help="find each song's representative segment",
         epilog=SEGMENT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Segment songs by AR-model spectral distances between windows and normalized spectral "
         "clustering; write a segments table (song_id, start_s, end_s, cluster, is_representative), "
         "errors, and with --plot a PNG per song.",
@@ -318,11 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--songs-per-task", type=int, help="songs per batch of a task (default 16; a task runs 1 to 4)")
     _common(seg)
 
-    pt = sub.add_parser(
+    pt = _command(
+        sub,
         "plot-timeline",
         help="draw a song's genre belief over time (from 'tag --timeline') as a PNG",
         epilog=PLOT_TIMELINE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Read OUT/timeline (written by 'tag --timeline') and draw one song's per-genre "
         "probabilities over time, stacked, titled with its path and song-level genre.",
     )
@@ -332,11 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
     pt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    rep = sub.add_parser(
+    rep = _command(
+        sub,
         "report",
         help="write a run report (one self-contained HTML page and report.md)",
         epilog=REPORT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Read the columns it needs from a tag (or evaluate) output and write OUT/report/"
         "index.html (figures inline, no external links or scripts) and report.md with the same figures.",
     )
@@ -350,11 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    com = sub.add_parser(
+    com = _command(
+        sub,
         "compact",
         help="merge each table's many small parts into few large sorted files",
         epilog=COMPACT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Merge the Parquet parts of every table of OUT into files of about --target-rows "
         "rows or --target-mb MB (clips and timeline sorted by song_id), under a commit record that "
         "keeps every moment safe; a killed compaction is finished or rolled back by the next "
@@ -368,11 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     com.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    models = sub.add_parser(
+    models = _command(
+        sub,
         "models",
         help="list the models that --model-type accepts (and the feature presets)",
         epilog=MODELS_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     models.add_argument("--presets", action="store_true", help="list the feature presets that --features accepts")
     return parser
