@@ -1,13 +1,45 @@
-"""Real faults for the tests: a file object whose reads fail after N bytes, and a TCP proxy on 127.0.0.1 that
-resets its connections after N bytes from the server (a network that drops mid-file)."""
+"""Real faults for the tests: a file object whose reads fail after N bytes, a TCP proxy on 127.0.0.1 that
+resets its connections after N bytes from the server (a network that drops mid-file), and a ``tag`` run
+killed mid-write."""
 
 from __future__ import annotations
 
 import io
+import os
 import select
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Callable
+
+
+def tag_command(src: str, out: str, model: str, *extra: str) -> list[str]:
+    """``mgr-batch tag`` as a subprocess, one song per task on 2 CPUs (many small parts to kill between)."""
+    flags = ["-o", out, "--model", model, "--songs-per-task", "1", "--num-cpus", "2", *extra]
+    return [sys.executable, "-m", "mgr_batch.cli", "tag", src, *flags]
+
+
+def own_ray_env() -> dict[str, str]:
+    """This environment without ``RAY_ADDRESS``: the subprocess starts an embedded Ray of its own."""
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+def kill_mid_run(cmd: list[str], n_parts: Callable[[], int], *, at: int = 3, timeout: float = 240) -> None:
+    """Run ``cmd`` in a session of its own and SIGKILL its process group (the driver and its embedded Ray) once
+    ``n_parts()`` (the songs parts written so far) reaches ``at``; fails if the run ends first."""
+    proc = subprocess.Popen(
+        cmd, env=own_ray_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and n_parts() < at:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 class FailingReader:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from audio_factory import write_noise, write_tone
+from faults import kill_mid_run, own_ray_env, tag_command
 
 from mgr_batch.cli import main
 
@@ -71,7 +71,7 @@ def test_a_worker_node_killed_mid_run(tmp_path, tiny_model):
     lost blocks from lineage: the run completes, every file exactly once, the same predictions as a clean run."""
     src, out, result = tmp_path / "in", tmp_path / "out", tmp_path / "result.json"
     listed = _catalog(src, 12)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(HERE.parent)}
+    env = own_ray_env() | {"PYTHONPATH": str(HERE.parent)}
     proc = subprocess.run(
         [sys.executable, str(HERE / "cluster_run.py"), str(src), str(out), tiny_model, str(result)],
         env=env,
@@ -192,37 +192,15 @@ def test_the_driver_killed_while_writing_to_object_storage(tmp_path, tiny_model,
     src = tmp_path / "in"
     listed = _catalog(src, 16)
     out = f"{s3_bucket}/out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mgr_batch.cli",
-        "tag",
-        str(src),
-        "-o",
-        out,
-        "--model",
-        tiny_model,
-        "--songs-per-task",
-        "1",
-        "--num-cpus",
-        "2",
-        *s3_server.cli_options(),
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fs = s3_server.fs
-    deadline, parts = time.time() + 180, []
-    while time.time() < deadline and proc.poll() is None:
+
+    def n_parts() -> int:
         try:
-            parts = [p for p in fs.ls(f"{out}/songs", refresh=True) if p.endswith(".parquet")]
+            return sum(p.endswith(".parquet") for p in fs.ls(f"{out}/songs", refresh=True))
         except FileNotFoundError:
-            parts = []
-        if len(parts) >= 3:
-            break
-        time.sleep(0.1)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+            return 0
+
+    kill_mid_run(tag_command(str(src), out, tiny_model, *s3_server.cli_options()), n_parts, timeout=180)
     fs.invalidate_cache()
     partial = _read(fs, out, "songs")
     assert 3 <= len(partial) < len(listed)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from audio_factory import write_noise, write_tone
+from faults import kill_mid_run, own_ray_env, tag_command
 
 from mgr_batch.cli import main
 
@@ -81,37 +79,16 @@ def test_a_killed_run_reruns_to_the_clean_result(tmp_path, tiny_model):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     assert main(["tag", str(src), "-o", str(clean), "--model", tiny_model, "--songs-per-task", "1"]) == 0
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "mgr_batch.cli",
-        "tag",
-        str(src),
-        "-o",
-        str(killed),
-        "--model",
-        tiny_model,
-        "--songs-per-task",
-        "1",
-        "--num-cpus",
-        "2",
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        parts = list((killed / "songs").glob("*.parquet")) if (killed / "songs").exists() else []
-        if len(parts) >= 3:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its embedded Ray, mid-run
-    proc.wait()
+    cmd = tag_command(str(src), str(killed), tiny_model)
+    kill_mid_run(cmd, lambda: len(list((killed / "songs").glob("*.parquet"))))
     partial = len(list((killed / "songs").glob("*.parquet")))
     assert 3 <= partial < n
 
     assert (
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode == 0
+        subprocess.run(
+            cmd, env=own_ray_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300
+        ).returncode
+        == 0
     )
     run = json.loads((killed / "run.json").read_text())
     assert run["n_skipped"] >= 3 and run["n_processed"] + run["n_skipped"] == n
