@@ -68,6 +68,7 @@ BAD_CONFIGS = {
     "sr_text": "audio:\n  sr: '22050'\n",
     "quality": "audio:\n  resample_quality: best\n",
     "n_fft": "features:\n  n_fft: 0\n",
+    "precision": "inference:\n  precision: half\n",
 }
 
 
@@ -107,6 +108,10 @@ BAD_CONFIGS = {
             "inference.num_workers must be an integer, not 2.5",
         ),
         (["tag", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/inference_list.yaml"], "inference must be a mapping"),
+        (
+            ["evaluate", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/precision.yaml"],
+            "inference.precision must be one of auto, float32, bfloat16, not 'half'",
+        ),
         (
             ["train", "{tmp}", "-o", "{tmp}/o", "--config", "{tmp}/c/sr_text.yaml"],
             "audio.sr must be an integer, not '22050'",
@@ -195,6 +200,16 @@ def test_clips_flag_reaches_the_clip_config(command):
     assert build(args).clips.select == "representative"
     plain = build(build_parser().parse_args([command, "x", "-o", "y"]))
     assert plain.clips is None or plain.clips.select == "fixed"
+
+
+@pytest.mark.parametrize("command", ["tag", "evaluate"])
+def test_precision_flag_reaches_the_inference_config(command):
+    from mgr_batch.cli import build_parser, evaluate_config, tag_config
+
+    build = {"tag": tag_config, "evaluate": evaluate_config}[command]
+    assert build(build_parser().parse_args([command, "x", "-o", "y"])).inference.precision == "auto"
+    args = build_parser().parse_args([command, "x", "-o", "y", "--precision", "float32"])
+    assert build(args).inference.precision == "float32"
 
 
 @pytest.mark.parametrize(

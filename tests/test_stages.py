@@ -99,6 +99,29 @@ def test_featurize_batch_features_match_the_pure_functions(tmp_path):
     np.testing.assert_allclose(out["features"][0], features.featurize(song_clips, sr=22050, cfg=FEATURES), atol=1e-4)
 
 
+def test_the_stages_run_the_pretrained_networks_in_the_precision_they_are_given(tmp_path):
+    """featurize_batch (networks in the decode tasks) and the Predictor (networks in the actors, on the decoded
+    clips) each give float32's numbers with "float32" and bfloat16's, close to them, with "bfloat16"."""
+    write_chirp(tmp_path / "c.wav", seconds=3.0, sr=32000)
+    spec = checkpoint.load_spec("default")
+    clip_cfg = ClipConfig(clip_seconds=3.0)
+    batch = listing_batch(tmp_path)
+
+    def stage(precision: str, feature_cfg: FeatureConfig = spec.features) -> np.ndarray:
+        out = decode.featurize_batch(
+            batch, audio=spec.audio, clip_cfg=clip_cfg, feature_cfg=feature_cfg, precision=precision
+        )
+        return out["features"][0]
+
+    full, half = stage("float32"), stage("bfloat16")
+    assert full.shape == half.shape == (1, *spec.input_shape)
+    assert 0 < np.abs(half - full).max() and np.linalg.norm(half - full) < 0.05 * np.linalg.norm(full)
+    raw = stage("float32", FeatureConfig(kind="raw"))  # what the decode tasks send the actors
+    for precision, want in [("float32", full), ("bfloat16", half)]:
+        got = predict.Predictor("default", device="cpu", precision=precision).embedded(raw)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_featurize_batch_max_duration(tmp_path):
     write_tone(tmp_path / "long.wav", seconds=10.0)
     out = decode.featurize_batch(

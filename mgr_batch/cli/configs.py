@@ -103,7 +103,7 @@ def tag_config(args: argparse.Namespace) -> TagConfig:
             "report": args.report,
             "compact": {} if args.compact else None,
             "clips": clips if any(v is not None for v in clips.values()) else None,
-            "inference": _inference(args, "batch_size", "num_workers", "num_gpus", "songs_per_task"),
+            "inference": _inference(args, "batch_size", "num_workers", "num_gpus", "songs_per_task", "precision"),
         },
     )
     if merged.get("clips") is not None and merged["clips"].get("clip_seconds") is None:
@@ -138,7 +138,7 @@ def evaluate_config(args: argparse.Namespace) -> EvaluateConfig:
         "list": args.list,
         "split": args.split,
         "clips": {"select": args.clips},
-        "inference": _inference(args, "batch_size", "num_workers", "num_gpus"),
+        "inference": _inference(args, "batch_size", "num_workers", "num_gpus", "precision"),
     }
     return from_dict(EvaluateConfig, _over_file(args, own))
 

@@ -210,6 +210,10 @@ class RayConfig:
     num_cpus: int | None = None
 
 
+#: What ``InferenceConfig.precision`` accepts.
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     """The inference actor pool."""
@@ -231,8 +235,14 @@ class InferenceConfig:
     #: its cores busy) or in the actor pool (False). None: in the decode tasks exactly when no GPU is asked
     #: for and the pre-trained network of an embedding model is not sent to the actors (``embed_in_actor``).
     in_decode_tasks: bool | None = None
+    #: Arithmetic of the pre-trained networks (musicnn, EfficientAT): ``"float32"``, ``"bfloat16"``, or
+    #: ``"auto"``: bfloat16 on CPUs that compute it natively (Intel AMX), float32 elsewhere
+    #: (:mod:`mgr_batch.models.precision`). Each worker resolves ``"auto"`` on its own CPU.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"inference.precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.in_decode_tasks and (self.num_gpus > 0 or self.embed_in_actor):
             raise ConfigError(
                 "inference.in_decode_tasks runs the model on CPU tasks: it cannot be combined with "

@@ -40,10 +40,13 @@ def featurized(
     inference: InferenceConfig,
     storage_options: dict[str, Any] | None,
     embedding_input: bool = False,
+    precision: str = "float32",
 ) -> ray.data.Dataset:
     """Dataset of per-song rows with ``features`` (and with ``embedding_input`` musicnn's input of the same
     clips; see :func:`mgr_batch.stages.decode.featurize_batch`). For a model on pre-trained embeddings whose network
-    runs in the inference actors (``inference.embed_in_actor``), ``features`` is the network's log-mel."""
+    runs in the inference actors (``inference.embed_in_actor``), ``features`` is the network's log-mel.
+    Pre-trained networks in the decode tasks run in ``precision`` (tagging passes ``inference.precision``;
+    training keeps float32, the features its models are fitted on)."""
     split = actor_split(spec.features, sr=spec.audio.sr) if embeds_in_actor(spec, inference) else None
     feature_cfg = split.INPUT_FEATURES if split is not None else spec.features
     ds = dataset_from_listing(files, songs_per_task=inference.songs_per_task)
@@ -54,6 +57,7 @@ def featurized(
             clip_cfg=clip_cfg,
             feature_cfg=feature_cfg,
             storage_options=storage_options,
+            precision=precision,
             **({"embedding_input": True} if embedding_input else {}),
         ),
         batch_size=inference.songs_per_task,
@@ -121,13 +125,19 @@ def predicted(
     Its share of the CPUs is taken from the decode tasks by the OS; if it falls behind, Ray Data's
     backpressure pauses decoding. A GPU actor keeps Ray Data's default of one CPU to feed the GPU.
     """
-    kwargs = dict(model_uri=model, storage_options=storage_options, batch_size=inference.batch_size, timeline=timeline)
+    kwargs = dict(
+        model_uri=model,
+        storage_options=storage_options,
+        batch_size=inference.batch_size,
+        timeline=timeline,
+        precision=inference.precision,
+    )
     return _model_stage(ds, Predictor, kwargs, inference)
 
 
 def embedded(ds: ray.data.Dataset, *, inference: InferenceConfig) -> ray.data.Dataset:
     """Adds each song's musicnn ``embedding`` (see :class:`Embedder`), where :func:`predicted` runs its model."""
-    return _model_stage(ds, Embedder, {}, inference)
+    return _model_stage(ds, Embedder, {"precision": inference.precision}, inference)
 
 
 def _model_stage(
@@ -179,6 +189,7 @@ def tag_files(
         inference=inference,
         storage_options=storage_options,
         embedding_input=embeddings and not reuse,
+        precision=inference.precision,
     )
     if reuse:
         ds = ds.map_batches(

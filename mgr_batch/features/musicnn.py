@@ -18,6 +18,7 @@ import torch
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
 from mgr_batch.features.spectral import log_mel
+from mgr_batch.models import precision
 from mgr_batch.models.musicnn import HOP_LENGTH, N_FFT, N_MELS, SR, Musicnn, pretrained_path
 
 #: Embedding layers and their sizes: musicnn's max- and mean-pooled front+mid-end maps, the 200-unit
@@ -97,7 +98,8 @@ def embed_logmel_layers(
     out = {layer: np.empty((len(x), LAYERS[layer]), np.float32) for layer in layers}
     with torch.inference_mode():
         for lo in range(0, len(x), CHUNK_CLIPS):
-            e = net.extract(torch.from_numpy(np.ascontiguousarray(x[lo : lo + CHUNK_CLIPS])).to(device))
+            with precision.autocast(device):
+                e = net.extract(torch.from_numpy(np.ascontiguousarray(x[lo : lo + CHUNK_CLIPS])).to(device))
             for layer in layers:
                 v = _layer(e, layer)
                 out[layer][lo : lo + len(v)] = v.float().cpu().numpy()

@@ -21,6 +21,7 @@ from mgr_batch.features import musicnn as fm
 from mgr_batch.features import registry as features
 from mgr_batch.io import audio as audio_io
 from mgr_batch.io import storage
+from mgr_batch.models import precision as network_precision
 
 #: Columns a listing gives the first stage.
 LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
@@ -58,6 +59,7 @@ def featurize_batch(
     feature_cfg: FeatureConfig,
     storage_options: dict[str, Any] | None = None,
     embedding_input: bool = False,
+    precision: str = "float32",
 ) -> dict[str, np.ndarray]:
     """Read, decode, resample, cut and featurize each listed file of the batch.
 
@@ -65,7 +67,8 @@ def featurize_batch(
     ``status="error"``, zero clips and the stage, type and message of its expected audio error.
     ``features[i]`` has shape (n_clips, n_mels, n_frames); ``clip_start_s[i]`` has shape (n_clips,).
     With ``embedding_input`` it also adds ``embedding_input[i]``, musicnn's input for the same clips
-    (n_clips, 96, frames at 16 kHz), for :class:`Embedder`.
+    (n_clips, 96, frames at 16 kHz), for :class:`Embedder`. Pre-trained networks among the features run in
+    ``precision`` (:mod:`mgr_batch.models.precision`).
     """
     n_mels, n_frames = features.feature_shape(sr=audio.sr, clip_seconds=clip_cfg.clip_seconds, cfg=feature_cfg)
 
@@ -105,20 +108,21 @@ def featurize_batch(
     )
     if embedding_input:
         failed["embedding_input"] = np.zeros((0, 96, 0), np.float32)
-    return per_song(
-        batch,
-        audio,
-        storage_options,
-        ok,
-        failed,
-        typed={
-            "duration_s": np.float64,
-            "analyzed_s": np.float64,
-            "sample_rate": np.int32,
-            "channels": np.int32,
-            "n_clips": np.int32,
-        },
-    )
+    with network_precision.networks(precision):
+        return per_song(
+            batch,
+            audio,
+            storage_options,
+            ok,
+            failed,
+            typed={
+                "duration_s": np.float64,
+                "analyzed_s": np.float64,
+                "sample_rate": np.int32,
+                "channels": np.int32,
+                "n_clips": np.int32,
+            },
+        )
 
 
 def per_song(

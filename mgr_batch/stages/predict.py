@@ -15,6 +15,7 @@ from mgr_batch.features import efficientat as fe
 from mgr_batch.features import musicnn as fm
 from mgr_batch.features import stacked as fs
 from mgr_batch.models import checkpoint
+from mgr_batch.models import precision as network_precision
 from mgr_batch.models.common import fold_batch_norm
 from mgr_batch.stages.decode import (
     object_array,
@@ -68,7 +69,8 @@ class Predictor:
     its BatchNorms are folded into the convolutions before them (:func:`~mgr_batch.models.common.fold_batch_norm`).
     A model on ``musicnn_embedding`` (``efficientat_embedding``) features also takes musicnn's log-mel
     (n_clips, 96, n_frames) (EfficientAT's, (n_clips, 128, n_frames)), and then runs the pre-trained network
-    here first (on this actor's GPU when it has one; see ``InferenceConfig.embed_in_actor`` and :func:`actor_split`).
+    here first (on this actor's GPU when it has one; see ``InferenceConfig.embed_in_actor`` and :func:`actor_split`),
+    in ``precision`` (:mod:`mgr_batch.models.precision`).
 
     With ``timeline`` (models with a ``timeline`` method, e.g. ``crnn``) it also adds, per song,
     ``timeline_probs`` (n_clips, n_steps, n_genres), the per-step probabilities, and ``timeline_s``
@@ -83,8 +85,11 @@ class Predictor:
         batch_size: int | None = None,
         device: str | None = None,
         timeline: bool = False,
+        precision: str = "float32",
     ) -> None:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        network_precision.resolve(precision)  # checked here, resolved where each network runs
+        self.precision = precision
         self.model, self.spec = checkpoint.load(model_uri, storage_options, device=self.device)
         on_cpu = torch.device(self.device).type == "cpu"
         #: What ``predict_proba`` calls: the model, on CPU with BatchNorms folded into the convolutions before them.
@@ -116,10 +121,11 @@ class Predictor:
         if x.shape[1:] == self.spec.input_shape:
             return x
         split = actor_split(feats, sr=sr)
-        if split is fs:
-            return fs.embed_inputs(x, feats, sr=sr)  # decoded clips from the decode tasks
-        if split is not None:
-            return split.embed_inputs(x, feats)  # a network's log-mel from the decode tasks
+        with network_precision.networks(self.precision):
+            if split is fs:
+                return fs.embed_inputs(x, feats, sr=sr)  # decoded clips from the decode tasks
+            if split is not None:
+                return split.embed_inputs(x, feats)  # a network's log-mel from the decode tasks
         return x
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -199,10 +205,13 @@ class Embedder:
 
     Adds, per song, ``embedding`` (dims,) float32, the mean over its clips of the ``layer`` embedding
     (see :mod:`mgr_batch.features.musicnn`), ``embedding_layer`` and ``embedding_model_id`` (the
-    embedding space); a song with no clips gets an empty vector. ``embedding_input`` is dropped.
+    embedding space); a song with no clips gets an empty vector. ``embedding_input`` is dropped. The network
+    runs in ``precision`` (:mod:`mgr_batch.models.precision`).
     """
 
-    def __init__(self, *, layer: str | None = None, device: str | None = None) -> None:
+    def __init__(self, *, layer: str | None = None, device: str | None = None, precision: str = "float32") -> None:
+        network_precision.resolve(precision)  # checked here, resolved where the network runs
+        self.precision = precision
         self.layer = layer or fm.DEFAULT_LAYER
         self.model_id = fm.embedding_model_id(fm.DEFAULT_PRETRAINED, self.layer)
         self.net = fm.pretrained_network(fm.DEFAULT_PRETRAINED)
@@ -214,7 +223,8 @@ class Embedder:
         inputs = list(batch["embedding_input"])
         counts = [len(x) for x in inputs]
         flat = [np.asarray(x, np.float32) for x in inputs if len(x)]
-        clip_vectors = self._embed(np.concatenate(flat)) if flat else np.zeros((0, 0), np.float32)
+        with network_precision.networks(self.precision):
+            clip_vectors = self._embed(np.concatenate(flat)) if flat else np.zeros((0, 0), np.float32)
         songs = np.split(clip_vectors, np.cumsum(counts)[:-1]) if counts else []
         out = {k: v for k, v in batch.items() if k != "embedding_input"}
         return out | _song_embeddings(songs, layer=self.layer, model_id=self.model_id)

@@ -1,0 +1,65 @@
+"""The arithmetic of the pre-trained networks' forward passes (musicnn, EfficientAT): float32 or bfloat16.
+
+On a CPU with Intel AMX tiles, oneDNN runs bfloat16 convolutions natively: the default's two networks took
+0.60x their float32 CPU time on one thread there, and the default model gave the same genre to all 444 GTZAN
+train and valid songs, its song probabilities within 0.04 (``benchmarks/precision.py``). Elsewhere bfloat16 is
+emulated and no faster, so ``"auto"`` means bfloat16 on such a CPU and float32 on every other CPU and on GPUs.
+Feature front ends (log-mel, resampling) always run in float32; only the networks' layers are cast.
+
+A stage sets the precision for the work it does (:func:`networks`); the networks' call sites take it from
+there and resolve it for the device they run on (:func:`autocast`), so the feature kinds keep their
+``(clips, *, sr, cfg)`` signature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from collections.abc import Iterator
+
+import torch
+
+from mgr_batch.config import PRECISIONS
+from mgr_batch.errors import ConfigError
+
+_CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("mgr_batch_network_precision", default="float32")
+
+
+@functools.cache
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 matrix products natively (Intel AMX tiles)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3; an older torch says no
+    return bool(probe()) if probe is not None else False
+
+
+def resolve(precision: str, device: str | torch.device = "cpu") -> str:
+    """``"float32"`` or ``"bfloat16"``: what ``precision`` (one of :data:`PRECISIONS`) means on ``device``."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bfloat16" if torch.device(device).type == "cpu" and native_bfloat16() else "float32"
+
+
+@contextlib.contextmanager
+def networks(precision: str) -> Iterator[None]:
+    """Within the block, the pre-trained networks run in ``precision`` (one of :data:`PRECISIONS`, checked)."""
+    resolve(precision)
+    token = _CURRENT.set(precision)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def current(device: str | torch.device = "cpu") -> str:
+    """What a network on ``device`` runs in here and now (``"float32"`` outside any :func:`networks` block)."""
+    return resolve(_CURRENT.get(), device)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """The context a network's forward pass on ``device`` runs in: bfloat16 autocast, or nothing."""
+    if current(device) == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
