@@ -703,8 +703,8 @@ def micro_segmentation(y: np.ndarray, sr: int) -> dict:
     cfg = SegmentationConfig()
     segmentation.representative(y[: 60 * sr], sr=sr, cfg=cfg)  # warm-up
     minutes = len(y) / sr / 60
-    ours = _cpu(segmentation.representative, y, sr, cfg, repeats=2)
-    clustering = ours - _cpu(segmentation.sem_matrix, y, sr, cfg, repeats=2)
+    ours = _cpu(segmentation.representative, y, sr=sr, cfg=cfg, repeats=2)
+    clustering = ours - _cpu(segmentation.sem_matrix, y, sr=sr, cfg=cfg, repeats=2)
     ref, n = _reference_segmentation_s(y, sr, cfg, n_pairs=300, seed=0)
     ref += max(clustering, 0.0)  # the same clustering step on top
     return {
@@ -775,6 +775,13 @@ def main(argv: list[str] | None = None) -> int:
         help="extra flags for one more --cpus tag run (repeatable), e.g. '--batch-size 8'",
     )
     ap.add_argument("--repeats", type=int, default=1, help="tries of each tag run on the catalog; the fastest is kept")
+    ap.add_argument(
+        "--also-model",
+        action="append",
+        default=[],
+        help=f"another model for the 1-CPU and --cpus tag runs and their fixed cost (repeatable; the plain loop, the "
+        f"scaled runs and the variants use {MODEL}), e.g. 'default', the shipped default",
+    )
     ap.add_argument(
         "--formats",
         default=",".join(FORMATS),
@@ -875,6 +882,12 @@ def main(argv: list[str] | None = None) -> int:
         ("tag_1cpu", catalog, 1, []),
         (f"tag_{args.cpus}cpu", catalog, args.cpus, []),
         *[(f"tag_{args.cpus}cpu_variant{i}", catalog, args.cpus, v.split()) for i, v in enumerate(variants)],
+        *[
+            (f"{kind}_{cpus}cpu@{m}", cat, cpus, ["--model", m])  # a later --model wins over run_tag's own
+            for m in args.also_model
+            for kind, cat in (("fixed", fixed_catalog), ("tag", catalog))
+            for cpus in (1, args.cpus)
+        ],
     ]:
         tries = []
         for k in range(args.repeats):
@@ -936,10 +949,12 @@ def summarize(r: dict, cpus: int, scale: int) -> dict:
         if name.startswith("fixed"):
             continue
         n, wall, cpu = run["cpus"], run["wall_s"], run["cpu_s"]["total"]
-        fixed = runs[f"fixed_{n}cpu"]
+        model = name.partition("@")[2]
+        fixed = runs[f"fixed_{n}cpu" + (f"@{model}" if model else "")]
         core_s = n * wall
         s[name] = {
             "cpus": n,
+            "model": model or MODEL,
             "flags": " ".join(run["flags"]),
             "wall_s": wall,
             "core_s": core_s,
@@ -1012,6 +1027,33 @@ def _mib(b: float) -> str:
     return f"{b / 2**20:.0f}"
 
 
+def _inside(run: dict, cpus: int, model: str) -> list[str]:
+    """Where the CPU time of one tag run went: Ray Data's tasks, the rest of the workers, driver, daemons."""
+    ops = {o["operator"]: o for o in run["ray_data_operators"]}
+    cpu = run["cpu_s"]
+    op_cpu = sum(o.get("remote_cpu_s", 0) for o in ops.values())
+    lines = [
+        f"Inside the {cpus}-CPU `mgr-batch tag --model {model}` run (process-tree CPU and Ray Data's `ds.stats()`), "
+        "CPU seconds:",
+        "",
+        "| part | CPU s | share |",
+        "|---|---|---|",
+    ]
+    for k, v in ops.items():
+        if v.get("remote_cpu_s") is not None:
+            lines.append(
+                f"| Ray Data task/actor `{k}` ({v['tasks']} tasks) | {v['remote_cpu_s']:.1f} | {100 * v['remote_cpu_s'] / cpu['total']:.0f}% |"
+            )
+    lines += [
+        f"| worker processes outside tasks (start-up imports, Ray worker loop) | {cpu.get('worker', 0) - op_cpu:.1f} | {100 * (cpu.get('worker', 0) - op_cpu) / cpu['total']:.0f}% |",
+        f"| driver (CLI, imports, listing, Ray Data executor) | {cpu.get('driver', 0):.1f} | {100 * cpu.get('driver', 0) / cpu['total']:.0f}% |",
+        f"| Ray daemons (raylet, GCS, agents, dashboard) | {cpu.get('ray_daemons', 0):.1f} | {100 * cpu.get('ray_daemons', 0) / cpu['total']:.0f}% |",
+        f"| total | {cpu['total']:.1f} | 100% |",
+        "",
+    ]
+    return lines
+
+
 def markdown(r: dict, cpus: int, scale: int) -> str:
     s, runs = r["summary"], r["tag_runs"]
     a_min = s["audio_minutes"]
@@ -1078,6 +1120,12 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         f"Fixed cost of a run (a 1-file catalog: interpreter and imports, Ray start-up and shutdown, worker start-up): "
         f"{f1['wall_s']:.1f} s wall / {f1['cpu_s']['total']:.1f} CPU-s with 1 CPU, {fn['wall_s']:.1f} s / {fn['cpu_s']['total']:.1f} CPU-s "
         f'with {cpus}. "Without the fixed cost" subtracts it.  ',
+        *(
+            f"Fixed cost with `--model {k.partition('@')[2]}` ({runs[k]['cpus']} CPU(s)): {runs[k]['wall_s']:.1f} s wall / "
+            f"{runs[k]['cpu_s']['total']:.1f} CPU-s.  "
+            for k in runs
+            if k.startswith("fixed_") and "@" in k
+        ),
         f"Scaling 1 -> {cpus} CPUs (wall): efficiency {100 * se['with_startup']:.0f}% with start-up, "
         f"{100 * se['without_fixed_cost']:.0f}% without the fixed cost, {100 * se['graph_only']:.0f}% for the Ray Data graph alone "
         f"({one['graph_execution_s']:.1f} s vs {many['graph_execution_s']:.1f} s). Decode slots were busy "
@@ -1118,27 +1166,9 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         f"{r['stage_split']['mono_before_mix_down_cpu_s']:.2f} CPU-s with numpy's `mean(axis=1)` before `audio.mix_down`.",
         "",
     ]
-    many = runs[f"tag_{cpus}cpu"]
-    ops = {o["operator"]: o for o in many["ray_data_operators"]}
-    cpu = many["cpu_s"]
-    op_cpu = sum(o.get("remote_cpu_s", 0) for o in ops.values())
+    for name in [f"tag_{cpus}cpu", *(k for k in runs if k.startswith(f"tag_{cpus}cpu@"))]:
+        lines += _inside(runs[name], cpus, name.partition("@")[2] or MODEL)
     lines += [
-        f"Inside the {cpus}-CPU `mgr-batch tag` run (process-tree CPU and Ray Data's `ds.stats()`), CPU seconds:",
-        "",
-        "| part | CPU s | share |",
-        "|---|---|---|",
-    ]
-    for k, v in ops.items():
-        if v.get("remote_cpu_s") is not None:
-            lines.append(
-                f"| Ray Data task/actor `{k}` ({v['tasks']} tasks) | {v['remote_cpu_s']:.1f} | {100 * v['remote_cpu_s'] / cpu['total']:.0f}% |"
-            )
-    lines += [
-        f"| worker processes outside tasks (start-up imports, Ray worker loop) | {cpu.get('worker', 0) - op_cpu:.1f} | {100 * (cpu.get('worker', 0) - op_cpu) / cpu['total']:.0f}% |",
-        f"| driver (CLI, imports, listing, Ray Data executor) | {cpu.get('driver', 0):.1f} | {100 * cpu.get('driver', 0) / cpu['total']:.0f}% |",
-        f"| Ray daemons (raylet, GCS, agents, dashboard) | {cpu.get('ray_daemons', 0):.1f} | {100 * cpu.get('ray_daemons', 0) / cpu['total']:.0f}% |",
-        f"| total | {cpu['total']:.1f} | 100% |",
-        "",
         "## Featurization and inference alone (one thread, CPU time)",
         "",
         "| what | minutes of audio | reference (s per audio minute) | mgr-batch (s per audio minute) | speed-up |",

@@ -235,9 +235,9 @@ class InferenceConfig:
     #: its cores busy) or in the actor pool (False). None: in the decode tasks exactly when no GPU is asked
     #: for and the pre-trained network of an embedding model is not sent to the actors (``embed_in_actor``).
     in_decode_tasks: bool | None = None
-    #: Arithmetic of the pre-trained networks (musicnn, EfficientAT): ``"float32"``, ``"bfloat16"``, or
-    #: ``"auto"``: bfloat16 on CPUs that compute it natively (Intel AMX), float32 elsewhere
-    #: (:mod:`mgr_batch.models.precision`). Each worker resolves ``"auto"`` on its own CPU.
+    #: Arithmetic of the pre-trained musicnn networks: ``"float32"``, ``"bfloat16"``, or ``"auto"``: bfloat16 on
+    #: CPUs that compute it natively (Intel AMX), float32 elsewhere (:mod:`mgr_batch.models.precision`; EfficientAT
+    #: always runs in float32). Each worker resolves ``"auto"`` on its own CPU.
     precision: str = "auto"
 
     def __post_init__(self) -> None:

@@ -19,7 +19,6 @@ import torch
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
 from mgr_batch.models import efficientat as eat
-from mgr_batch.models import precision
 from mgr_batch.models.common import fold_batch_norm
 
 #: Embedding layers and their sizes.
@@ -84,8 +83,7 @@ def embed_logmel(x: np.ndarray, *, layer: str = DEFAULT_LAYER) -> np.ndarray:
     with torch.inference_mode():
         for lo in range(0, len(x), CHUNK_CLIPS):
             xb = torch.from_numpy(np.ascontiguousarray(x[lo : lo + CHUNK_CLIPS], dtype=np.float32)).to(device)
-            with precision.autocast(device):
-                logits, embedding = net(xb[:, None])
+            logits, embedding = net(xb[:, None])
             out[lo : lo + len(xb)] = (embedding if layer == "embedding" else logits).float().cpu().numpy()
     return out
 

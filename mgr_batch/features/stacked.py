@@ -82,7 +82,6 @@ def efficientat_layers(clips: np.ndarray, *, sr: int, layers: tuple[str, ...]) -
     forward pass per :data:`EFFICIENTAT_CHUNK` clips: ``{layer: (n, dims) float32}``."""
     import torch
 
-    from mgr_batch.models import precision
     from mgr_batch.models.efficientat import SR, efficientat_logmel
 
     clips = np.ascontiguousarray(clips, dtype=np.float32)
@@ -96,8 +95,7 @@ def efficientat_layers(clips: np.ndarray, *, sr: int, layers: tuple[str, ...]) -
     with torch.inference_mode():
         for lo in range(0, len(clips), EFFICIENTAT_CHUNK):
             x = efficientat_logmel(torch.from_numpy(clips[lo : lo + EFFICIENTAT_CHUNK]).to(device))
-            with precision.autocast(device):
-                logits, embedding = net(x.unsqueeze(1))
+            logits, embedding = net(x.unsqueeze(1))
             got = {"logits": logits, "embedding": embedding}
             for layer in layers:
                 out[layer][lo : lo + len(x)] = got[layer].float().cpu().numpy()
