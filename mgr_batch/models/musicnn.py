@@ -97,16 +97,22 @@ class _ConvBlock(nn.Module):
         positive (negative) scale commute with a max (min) over frequency: pooling the convolution's
         output first and normalizing only the pooled map gives the same numbers, without passing the
         whole (mel x time) map through ReLU and the norm (a third of musicnn's CPU time).
+
+        The minimum a negative-scale channel needs is taken as the maximum of the negated convolution: its
+        weights and bias are negated (exact in floating point), so one max pass serves every channel. A
+        separate min pass over the whole map had taken a quarter of musicnn's CPU time in bfloat16.
         """
-        z = self.conv(x)
         if self.training or not isinstance(self.norm, nn.BatchNorm2d) or not self.norm.track_running_stats:
-            return self.norm(F.relu(z)).amax(dim=2)
-        n = self.norm
-        scale = (n.weight if n.affine else 1.0) / torch.sqrt(n.running_var + n.eps)
+            return self.norm(F.relu(self.conv(x))).amax(dim=2)
+        n, conv = self.norm, self.conv
+        assert isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros"
+        scale = (n.weight if n.affine else torch.ones_like(n.running_var)) / torch.sqrt(n.running_var + n.eps)
         shift = (n.bias if n.affine else 0.0) - n.running_mean * scale
-        pooled = torch.where(
-            (scale >= 0)[None, :, None], _over_frequency(torch.amax, z), _over_frequency(torch.amin, z)
-        )
+        sign = torch.where(scale >= 0, 1.0, -1.0).to(conv.weight.dtype)
+        weight = conv.weight * sign[:, None, None, None]
+        bias = conv.bias * sign if conv.bias is not None else None
+        z = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        pooled = _over_frequency(torch.amax, z) * sign[None, :, None]  # max of z, or min of z where sign < 0
         return F.relu(pooled) * scale[None, :, None] + shift[None, :, None]
 
     def max_over_frequency_of_affine(

@@ -178,6 +178,25 @@ def _front_end_as_written(model: Musicnn, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(timbral + temporal, dim=1)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_eval_front_end_is_the_plain_computation_for_norms_of_either_sign(channels_last):
+    """In eval mode the front end pools before its norm, and takes a negative-scale channel's minimum as the
+    maximum of the negated convolution (Musicnn.max_over_frequency): the same maps as the plain computation."""
+    torch.manual_seed(0)
+    model = Musicnn(n_classes=50, pretrained="MSD_musicnn").eval()
+    with torch.no_grad():  # both signs in every block, whatever the pre-trained scales are
+        for blk in [*model.timbral, *model.temporal]:
+            blk.norm.weight[::2] = -blk.norm.weight[::2].abs()
+            blk.norm.weight[1::2] = blk.norm.weight[1::2].abs()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x = torch.from_numpy(reference_patch()[:, :60].copy()).expand(3, -1, -1) + 0.3 * torch.randn(3, N_MELS, 60)
+    with torch.inference_mode():
+        out = model.extract(x)
+        want = _front_end_as_written(model, x)
+    torch.testing.assert_close(torch.cat([out["timbral"], out["temporal"]], dim=1), want, rtol=1e-5, atol=1e-5)
+
+
 def test_training_front_end_has_the_plain_gradients():
     """Training takes a cheaper road through the front end (Musicnn.max_over_frequency_of_affine): the same
     outputs, parameter gradients and running statistics as the plain computation."""
