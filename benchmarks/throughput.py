@@ -949,8 +949,9 @@ def summarize(r: dict, cpus: int, scale: int) -> dict:
         if name.startswith("fixed"):
             continue
         n, wall, cpu = run["cpus"], run["wall_s"], run["cpu_s"]["total"]
-        model = name.partition("@")[2]
-        fixed = runs[f"fixed_{n}cpu" + (f"@{model}" if model else "")]
+        flags = run["flags"]
+        model = name.partition("@")[2] or (flags[flags.index("--model") + 1] if "--model" in flags else "")
+        fixed = runs.get(f"fixed_{n}cpu@{model}", runs[f"fixed_{n}cpu"])  # a variant's own model's, when measured
         core_s = n * wall
         s[name] = {
             "cpus": n,
