@@ -578,6 +578,44 @@ def stage_split(
     return {"cpu_s": clock.cpu, "wall_s": clock.wall, "mono_before_mix_down_cpu_s": old_mix}
 
 
+def stage_work(catalog: Path, model: str, songs_per_task: int, work: Path) -> dict:
+    """The tagging graph's work for ``model`` without Ray, single thread: ``featurize_batch`` (the model's
+    precision setting as ``tag`` runs it), ``Predictor`` and ``write_tables`` on each batch of the listing.
+    What a tag run's decode tasks do, so their CPU time in a real run can be set against it."""
+    _, spec = checkpoint.load(model)
+    inference = InferenceConfig()
+    clip_cfg = ClipConfig(clip_seconds=spec.clips.clip_seconds)
+    listing = storage.list_inputs(str(catalog), None).files
+    predictor = Predictor(model, device="cpu", precision=inference.precision)
+    out_dir = work / f"stage-work-{model}"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    clock = Clock()
+    for lo in range(0, len(listing), songs_per_task):
+        rows = listing.iloc[lo : lo + songs_per_task]
+        batch = {c: rows[c].to_numpy() for c in ("path", "song_id", "size", "mtime")}
+        featurized = clock.time(
+            "featurize_batch",
+            featurize_batch,
+            batch,
+            audio=spec.audio,
+            clip_cfg=clip_cfg,
+            feature_cfg=spec.features,
+            precision=inference.precision,
+        )
+        predicted = clock.time("infer", predictor, featurized)
+        clock.time(
+            "write",
+            write_tables,
+            predicted,
+            output=str(out_dir),
+            genres=spec.genres,
+            model_id=spec.model_id,
+            clip_seconds=clip_cfg.clip_seconds,
+        )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return {"cpu_s": clock.cpu, "total_cpu_s": sum(clock.cpu.values()), "precision": inference.precision}
+
+
 def _decode_blocks(data: bytes, max_duration: float):
     """(native rate, generator of (frames, channels) float32 blocks) of ``data``, decoded as ``audio.load``
     decodes it: the same library, the same block size, the same cap."""
@@ -852,6 +890,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {result['decode_floor']['cpu_s']}", flush=True)
     print("stage split ...", flush=True)
     result["stage_split"] = stage_split(files, catalog, spec, clip_cfg, SONGS_PER_TASK, None, work)
+    result["stage_work"] = {}
+    for m in args.also_model:
+        print(f"stage work of {m}, one thread ...", flush=True)
+        result["stage_work"][m] = stage_work(catalog, m, SONGS_PER_TASK, work)
+        print(f"  {result['stage_work'][m]['total_cpu_s']:.1f} CPU-s", flush=True)
     result["load_average"]["after_in_process"] = loadavg()
 
     # Featurization and inference alone.
@@ -1057,6 +1100,7 @@ def _inside(run: dict, cpus: int, model: str) -> list[str]:
 
 def markdown(r: dict, cpus: int, scale: int) -> str:
     s, runs = r["summary"], r["tag_runs"]
+    floor_cpu = r["decode_floor"]["cpu_s"]["soundfile"]
     a_min = s["audio_minutes"]
     fmts = ", ".join(f"{v} {k.lstrip('.')}" for k, v in sorted(r["catalog"]["formats"].items()))
     rates = " and ".join(
@@ -1167,6 +1211,19 @@ def markdown(r: dict, cpus: int, scale: int) -> str:
         f"{r['stage_split']['mono_before_mix_down_cpu_s']:.2f} CPU-s with numpy's `mean(axis=1)` before `audio.mix_down`.",
         "",
     ]
+    for m, w in r.get("stage_work", {}).items():
+        one_m, many_m = runs[f"tag_1cpu@{m}"], runs[f"tag_{cpus}cpu@{m}"]
+        task = [sum(o.get("remote_cpu_s", 0) for o in x["ray_data_operators"]) for x in (one_m, many_m)]
+        lines += [
+            f"`--model {m}`: its stage work alone (`featurize_batch`, `Predictor`, `write_tables` on each batch, one "
+            f"thread, no Ray, precision {w['precision']}) took {w['total_cpu_s']:.1f} CPU-s "
+            f"({w['total_cpu_s'] / floor_cpu:.2f}x the decode floor). In the tag runs its tasks took "
+            f"{task[0]:.1f} CPU-s with 1 CPU and {task[1]:.1f} with {cpus} ({task[0] / w['total_cpu_s']:.2f}x and "
+            f"{task[1] / w['total_cpu_s']:.2f}x the stage work), the whole process tree {one_m['cpu_s']['total']:.1f} and "
+            f"{many_m['cpu_s']['total']:.1f} CPU-s, and the runs {one_m['wall_s']:.1f} s x 1 and {many_m['wall_s']:.1f} s x "
+            f"{cpus} core-seconds ({one_m['wall_s'] / w['total_cpu_s']:.2f}x and {cpus * many_m['wall_s'] / w['total_cpu_s']:.2f}x the stage work).",
+            "",
+        ]
     for name in [f"tag_{cpus}cpu", *(k for k in runs if k.startswith(f"tag_{cpus}cpu@"))]:
         lines += _inside(runs[name], cpus, name.partition("@")[2] or MODEL)
     lines += [
