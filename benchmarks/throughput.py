@@ -564,18 +564,25 @@ def stage_split(
             clip_cfg=clip_cfg,
             feature_cfg=spec.features,
         )
-        predicted = clock.time("infer", predictor, featurized)
-        clock.time(
-            "write",
-            write_tables,
-            predicted,
-            output=str(out_dir),
-            genres=spec.genres,
-            model_id=spec.model_id,
-            clip_seconds=clip_cfg.clip_seconds,
-        )
+        _infer_and_write(clock, predictor, featurized, spec, clip_cfg, out_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
     return {"cpu_s": clock.cpu, "wall_s": clock.wall, "mono_before_mix_down_cpu_s": old_mix}
+
+
+def _infer_and_write(
+    clock: Clock, predictor: Predictor, featurized: dict, spec, clip_cfg: ClipConfig, out: Path
+) -> None:
+    """The graph's last two steps on one featurized batch, timed as ``infer`` and ``write``."""
+    predicted = clock.time("infer", predictor, featurized)
+    clock.time(
+        "write",
+        write_tables,
+        predicted,
+        output=str(out),
+        genres=spec.genres,
+        model_id=spec.model_id,
+        clip_seconds=clip_cfg.clip_seconds,
+    )
 
 
 def stage_work(catalog: Path, model: str, songs_per_task: int, work: Path) -> dict:
@@ -602,16 +609,7 @@ def stage_work(catalog: Path, model: str, songs_per_task: int, work: Path) -> di
             feature_cfg=spec.features,
             precision=inference.precision,
         )
-        predicted = clock.time("infer", predictor, featurized)
-        clock.time(
-            "write",
-            write_tables,
-            predicted,
-            output=str(out_dir),
-            genres=spec.genres,
-            model_id=spec.model_id,
-            clip_seconds=clip_cfg.clip_seconds,
-        )
+        _infer_and_write(clock, predictor, featurized, spec, clip_cfg, out_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
     return {"cpu_s": clock.cpu, "total_cpu_s": sum(clock.cpu.values()), "precision": inference.precision}
 

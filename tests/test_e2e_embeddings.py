@@ -32,8 +32,10 @@ def read(out: Path, table: str):
 
 
 def test_embeddings_table(catalog, tiny_model, tmp_path):
+    """The embeddings are musicnn's float32 vectors, whatever the precision asked for the models."""
     out = tmp_path / "out"
-    assert main(["tag", str(catalog), "-o", str(out), "--model", tiny_model, "--embeddings"]) == 0
+    argv = ["tag", str(catalog), "-o", str(out), "--model", tiny_model, "--embeddings", "--precision", "bfloat16"]
+    assert main(argv) == 0
     table = pq.read_table(out / "embeddings")
     assert table.schema == schemas.arrow_schema("embeddings")
     emb, songs = read(out, "embeddings"), read(out, "songs")

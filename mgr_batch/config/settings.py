@@ -237,7 +237,7 @@ class InferenceConfig:
     in_decode_tasks: bool | None = None
     #: Arithmetic of the pre-trained musicnn networks: ``"float32"``, ``"bfloat16"``, or ``"auto"``: bfloat16 on
     #: CPUs that compute it natively (Intel AMX), float32 elsewhere (:mod:`mgr_batch.models.precision`; EfficientAT
-    #: always runs in float32). Each worker resolves ``"auto"`` on its own CPU.
+    #: always runs in float32, and so does the ``--embeddings`` table). Each worker resolves ``"auto"`` on its own CPU.
     precision: str = "auto"
 
     def __post_init__(self) -> None:

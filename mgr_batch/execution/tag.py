@@ -97,14 +97,18 @@ def embeds_in_actor(spec: ModelSpec, inference: InferenceConfig) -> bool:
     return in_actor and actor_split(spec.features, sr=spec.audio.sr) is not None
 
 
+def features_are_the_embedding(spec: ModelSpec) -> bool:
+    """Whether the model's features are the embedding ``tag --embeddings`` writes (musicnn's default layer)."""
+    return spec.features.kind == "musicnn_embedding" and fm.embedding_settings(spec.features) == (
+        fm.DEFAULT_PRETRAINED,
+        fm.DEFAULT_LAYER,
+    )
+
+
 def reuses_features_as_embeddings(spec: ModelSpec, inference: InferenceConfig) -> bool:
     """Whether ``tag --embeddings`` can average the model's own features (the default embedding of each clip,
     computed in the decode tasks) instead of running the network a second time."""
-    return (
-        spec.features.kind == "musicnn_embedding"
-        and not embeds_in_actor(spec, inference)
-        and fm.embedding_settings(spec.features) == (fm.DEFAULT_PRETRAINED, fm.DEFAULT_LAYER)
-    )
+    return features_are_the_embedding(spec) and not embeds_in_actor(spec, inference)
 
 
 def predicted(
@@ -137,7 +141,7 @@ def predicted(
 
 def embedded(ds: ray.data.Dataset, *, inference: InferenceConfig) -> ray.data.Dataset:
     """Adds each song's musicnn ``embedding`` (see :class:`Embedder`), where :func:`predicted` runs its model."""
-    return _model_stage(ds, Embedder, {"precision": inference.precision}, inference)
+    return _model_stage(ds, Embedder, {}, inference)
 
 
 def _model_stage(
@@ -181,6 +185,9 @@ def tag_files(
     under ``output``; fails if any file is missing from both songs and errors.
     """
     inference = dataclasses.replace(inference, in_decode_tasks=in_decode_tasks(spec, inference))
+    if embeddings and features_are_the_embedding(spec):
+        # The embeddings table is float32 (see Embedder), and so are the features it equals, wherever they run.
+        inference = dataclasses.replace(inference, precision="float32")
     reuse = embeddings and reuses_features_as_embeddings(spec, inference)
     ds = featurized(
         files,

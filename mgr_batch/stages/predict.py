@@ -206,12 +206,11 @@ class Embedder:
     Adds, per song, ``embedding`` (dims,) float32, the mean over its clips of the ``layer`` embedding
     (see :mod:`mgr_batch.features.musicnn`), ``embedding_layer`` and ``embedding_model_id`` (the
     embedding space); a song with no clips gets an empty vector. ``embedding_input`` is dropped. The network
-    runs in ``precision`` (:mod:`mgr_batch.models.precision`).
+    runs in float32 whatever ``inference.precision`` says: the vectors are data that users compare across
+    runs and machines.
     """
 
-    def __init__(self, *, layer: str | None = None, device: str | None = None, precision: str = "float32") -> None:
-        network_precision.resolve(precision)  # checked here, resolved where the network runs
-        self.precision = precision
+    def __init__(self, *, layer: str | None = None, device: str | None = None) -> None:
         self.layer = layer or fm.DEFAULT_LAYER
         self.model_id = fm.embedding_model_id(fm.DEFAULT_PRETRAINED, self.layer)
         self.net = fm.pretrained_network(fm.DEFAULT_PRETRAINED)
@@ -223,8 +222,7 @@ class Embedder:
         inputs = list(batch["embedding_input"])
         counts = [len(x) for x in inputs]
         flat = [np.asarray(x, np.float32) for x in inputs if len(x)]
-        with network_precision.networks(self.precision):
-            clip_vectors = self._embed(np.concatenate(flat)) if flat else np.zeros((0, 0), np.float32)
+        clip_vectors = self._embed(np.concatenate(flat)) if flat else np.zeros((0, 0), np.float32)
         songs = np.split(clip_vectors, np.cumsum(counts)[:-1]) if counts else []
         out = {k: v for k, v in batch.items() if k != "embedding_input"}
         return out | _song_embeddings(songs, layer=self.layer, model_id=self.model_id)
