@@ -165,6 +165,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _tool_flags(p: argparse.ArgumentParser) -> None:
+    """Flags the commands that only read or rewrite an output (no Ray) share."""
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
 def _command(sub: Any, name: str, *, help: str, epilog: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A subcommand whose help ends with its ``epilog`` of examples, as written."""
     return sub.add_parser(
@@ -343,8 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("tagged", metavar="OUT", help="a tag output folder or URL that holds timeline/ and songs/")
     pt.add_argument("--song", required=True, help="the song's song_id, or its path as listed in songs/")
     pt.add_argument("--output", "-o", required=True, help="PNG file (local path or URL) to write")
-    pt.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
-    pt.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _tool_flags(pt)
 
     rep = _command(
         sub,
@@ -359,10 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--songs-per-genre", type=int, help="least certain and most confident songs listed per genre (default 5)"
     )
     rep.add_argument("--timelines", type=int, help="longest songs whose clip genres are drawn over time (default 3)")
-    rep.add_argument(
-        "--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)"
-    )
-    rep.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _tool_flags(rep)
 
     com = _command(
         sub,
@@ -377,10 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("tagged", metavar="OUT", help="a tag output folder or URL")
     com.add_argument("--target-rows", type=int, help="rows per merged file at most (default 1000000)")
     com.add_argument("--target-mb", type=float, help="compressed megabytes per merged file at most (default 128)")
-    com.add_argument(
-        "--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)"
-    )
-    com.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _tool_flags(com)
 
     models = _command(
         sub,

@@ -109,9 +109,8 @@ class _ConvBlock(nn.Module):
         scale = (n.weight if n.affine else torch.ones_like(n.running_var)) / torch.sqrt(n.running_var + n.eps)
         shift = (n.bias if n.affine else 0.0) - n.running_mean * scale
         sign = torch.where(scale >= 0, 1.0, -1.0).to(conv.weight.dtype)
-        weight = conv.weight * sign[:, None, None, None]
         bias = conv.bias * sign if conv.bias is not None else None
-        z = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        z = _conv2d(conv, x, conv.weight * sign[:, None, None, None], bias)
         pooled = _over_frequency(torch.amax, z) * sign[None, :, None]  # max of z, or min of z where sign < 0
         return F.relu(pooled) * scale[None, :, None] + shift[None, :, None]
 
@@ -130,15 +129,16 @@ class _ConvBlock(nn.Module):
         """
         conv = self.conv
         assert isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros"
-
-        def apply(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-            return F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-        offset = apply(ones, conv.weight) * beta  # (1, c, mel', time)
+        offset = _conv2d(conv, ones, conv.weight) * beta  # (1, c, mel', time)
         if conv.bias is not None:
             offset = offset + conv.bias[None, :, None, None]
-        z = apply(xhat, conv.weight * gamma).add_(offset)
+        z = _conv2d(conv, xhat, conv.weight * gamma).add_(offset)
         return self.norm(F.relu(z)).max(dim=2).values
+
+
+def _conv2d(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv``'s convolution of ``x`` with other ``weight`` and ``bias`` (its stride, padding, dilation, groups)."""
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _over_frequency(reduce: Callable[..., torch.Tensor], z: torch.Tensor) -> torch.Tensor:
