@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as pads
+from machine import cpu_name  # benchmarks/machine.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -279,11 +280,7 @@ def machine() -> dict:
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     except ImportError:
         info["torch"] = None
-    try:
-        cpu = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
-        info["cpu_model"] = cpu[0].split(":", 1)[1].strip() if cpu else platform.processor()
-    except OSError:
-        info["cpu_model"] = platform.processor()
+    info["cpu_model"] = cpu_name()
     return info
 
 

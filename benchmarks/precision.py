@@ -23,13 +23,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from machine import cpu_name  # benchmarks/machine.py, beside this script
 
 from mgr_batch.clips import windows
 from mgr_batch.features import stacked as fs
@@ -41,13 +41,6 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 GTZAN = ROOT.parent / "shared" / "data" / "gtzan"
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def timed_layers(clips: np.ndarray, *, sr: int, parts, mode: str) -> tuple[np.ndarray, dict[str, float]]:
