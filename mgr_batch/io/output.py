@@ -105,10 +105,8 @@ def plan(
     # A file whose bytes could not be read (stage "read": missing, unreachable, a connection that failed
     # mid-file) is tried again by every run; other errors are the file's own and stay until it changes.
     retry = set(errors.loc[errors["stage"] == "read", "song_id"])
-    done = pd.concat(
-        [read_column_set(output, "songs", cols, so).assign(table="songs"), errors[cols].assign(table="errors")],
-        ignore_index=True,
-    )
+    songs = read_column_set(output, "songs", cols, so)
+    done = pd.concat([songs.assign(table="songs"), errors[cols].assign(table="errors")], ignore_index=True)
     done_key = done[~done["song_id"].isin(retry)]
     # songs with per-clip rows (clips, and the optional tables written before songs)
     clip_ids = set().union(
@@ -126,7 +124,7 @@ def plan(
     todo = files[~is_done].reset_index(drop=True)
     redo = set(todo["song_id"])
     stale = set(done.loc[done["song_id"].isin(redo) | (done["model_id"] != model_id), "song_id"])
-    orphans = clip_ids - set(read_column_set(output, "songs", ["song_id"], so)["song_id"])
+    orphans = clip_ids - set(songs["song_id"])
     return Plan(todo=todo, skipped=int(is_done.sum()), prune=frozenset(stale | orphans | (clip_ids & redo)))
 
 
