@@ -40,6 +40,37 @@ def kill_mid_run(cmd: list[str], n_parts: Callable[[], int], *, at: int = 3, tim
     assert proc.poll() is None, "the run finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    kill_session(proc.pid)
+
+
+def _session_members(sid: int) -> list[int]:
+    """Pids of the live processes in session ``sid`` (Linux ``/proc``; field 6 of ``stat``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def kill_session(sid: int, *, timeout: float = 10.0) -> None:
+    """SIGKILL every process left in session ``sid`` until none is: a killed run's Ray workers can sit in process
+    groups of their own and would otherwise go on writing the killed run's batches after its rerun has begun."""
+    deadline = time.time() + timeout
+    while (left := _session_members(sid)) and time.time() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    assert not _session_members(sid), f"processes of the killed run are still alive: {_session_members(sid)}"
 
 
 class FailingReader:
