@@ -47,10 +47,11 @@ def test_dataset_from_listing_makes_one_block_per_task(ray_cluster):
 SESSION = """
 import os, ray
 from mgr_batch.config import RayConfig
+from mgr_batch.execution.private_apis import global_node
 from mgr_batch.execution.runtime import IDLE_PROCESSES, ray_session
 os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
 with ray_session(RayConfig(num_cpus=1)):
-    node = ray._private.worker._global_node
+    node = global_node()
     idle = [info.process for kind in IDLE_PROCESSES for info in node.all_processes.get(kind, [])]
     assert len(idle) == len(IDLE_PROCESSES), node.all_processes.keys()
     assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"

@@ -13,6 +13,7 @@ import pandas as pd
 import ray
 
 from mgr_batch.config import RayConfig
+from mgr_batch.execution import private_apis
 from mgr_batch.execution.progress import SETTINGS
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ IDLE_PROCESSES = ("monitor", "log_monitor")
 def shutdown() -> None:
     """``ray.shutdown()``, the idle processes of a Ray this process started killed first (without their grace
     second); a Ray this process joined is only disconnected from, as ``ray.shutdown`` does."""
-    node = getattr(ray._private.worker, "_global_node", None)
+    node = private_apis.global_node()
     if node is not None and node.head:
         for kind in IDLE_PROCESSES:
             for info in node.all_processes.get(kind, []):

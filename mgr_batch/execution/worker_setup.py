@@ -1,15 +1,17 @@
-"""Run in every worker process of an embedded Ray (``worker_process_setup_hook``); standard library only,
-since every worker imports it at start."""
+"""Run in every worker process of an embedded Ray (``worker_process_setup_hook``); standard library only
+(:mod:`~mgr_batch.execution.private_apis` is too), since every worker imports it at start."""
 
 from __future__ import annotations
 
 import logging
 import os
 
+from mgr_batch.execution.private_apis import TRAIN_PLACEMENT_GROUP_CLEANER_LOGGER
+
 #: Ray Train's placement-group cleaner asks the State API every second whether the run's controller
 #: lives. An embedded Ray runs no dashboard, so there is no State API and each question logs a warning:
 #: hundreds of lines over one training run, none of them about the run.
-QUIET_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+QUIET_LOGGERS = (TRAIN_PLACEMENT_GROUP_CLEANER_LOGGER,)
 
 
 def setup() -> None:

@@ -26,10 +26,16 @@ from mgr_batch.errors import ConfigError
 _CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("mgr_batch_network_precision", default="float32")
 
 
+#: torch's private probe for AMX tiles (``torch.cpu._is_amx_tile_supported``), the one private torch name the
+#: package uses; ``tests/test_private_apis.py`` fails first where an upgrade moves it.
+AMX_PROBE = "_is_amx_tile_supported"
+
+
 @functools.cache
 def native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 matrix products natively (Intel AMX tiles)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.3; an older torch says no
+    """Whether this CPU computes bfloat16 matrix products natively (Intel AMX tiles); False where this torch
+    lacks :data:`AMX_PROBE`."""
+    probe = getattr(torch.cpu, AMX_PROBE, None)
     return bool(probe()) if probe is not None else False
 
 
