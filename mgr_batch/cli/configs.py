@@ -40,11 +40,13 @@ def storage_options(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def _flags(args: argparse.Namespace, own: dict[str, Any]) -> dict[str, Any]:
-    """A command's ``own`` flags with those every config-building command shares (output, storage, Ray)."""
+    """A command's ``own`` flags with those every config-building command shares (output, storage, Ray,
+    extensions)."""
     return {
         "output": args.output,
         "storage_options": storage_options(args.storage_option) or None,
         "ray": {"address": args.address, "num_cpus": args.num_cpus},
+        "extensions": args.extensions,
     } | own
 
 

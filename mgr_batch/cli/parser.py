@@ -141,6 +141,13 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file; flags given here override it")
     p.add_argument(
+        "--extensions",
+        metavar=".EXT,...",
+        help="file extensions a folder is searched for, comma-separated, replacing the default list (every audio "
+        "container FFmpeg reads, and .mp4 .mkv .mov .webm .avi for their audio), e.g. .wav,.mp3; globs and "
+        "manifests take every file they name",
+    )
+    p.add_argument(
         "--storage-option",
         action="append",
         metavar="KEY=VALUE",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,32 @@ GTZAN_GENRES = (
     "rock",
 )
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au")
+#: What a folder walk takes as audio (``--extensions`` replaces it): every audio container libsndfile or FFmpeg
+#: reads that a catalog plausibly holds, and the video containers whose first audio stream is tagged (one
+#: without audio gets an error row). Globs and manifests take every file they name, whatever its extension;
+#: whether a file is audio is decided by its content.
+AUDIO_EXTENSIONS = (
+    # libsndfile first (FFmpeg when libsndfile stops early)
+    *(".wav", ".w64", ".rf64", ".flac", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf", ".mp3", ".mp2"),
+    # Ogg (Vorbis, Opus, Speex, FLAC in Ogg): FFmpeg first
+    *(".ogg", ".oga", ".opus", ".spx"),
+    # FFmpeg
+    *(".m4a", ".m4b", ".aac", ".wma", ".wv", ".ape", ".mpc", ".tta", ".dsf", ".dff", ".ac3", ".amr", ".mka"),
+    # video containers: their audio stream
+    *(".webm", ".mp4", ".mkv", ".mov", ".avi"),
+)
+
+#: A file extension as ``--extensions`` takes it: a dot, then letters, digits and ``._+-``.
+_EXTENSION = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def check_extensions(extensions: tuple[str, ...]) -> None:
+    """Reject an empty list, or a value that is not a file extension (``wav``, ``*.wav``, ``.``)."""
+    if not extensions:
+        raise ConfigError("extensions must name at least one file extension, e.g. .wav,.mp3")
+    for ext in extensions:
+        if not _EXTENSION.fullmatch(ext):
+            raise ConfigError(f"extensions: {ext!r} is not a file extension (a dot, then letters or digits: .wav)")
 
 
 @dataclass(frozen=True)
@@ -294,6 +320,11 @@ class TagConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     compact: CompactConfig | None = None  # merge the tables' parts at the end of the run (tag --compact)
     report: bool = False  # write OUT/report/ at the end of the run (tag --report)
+    #: What a folder walk takes as audio (``--extensions``); globs and manifests take every file they name.
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+
+    def __post_init__(self) -> None:
+        check_extensions(self.extensions)
 
 
 @dataclass(frozen=True)
@@ -320,6 +351,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    #: What a folder walk takes as audio (``--extensions``); globs and manifests take every file they name.
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+
+    def __post_init__(self) -> None:
+        check_extensions(self.extensions)
 
 
 @dataclass(frozen=True)
@@ -335,6 +371,11 @@ class EvaluateConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    #: What a folder walk takes as audio (``--extensions``); globs and manifests take every file they name.
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+
+    def __post_init__(self) -> None:
+        check_extensions(self.extensions)
 
 
 @dataclass(frozen=True)
@@ -349,6 +390,11 @@ class SegmentConfig:
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)  # only songs_per_task is used
     ray: RayConfig = field(default_factory=RayConfig)
+    #: What a folder walk takes as audio (``--extensions``); globs and manifests take every file they name.
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+
+    def __post_init__(self) -> None:
+        check_extensions(self.extensions)
 
 
 @dataclass(frozen=True)

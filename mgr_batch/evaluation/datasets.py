@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mgr_batch.config import AUDIO_EXTENSIONS
 from mgr_batch.errors import ConfigError, LabelError, LeakageError
 from mgr_batch.io import storage
 
@@ -33,15 +34,17 @@ def labelled(
     train_list: str | None = None,
     valid_list: str | None = None,
     make_split: bool = True,
+    extensions: Iterable[str] = AUDIO_EXTENSIONS,
 ) -> pd.DataFrame:
     """Listing of labelled audio with ``label`` and ``split`` columns.
 
     ``data`` is a folder tree ``<genre>/<file>`` (label = parent folder) or a manifest with ``path``
     and ``label`` (optionally ``split``). With split lists, files are matched on their stem (so
     ``blues.00012.ogg`` matches ``blues/blues.00012.wav``) and files in neither list are left out;
-    with neither lists nor a ``split`` column, a deterministic 80/20 split by file stem is made.
+    with neither lists nor a ``split`` column, a deterministic 80/20 split by file stem is made. A folder
+    tree keeps the files whose extension is in ``extensions``.
     """
-    files = storage.list_inputs(data, storage_options).files
+    files = storage.list_inputs(data, storage_options, extensions=extensions).files
     if "label" not in files.columns:
         files["label"] = [posixpath.basename(posixpath.dirname(str(p).replace("\\", "/"))) for p in files["path"]]
     files["label"] = files["label"].astype(str)

@@ -36,7 +36,7 @@ HEADLINE = ("song_accuracy", "song_balanced_accuracy", "song_top3_accuracy", "cl
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Tag labelled songs with a model (the same graph as ``tag``) and write metrics and a report."""
     so = cfg.storage_options
-    files = datasets.labelled(cfg.data, so, make_split=False)
+    files = datasets.labelled(cfg.data, so, make_split=False, extensions=cfg.extensions)
     files = datasets.restrict(files, list_uri=cfg.list, split=cfg.split, storage_options=so)
     spec = checkpoint.load_spec(cfg.model, so)
     datasets.check_labels(files["label"], spec.genres)
@@ -89,7 +89,13 @@ def score(
 def run_cv(cfg: CVConfig) -> dict[str, Any]:
     """K-fold cross-validation by song (groups never straddle folds); a report per fold and mean ± std."""
     tcfg = cfg.train
-    files = datasets.labelled(tcfg.data, tcfg.storage_options, train_list=tcfg.train_list, valid_list=tcfg.valid_list)
+    files = datasets.labelled(
+        tcfg.data,
+        tcfg.storage_options,
+        train_list=tcfg.train_list,
+        valid_list=tcfg.valid_list,
+        extensions=tcfg.extensions,
+    )
     spec = training_spec(files, tcfg)
     with ray_session(tcfg.ray, trains=True):
         return cross_validate(featurized_songs(files, spec, tcfg), files, spec, cfg)

@@ -22,7 +22,7 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
     """Segment every audio file of ``cfg.input``; writes segments/, errors/, plots/ (with ``plot``), run.json."""
     started = time.time()
     so = cfg.storage_options
-    files = storage.list_inputs(cfg.input, so).files[list(LISTING_COLUMNS)]
+    files = storage.list_inputs(cfg.input, so, extensions=cfg.extensions).files[list(LISTING_COLUMNS)]
     fs, root = storage.filesystem(cfg.output, so)
     if any(fs.exists(storage.join(root, t)) for t in ("segments", "errors")):
         raise ConfigError(f"output {cfg.output!r} already holds segments/ or errors/ from an earlier run")

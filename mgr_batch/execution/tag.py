@@ -304,7 +304,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     """
     started = time.time()
     so = cfg.storage_options
-    listing = storage.list_inputs(cfg.input, so)
+    listing = storage.list_inputs(cfg.input, so, extensions=cfg.extensions)
     spec = checkpoint.load_spec(cfg.model, so)  # fail fast, on the driver, for a bad --model
     if cfg.timeline and not has_timeline(model_info(spec.model.name).build):
         raise ConfigError(

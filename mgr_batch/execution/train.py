@@ -51,7 +51,9 @@ LOCAL_SHUFFLE_ROWS = 1024
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``; writes the checkpoint (model.pt, config.json) to ``cfg.output``."""
     model_info(cfg.model.name)  # an unknown --model-type fails before any work
-    files = datasets.labelled(cfg.data, cfg.storage_options, train_list=cfg.train_list, valid_list=cfg.valid_list)
+    files = datasets.labelled(
+        cfg.data, cfg.storage_options, train_list=cfg.train_list, valid_list=cfg.valid_list, extensions=cfg.extensions
+    )
     spec = training_spec(files, cfg)
     with ray_session(cfg.ray, trains=True):
         return fit(featurized_songs(files, spec, cfg), files, spec, cfg)

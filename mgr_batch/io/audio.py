@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
+import re
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -28,9 +31,15 @@ BLOCK_SECONDS = 30.0
 class Decoded:
     """A decoded song: mono float32 ``y`` of shape (n,) at ``sr`` Hz.
 
-    ``duration`` is the whole file's length in seconds as its header says (or as decoded when the
-    header does not say); ``y`` holds at most ``max_duration`` seconds of it. ``decoder`` names the
-    library that decoded it: ``"libsndfile"`` or ``"ffmpeg"``.
+    ``duration`` is the whole file's length in seconds: as its header says where it says (also when the
+    file holds less: see ``truncated``), else as decoded; ``y`` holds at most ``max_duration`` seconds of it.
+    ``decoder`` names the library that decoded it: ``"libsndfile"`` or ``"ffmpeg"``; ``format`` the
+    container as that library names it (``"WAV"``, ``"MP3"``, ``"ogg"``, ``"matroska,webm"``, ...).
+
+    ``truncated``: the file's audio ends before the file says it does (a download cut short, a damaged frame
+    that no decoder reads past), so ``y`` is all that could be decoded; ``duration`` is the header's length
+    where there is one (then ``analyzed < duration``). A song cut on purpose at ``max_duration`` is not
+    truncated.
     """
 
     y: np.ndarray
@@ -42,10 +51,22 @@ class Decoded:
     #: Peak deviation from their mean of the decoded samples before resampling (None: not measured; then
     #: :func:`validate` measures ``y``, where a resampler's edge transients can hide a constant DC offset).
     native_peak: float | None = None
+    truncated: bool = False
+    format: str = ""
 
     @property
     def analyzed(self) -> float:
         return len(self.y) / self.sr
+
+
+#: Seconds a file may hold less than its header says without counting as cut (encoder padding, rounding).
+CUT_SLACK_S = 0.05
+#: A later decoder's song replaces an earlier one's only when it holds this many seconds more.
+READ_ON_MARGIN_S = 0.25
+#: Bytes an MPEG file may hold past what libsndfile read (tags, a partial last frame) before FFmpeg is asked
+#: to read it too: libsndfile's mpg123 stops at the frame count of the first frame's Xing header, or at its
+#: estimate from the first frame's bit rate, so two encodes joined (a rate change) lose their second half.
+MPEG_UNREAD_BYTES = 4096
 
 
 def load(
@@ -58,12 +79,29 @@ def load(
 ) -> Decoded:
     """Decode a file (path or seekable binary file object) to mono float32 at ``sr`` Hz.
 
-    Ogg files (Vorbis, Opus) go to FFmpeg through PyAV first: decoding, mixing and resampling them took
-    0.57x libsndfile's CPU time on the throughput benchmark's Ogg catalog (README, Throughput). Everything
-    else goes to libsndfile first (wav, flac, mp3, aiff, ...: faster there), and then to FFmpeg (m4a/aac
-    and anything else FFmpeg reads). Raises an ``AudioError`` leaf for files that are not usable audio: undecodable,
-    empty, NaN/inf samples, or silent.
+    The content decides, never the name. Ogg files (Vorbis, Opus) go to FFmpeg through PyAV first: decoding,
+    mixing and resampling them took 0.57x libsndfile's CPU time on the throughput benchmark's Ogg catalog
+    (README, Throughput). Everything else goes to libsndfile first (wav, flac, mp3, aiff, ...: faster there),
+    and then to FFmpeg (mp4/m4a, wma, wavpack, matroska/webm, caf, ac3, amr, ... and the audio stream of a
+    video container). When the first decoder stops before the file's end (a cut file, a damaged frame, an
+    MP3 whose sample rate changes half way), the other one reads it too and the longer song is kept; one that
+    no decoder reads to its end comes back ``truncated``. Raises an ``AudioError`` leaf for files that are
+    not usable audio: undecodable, empty, NaN/inf samples, or silent.
     """
+    if isinstance(source, str):
+        try:
+            f = open(source, "rb")  # read as a file object, as storage gives them (closed below)
+        except OSError:
+            pass  # the decoders say why
+        else:
+            with f:
+                return load(
+                    f,
+                    sr=sr,
+                    max_duration=max_duration,
+                    silence_threshold=silence_threshold,
+                    resample_quality=resample_quality,
+                )
     reads = None
     if isinstance(source, str):
         head = _head(source)
@@ -78,13 +116,16 @@ def load(
             raise AudioDecodeError("the file is empty (0 bytes)")
     args = (sr, max_duration, resample_quality)
     reasons: dict[str, str] = {}
-    decoded = None
+    found: list[Decoded] = []
     for decoder in ("ffmpeg", "libsndfile") if head == OGG_MAGIC else ("libsndfile", "ffmpeg"):
+        decoded = None
         try:
             if decoder == "libsndfile":
                 decoded = _load_soundfile(_rewound(source), *args)
             else:
                 decoded = _load_pyav(_fresh(source), *args)
+                if decoded.format == "ogg" and not decoded.truncated and not _ogg_ends(_rewound(source)):
+                    decoded = dataclasses.replace(decoded, truncated=True)  # no end-of-stream page: cut short
         except sf.LibsndfileError as exc:
             reasons[decoder] = exc.error_string
         except (av.FFmpegError, AudioDecodeError) as exc:
@@ -97,13 +138,74 @@ def load(
         if reads is not None and reads.error is not None:
             raise reads.failure(reads.error) from reads.error
         if decoded is not None:
-            break
-    if decoded is None:
+            found.append(decoded)
+            if not (decoded.truncated or (decoded.format == "MP3" and _unread(source) > MPEG_UNREAD_BYTES)):
+                break
+    if not found:
         raise AudioDecodeError(
             f"not decodable as audio (libsndfile: {reasons['libsndfile']}; ffmpeg: {reasons['ffmpeg']})"
         )
+    decoded = _longest(found)
     validate(decoded.y, silence_threshold=silence_threshold, native_peak=decoded.native_peak)
     return decoded
+
+
+def _longest(found: list[Decoded]) -> Decoded:
+    """The first decoder's song unless a later one decoded :data:`READ_ON_MARGIN_S` more; a truncated song
+    keeps the longest length any decoder's header gave."""
+    best = found[0]
+    for other in found[1:]:
+        if other.analyzed > best.analyzed + READ_ON_MARGIN_S:
+            best = other
+    if best.truncated:
+        best = dataclasses.replace(best, duration=max(d.duration for d in found))
+    return best
+
+
+def _unread(source: BinaryIO | str) -> int:
+    """Bytes of the file the decoders have not read (0 where that is not known: a path, a size not told)."""
+    if not isinstance(source, _Reads):
+        return 0
+    size = _size(source.f)
+    return 0 if size is None else max(0, size - source.n_read)
+
+
+def _size(f: BinaryIO) -> int | None:
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass
+    size = getattr(f, "size", None)  # fsspec's files
+    if isinstance(size, int):
+        return size
+    buffer = getattr(f, "getbuffer", None)  # BytesIO
+    return buffer().nbytes if buffer is not None else None
+
+
+#: Bytes from the end of an Ogg file that hold its last page (a page is at most 65,307 bytes).
+OGG_TAIL_BYTES = 65_536
+
+
+def _ogg_ends(source: BinaryIO | str) -> bool:
+    """Whether the last page of an Ogg file is an end-of-stream page (flag 0x04), as a whole file's is; a
+    file cut short (a download, a stream recording stopped) ends on a page without it. True when the tail
+    cannot be read (the decoders have had the bytes: it is no verdict on the file)."""
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                tail = _tail(f)
+        else:
+            tail = _tail(source)
+    except (OSError, *read_errors()):
+        return True
+    at = tail.rfind(OGG_MAGIC)
+    return at < 0 or at + 5 >= len(tail) or bool(tail[at + 5] & 0x04)
+
+
+def _tail(f: BinaryIO) -> bytes:
+    end = f.seek(0, io.SEEK_END)
+    f.seek(max(0, end - OGG_TAIL_BYTES))
+    return f.read(OGG_TAIL_BYTES)
 
 
 class _Reads:
@@ -259,20 +361,30 @@ class _MonoResampler:
 def _load_soundfile(source, sr: int, max_duration: float | None, quality: str) -> Decoded:
     with sf.SoundFile(source) as f:
         native_sr, channels, frames = f.samplerate, f.channels, f.frames
+        # libsndfile counts the frames a cut file holds; its log keeps what the header promised.
+        promised = frames + _missing_frames(f)
         limit = frames if max_duration is None else min(frames, int(max_duration * native_sr))
         block = max(1, int(BLOCK_SECONDS * native_sr))
         resampler = _MonoResampler(native_sr, sr, quality)
-        done = 0
+        done, damaged = 0, False
         while done < limit:
-            data = f.read(min(block, limit - done), dtype="float32", always_2d=True)
-            if len(data) == 0:  # truncated data: the header promised more than the file holds
+            try:
+                data = f.read(min(block, limit - done), dtype="float32", always_2d=True)
+            except sf.LibsndfileError:
+                if not done:
+                    raise
+                damaged = True  # a frame it cannot decode (FLAC "lost sync"): what came before is kept
+                break
+            if len(data) == 0:  # the data ends before the header's frame count (a cut MP3 or FLAC)
                 break
             resampler.add(data)
             done += len(data)
+        fmt = f.format
     y = resampler.result()
-    # A file that ends before its header says (a cut MP3 or WAV) reports what it really holds.
-    truncated = done < limit
-    duration = frames / native_sr if frames > 0 and not truncated else done / native_sr
+    # mpg123's frame count may differ from the samples it gives by a frame's padding: no sign of a cut.
+    slack = CUT_SLACK_S * native_sr
+    truncated = damaged or limit - done > slack or promised - frames > slack
+    duration = (promised if truncated else frames) / native_sr if frames > 0 else done / native_sr
     return Decoded(
         y=y,
         sr=sr,
@@ -281,7 +393,42 @@ def _load_soundfile(source, sr: int, max_duration: float | None, quality: str) -
         duration=duration,
         decoder="libsndfile",
         native_peak=resampler.native_peak(),
+        truncated=truncated,
+        format=fmt,
     )
+
+
+#: Bytes per sample of libsndfile's uncompressed subtypes, to turn a chunk's missing bytes into frames.
+_SAMPLE_BYTES = {
+    "PCM_S8": 1,
+    "PCM_U8": 1,
+    "ULAW": 1,
+    "ALAW": 1,
+    "PCM_16": 2,
+    "PCM_24": 3,
+    "PCM_32": 4,
+    "FLOAT": 4,
+    "DOUBLE": 8,
+}
+#: A line of libsndfile's log on a chunk whose size says more than the file holds, e.g. ``data : 352800
+#: (should be 198450)`` (WAV), ``SSND : ...`` (AIFF), ``Data Size : ...`` (AU).
+_SHORT_CHUNK = re.compile(r"^\s*\w[\w ]*?\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+#: Sizes a writer that did not know the length leaves in a header (0xFFFFFFFF; sox's 0x7FFFF000): no promise.
+_UNKNOWN_SIZE = 0x7FFFF000
+
+
+def _missing_frames(f: sf.SoundFile) -> int:
+    """Frames the header of an uncompressed file promises beyond those the file holds (0 for a whole file)."""
+    width = _SAMPLE_BYTES.get(f.subtype)
+    if width is None or f.channels < 1:
+        return 0
+    short = [int(said) - int(held) for said, held in _SHORT_CHUNK.findall(f.extra_info) if int(said) < _UNKNOWN_SIZE]
+    return max(0, *short) // (width * f.channels) if short else 0
+
+
+#: FFmpeg demuxers of raw elementary streams, whose length FFmpeg may only estimate from the bit rate
+#: (an MP3 without a Xing header, joined encodes, ADTS AAC): no promise a cut could be measured against.
+_ESTIMATED_LENGTH = frozenset({"mp3", "aac", "ac3", "eac3", "amr", "dts", "loas", "mpegts"})
 
 
 def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Decoded:
@@ -289,20 +436,31 @@ def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Dec
     with av.open(source, mode="r", metadata_errors="replace") as container:
         if not container.streams.audio:
             raise AudioDecodeError("the container has no audio stream")
-        stream = container.streams.audio[0]
+        stream = container.streams.audio[0]  # a video container's first audio stream; its video is not decoded
         native_sr = stream.rate or sr
         channels = stream.channels or 1
         resampler = _MonoResampler(native_sr, sr, quality)
         limit = None if max_duration is None else int(max_duration * native_sr)
-        done = 0
-        for block in pyav_blocks(container.decode(stream), native_sr, stream.codec_context.layout, limit):
+        done, errors = 0, []
+        frames = _until_error(container.decode(stream), errors)
+        for block in pyav_blocks(frames, native_sr, stream.codec_context.layout, limit):
             resampler.add(block)
             done += len(block)
+        if errors and not done:
+            raise errors[0]
         stopped_early = limit is not None and done >= limit
-        # The header's length where we stopped early, else what was decoded (Opus headers count the
-        # encoder's pre-skip; a cut file holds less than its header says).
-        duration = float(stream.duration * stream.time_base) if stopped_early and stream.duration else done / native_sr
+        said = _header_seconds(container, stream)
+        fmt = container.format.name
     y = resampler.result()
+    decoded = done / native_sr
+    # Where the header gives the length and the decoding ends well short of it, the file is cut (Opus headers
+    # count the encoder's pre-skip, AAC's priming: a few ms either way).
+    promised = said is not None and fmt not in _ESTIMATED_LENGTH and said > decoded + max(0.1, 0.01 * said)
+    truncated = not stopped_early and (bool(errors) or promised)
+    if stopped_early:
+        duration = said if said else decoded
+    else:
+        duration = said if promised else decoded
     return Decoded(
         y=y,
         sr=sr,
@@ -311,7 +469,27 @@ def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Dec
         duration=duration,
         decoder="ffmpeg",
         native_peak=resampler.native_peak(),
+        truncated=truncated,
+        format=fmt,
     )
+
+
+def _header_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    """The audio stream's length as the container says (None where it does not)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def _until_error(frames, errors: list[av.FFmpegError]):
+    """PyAV's decoded ``frames`` until FFmpeg fails on one (a damaged or cut last packet), whose error goes to
+    ``errors``: what was decoded before it is kept."""
+    try:
+        yield from frames
+    except av.FFmpegError as exc:
+        errors.append(exc)
 
 
 def pyav_blocks(frames, sr: int, layout: av.AudioLayout, limit: int | None):

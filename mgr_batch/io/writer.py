@@ -55,6 +55,7 @@ def build_tables(
     order = np.argsort(-song_probs, axis=1, kind="stable")
     songs = {c: batch[c][idx] for c in _copied("songs", batch)}
     songs.setdefault("decode_notes", [""] * len(idx))  # batches featurized without notes (e.g. by hand)
+    songs.setdefault("truncated", [False] * len(idx))
     songs.update(
         {
             "genre": g[order[:, 0]] if len(idx) else np.zeros(0, str),

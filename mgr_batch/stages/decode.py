@@ -30,6 +30,7 @@ FEATURE_COLUMNS = (
     "status",
     "duration_s",
     "analyzed_s",
+    "truncated",
     "sample_rate",
     "channels",
     "n_clips",
@@ -85,6 +86,7 @@ def featurize_batch(
         return dict(
             duration_s=decoded.duration,
             analyzed_s=decoded.analyzed,
+            truncated=decoded.truncated,
             sample_rate=decoded.native_sr,
             channels=decoded.channels,
             n_clips=len(starts),
@@ -98,6 +100,7 @@ def featurize_batch(
     failed = dict(
         duration_s=0.0,
         analyzed_s=0.0,
+        truncated=False,
         sample_rate=0,
         channels=0,
         n_clips=0,
@@ -118,6 +121,7 @@ def featurize_batch(
             typed={
                 "duration_s": np.float64,
                 "analyzed_s": np.float64,
+                "truncated": np.bool_,
                 "sample_rate": np.int32,
                 "channels": np.int32,
                 "n_clips": np.int32,
