@@ -445,10 +445,11 @@ def test_decoder_notes_stay_with_their_file(tmp_path, capfd):
     ]
     batch = {"path": np.array([str(p) for p in paths], dtype=object)}
     out = decode.featurize_batch(batch, audio=AudioConfig(), clip_cfg=ClipConfig(), feature_cfg=FEATURES)
-    assert list(out["status"]) == ["ok", "error", "ok"]
+    # mpg123 gives up on broken.mp3: FFmpeg decodes it up to the damage, and the song is reported cut.
+    assert list(out["status"]) == ["ok", "ok", "ok"] and list(out["truncated"]) == [False, True, False]
     resynced, broken, clean = out["decode_notes"]
     assert "Illegal Audio-MPEG-Header" in resynced and "Trying to resync" in resynced
-    assert "Illegal Audio-MPEG-Header" in broken and f"(decoder notes: {broken})" in out["error_message"][1]
+    assert "Illegal Audio-MPEG-Header" in broken
     assert clean == "" and out["error_message"][2] == ""
     err = capfd.readouterr().err
     assert f"decoder notes on {paths[0]}: {resynced}" in err
