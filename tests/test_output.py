@@ -16,6 +16,7 @@ from audio_factory import write_tone
 from mgr_batch.cli import main
 from mgr_batch.config import GTZAN_GENRES
 from mgr_batch.io import output, schemas
+from mgr_batch.io.index import Output
 from mgr_batch.io.schemas import arrow_schema
 from mgr_batch.io.storage import list_inputs
 
@@ -116,10 +117,12 @@ def _listing(folder: Path, kind: str):
 
 
 def _outputs(files, out: Path, *, require_timeline: bool) -> None:
-    """Write what earlier runs left for each file (its state is its name's stem), in two parts per table."""
-    rows = {t: [] for t in ("songs", "clips", "errors", "timeline")}
+    """Write what earlier runs left for each file (its state is its name's stem), as a run writes it: one batch
+    per state, each batch's parts under one name in every table, a killed run's batch without its songs part."""
+    by_state: dict[str, dict[str, list]] = {}
     for row in files.to_dict("records"):
         state = Path(row["path"]).stem.split("-")[0]
+        rows = by_state.setdefault(state, {t: [] for t in ("songs", "clips", "errors", "timeline")})
         if state in ("done", "no_timeline"):
             rows["songs"].append(_song(row, MODEL))
             rows["clips"].append(_clip(row, MODEL))
@@ -135,10 +138,9 @@ def _outputs(files, out: Path, *, require_timeline: bool) -> None:
             rows["clips"].append(_clip(row, OTHER))
         elif state == "orphan_clips":
             rows["clips"].append(_clip(row, MODEL))
-    for table, table_rows in rows.items():
-        half = len(table_rows) // 2
-        _write(out, table, table_rows[:half], "part-a")
-        _write(out, table, table_rows[half:], "part-b")
+    for state, rows in by_state.items():
+        for table, table_rows in rows.items():
+            _write(out, table, table_rows, f"part-{state}")
 
 
 @pytest.fixture
@@ -157,7 +159,7 @@ def test_plan_over_every_state(corpus, tmp_path, listing, require_timeline):
     files = _listing(corpus, listing)
     out = tmp_path / "out"
     _outputs(files, out, require_timeline=require_timeline)
-    plan = output.plan(files, str(out), MODEL, None, require=("timeline",) if require_timeline else ())
+    plan = output.plan(files, Output.open(str(out), None), MODEL, require=("timeline",) if require_timeline else ())
 
     state_of = {r["song_id"]: Path(r["path"]).stem.split("-")[0] for r in files.to_dict("records")}
     expect = {s: dict(e) for s, e in STATES.items()}
@@ -180,8 +182,9 @@ def test_rows_of_files_no_longer_listed(corpus, tmp_path):
     gone_other = {"song_id": "fedcba9876543210", "path": "/gone-other.wav", "size": 1, "mtime": 1.0}
     gone_orphan = {"song_id": "00000000ffffffff", "path": "/gone-orphan.wav", "size": 1, "mtime": 1.0}
     _write(out, "songs", [_song(gone, MODEL), _song(gone_other, OTHER)], "part-x")
-    _write(out, "clips", [_clip(gone, MODEL), _clip(gone_other, OTHER), _clip(gone_orphan, MODEL)], "part-x")
-    plan = output.plan(files, str(out), MODEL, None)
+    _write(out, "clips", [_clip(gone, MODEL), _clip(gone_other, OTHER)], "part-x")
+    _write(out, "clips", [_clip(gone_orphan, MODEL)], "part-y")  # a killed run's batch: no songs part
+    plan = output.plan(files, Output.open(str(out), None), MODEL)
     assert gone["song_id"] not in plan.prune
     assert {gone_other["song_id"], gone_orphan["song_id"]} <= plan.prune
     assert len(plan.todo) == len(files)  # nothing listed is done
@@ -192,11 +195,12 @@ def test_prune_removes_exactly_the_rows_and_drops_emptied_parts(corpus, tmp_path
     out = tmp_path / "out"
     _outputs(files, out, require_timeline=True)
     before = output.table_counts(str(out), None)
-    plan = output.plan(files, str(out), MODEL, None, require=("timeline",))
+    tables = Output.open(str(out), None)
+    plan = output.plan(files, tables, MODEL, require=("timeline",))
     kept = {t: output.read_column_set(str(out), t, ["song_id"], None) for t in ("songs", "clips", "errors")}
     expected_removed = sum(int(kept[t]["song_id"].isin(plan.prune).sum()) for t in kept)
 
-    assert output.prune(str(out), plan.prune, None) == expected_removed > 0
+    assert output.prune(tables, plan.prune) == expected_removed > 0
     after = output.table_counts(str(out), None)
     for t in ("songs", "clips", "errors"):
         left = output.read_column_set(str(out), t, ["song_id"], None)["song_id"]
@@ -207,10 +211,10 @@ def test_prune_removes_exactly_the_rows_and_drops_emptied_parts(corpus, tmp_path
         for part in (out / t).glob("*.parquet"):
             assert pq.read_metadata(part).num_rows > 0
     # a second plan after pruning finds nothing left to prune but the redone files' absence
-    again = output.plan(files, str(out), MODEL, None, require=("timeline",))
+    again = output.plan(files, Output.open(str(out), None), MODEL, require=("timeline",))
     assert set(again.todo["song_id"]) == set(plan.todo["song_id"])
     assert not again.prune
-    assert output.prune(str(out), frozenset(), None) == 0
+    assert output.prune(Output.open(str(out), None), frozenset()) == 0
 
 
 def test_deduplicate_keeps_one_copy_of_each_song_listed_under_two_parts(corpus, tmp_path):
@@ -228,7 +232,7 @@ def test_deduplicate_keeps_one_copy_of_each_song_listed_under_two_parts(corpus, 
     _write(out, "errors", [_error(c, MODEL), _error(e, MODEL)], "part-rerun")
 
     # the rerun's a and the stale b (a songs and a clips row each), the error row of c
-    assert output.deduplicate(str(out), files, MODEL, None) == 5
+    assert output.deduplicate(Output.open(str(out), None), files, MODEL) == 5
     songs = pd.concat(pd.read_parquet(p).assign(part=p.stem) for p in sorted((out / "songs").glob("*.parquet")))
     clips = pd.concat(pd.read_parquet(p).assign(part=p.stem) for p in sorted((out / "clips").glob("*.parquet")))
     errors = pd.read_parquet(out / "errors")
@@ -239,7 +243,7 @@ def test_deduplicate_keeps_one_copy_of_each_song_listed_under_two_parts(corpus, 
     assert songs.loc[songs["song_id"] == b["song_id"], "size"].item() == b["size"]
     assert list(errors["song_id"]) == [e["song_id"]]  # c's error row gave way to its songs row
     assert dict(zip(clips["song_id"], clips["part"], strict=True)) == by_song
-    assert output.deduplicate(str(out), files, MODEL, None) == 0
+    assert output.deduplicate(Output.open(str(out), None), files, MODEL) == 0
 
 
 def _columns(out: Path, table: str) -> list[str]:

@@ -47,6 +47,11 @@ def tag(r: dict[str, Any]) -> list[str]:
         f"Audio {hours(this['audio_seconds'])} in {hours(r['wall_seconds'])}"
         f"{_speed(this['audio_seconds'], r['wall_seconds'], _cores(r['config']))}",
     ]
+    if r.get("ignored_by_kind"):
+        kinds = ", ".join(f"{k} {n}" for k, n in r["ignored_by_kind"].items())
+        lines.append(
+            f"Not audio, skipped: {r['ignored_non_audio_files']} files ({kinds}); --extensions widens the list"
+        )
     if r["n_skipped"]:
         lines.append(f"Output now holds {r['n_songs']} songs, {r['n_errors']} errors in all")
     extra = [t for t, n in (("timeline", r["n_timeline_steps"]), ("embeddings", r["n_embeddings"])) if n]

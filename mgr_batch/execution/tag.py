@@ -315,18 +315,26 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     clip_cfg = cfg.clips or ClipConfig(clip_seconds=spec.clips.clip_seconds)
     files = listing.files[list(LISTING_COLUMNS)]
     if listing.ignored:
-        log.warning("ignoring %d non-audio file(s) in %s, e.g. %s", len(listing.ignored), cfg.input, listing.ignored[0])
+        kinds = ", ".join(f"{k} {n}" for k, n in listing.ignored_kinds.items())
+        log.warning(
+            "skipping %d non-audio file(s) in %s (%s), e.g. %s",
+            len(listing.ignored),
+            cfg.input,
+            kinds,
+            listing.ignored[0],
+        )
     if cfg.force:
         output.clear(cfg.output, so)
     else:
         output_checks.check_same_clips(cfg.output, clip_cfg, so)
     compaction.repair(cfg.output, so)  # a compaction a kill interrupted: finished or rolled back first
-    output.remove_temp_files(cfg.output, so)
-    output.deduplicate(cfg.output, files, spec.model_id, so)  # a late write of a killed run, seen by this rerun
+    tables = output.Output.open(cfg.output, so)  # each table listed once; only parts new to the index read
+    tables.remove_temp_files()
+    output.deduplicate(tables, files, spec.model_id)  # a late write of a killed run, seen by this rerun
     require = (("timeline",) if cfg.timeline else ()) + (("embeddings",) if cfg.embeddings else ())
-    todo = output.plan(files, cfg.output, spec.model_id, so, require=require)
-    pruned = output.prune(cfg.output, todo.prune, so)
-    output.remove_empty_parts(cfg.output, so)
+    todo = output.plan(files, tables, spec.model_id, require=require)
+    pruned = output.prune(tables, todo.prune)
+    output.remove_empty_parts(tables)
     log.info(
         "tagging %d file(s) with model %s (%d already done, %d stale rows pruned)",
         len(todo.todo),
@@ -356,10 +364,11 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
                 timeline=cfg.timeline,
                 embeddings=cfg.embeddings,
             )
-        # A killed run's batch that landed while this run did the same songs again (see output.deduplicate).
-        output.deduplicate(cfg.output, files, spec.model_id, so)
-    output.ensure_tables(cfg.output, (*TAG_TABLES, *require), spec.genres, so)
-    totals = output.table_counts(cfg.output, so)
+        tables.refresh()  # this run's parts, and a killed run's batch that landed while it did the same songs
+        output.deduplicate(tables, files, spec.model_id)
+    output.ensure_tables(cfg.output, (*TAG_TABLES, *require), spec.genres, so, tables)
+    tables.save()
+    totals = tables.counts()
     summary = {
         "model_id": spec.model_id,
         "input": cfg.input,
@@ -373,9 +382,10 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
         "n_clips": totals["clips"],
         "n_timeline_steps": totals["timeline"],
         "n_embeddings": totals["embeddings"],
-        "errors_by_type": output_checks.errors_by_type(cfg.output, so),
+        "errors_by_type": tables.errors_by_type(),
         "audio_seconds": counts["audio_seconds"],
         "ignored_non_audio_files": len(listing.ignored),
+        "ignored_by_kind": listing.ignored_kinds,
         "wall_seconds": round(time.time() - started, 3),
         "clips": to_dict(clip_cfg),
         "config": to_dict(redacted(cfg)),

@@ -28,6 +28,7 @@ import os
 import posixpath
 import signal
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +48,38 @@ SORT_KEYS = {
     "segments": ["song_id", "segment_index"],
 }
 DEFAULT_TARGET_ROWS = 1_000_000
+#: A run's part names start so (the name of its batch); merged files and the empty part of a table do not.
+BATCH_PREFIX = "part-"
+#: The part that stands for a table with no rows.
+EMPTY_PART = "part-empty.parquet"
+#: Parquet key-value metadata of a merged file: the batches it holds (a JSON list).
+META_BATCHES = b"mgr_batch.batches"
 DEFAULT_TARGET_BYTES = 128 * 2**20
 
 
 def _base(path: str) -> str:
     return posixpath.basename(path.rstrip("/"))
+
+
+def batches_of(name: str, metadata: dict[bytes, bytes] | None) -> frozenset[str] | None:
+    """The batches a file holds: a run's part is its own batch; a merged file lists its own in its metadata
+    (None: not known, a file merged by an older version)."""
+    if name.startswith(BATCH_PREFIX):
+        return frozenset() if name == EMPTY_PART else frozenset([name])
+    found = (metadata or {}).get(META_BATCHES)
+    return frozenset(json.loads(found)) if found is not None else None
+
+
+def merged_batches(sources: list[tuple[str, dict[bytes, bytes] | None]]) -> dict[bytes, bytes]:
+    """The :data:`META_BATCHES` entry of a file merged from ``sources`` (name, metadata); none when the batches
+    of a source are not known."""
+    found: set[str] = set()
+    for name, meta in sources:
+        batches = batches_of(name, meta)
+        if batches is None:
+            return {}
+        found |= batches
+    return {META_BATCHES: json.dumps(sorted(found)).encode()}
 
 
 def read_journal(fs: Any, root: str) -> dict[str, Any] | None:
@@ -107,7 +135,9 @@ class _Table:
         storage.write_bytes_atomic(self.uri(JOURNAL), json.dumps(record).encode(), so)
 
     def remove(self, bases: list[str]) -> None:
-        present = [self.path(b) for b in bases if self.fs.exists(self.path(b))]
+        self.fs.invalidate_cache(self.root)
+        listed = {_base(p) for p in self.fs.ls(self.root, detail=False)} if self.fs.exists(self.root) else set()
+        present = [self.path(b) for b in bases if b in listed]
         if present:
             self.fs.rm(present)
 
@@ -165,9 +195,15 @@ def compact(
     target_rows: int = DEFAULT_TARGET_ROWS,
     target_bytes: int = DEFAULT_TARGET_BYTES,
     tables: tuple[str, ...] = schemas.TABLES,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """Merge the parts of every table under ``output`` (local or URL) into files of about ``target_rows`` rows
-    or ``target_bytes`` bytes; returns, per table, the parts before and after and the rows."""
+    or ``target_bytes`` bytes; returns, per table, the parts before and after and the rows.
+
+    A table's groups are merged ``workers`` at a time (threads: reading, sorting, compressing and writing
+    Parquet run outside the GIL), under one commit record per table. Parts of a batch that the songs table does
+    not hold (a killed run's leftovers, which the next ``tag`` prunes) are left as they are.
+    """
     step = _Steps()
     repaired = repair(output, so, tables, step)
     summary: dict[str, Any] = {"repaired": repaired, "tables": {}}
@@ -175,63 +211,122 @@ def compact(
         t = _table(output, name, so)
         if not t.fs.exists(t.root):
             continue
-        summary["tables"][name] = _compact_table(t, so, target_rows=target_rows, target_bytes=target_bytes, step=step)
+        whole = _whole_batches(output, so) if name in DEPENDENT_TABLES else None
+        summary["tables"][name] = _compact_table(
+            t, so, target_rows=target_rows, target_bytes=target_bytes, step=step, whole=whole, workers=workers
+        )
     return summary
 
 
-def _compact_table(
-    t: _Table, so: dict[str, Any] | None, *, target_rows: int, target_bytes: int, step: _Steps
-) -> dict[str, int]:
-    infos = [
-        i
-        for i in t.fs.ls(t.root, detail=True)
+#: Tables whose parts belong to the songs of their batch (written before its songs part).
+DEPENDENT_TABLES = ("clips", "timeline", "embeddings")
+
+
+def _footers(t: _Table, bases: list[str]) -> dict[str, pq.FileMetaData]:
+    def footer(base: str) -> pq.FileMetaData:
+        with t.fs.open(t.path(base), "rb") as f:
+            return pq.ParquetFile(f).metadata
+
+    with ThreadPoolExecutor(16) as pool:
+        return dict(zip(bases, pool.map(footer, bases), strict=True))
+
+
+def _listed(t: _Table) -> dict[str, int]:
+    infos = t.fs.ls(t.root, detail=True)
+    return {
+        _base(i["name"]): int(i.get("size") or 0)
+        for i in infos
         if i["name"].endswith(".parquet") and not _base(i["name"]).startswith((".", "_"))
-    ]
-    sizes = {_base(i["name"]): int(i.get("size") or 0) for i in infos}
+    }
+
+
+def _whole_batches(output: str, so: dict[str, Any] | None) -> frozenset[str] | None:
+    """The batches the songs table holds (None: some merged file does not say which)."""
+    t = _table(output, "songs", so)
+    if not t.fs.exists(t.root):
+        return frozenset()
+    found: set[str] = set()
+    for base, meta in _footers(t, sorted(_listed(t))).items():
+        batches = batches_of(base, meta.metadata)
+        if batches is None:
+            return None
+        found |= batches
+    return frozenset(found)
+
+
+def _compact_table(
+    t: _Table,
+    so: dict[str, Any] | None,
+    *,
+    target_rows: int,
+    target_bytes: int,
+    step: _Steps,
+    whole: frozenset[str] | None,
+    workers: int,
+) -> dict[str, int]:
+    sizes = _listed(t)
+    footers = _footers(t, sorted(sizes))
     buckets: dict[tuple, list[str]] = {}
     rows_before = 0
-    for base in sorted(sizes):
-        with t.fs.open(t.path(base), "rb") as f:
-            meta = pq.ParquetFile(f).metadata
+    for base, meta in footers.items():
         rows_before += meta.num_rows
         full = base.startswith(PREFIX) and (meta.num_rows >= target_rows / 2 or sizes[base] >= target_bytes / 2)
-        if not full:
+        orphan = whole is not None and base.startswith(BATCH_PREFIX) and base != EMPTY_PART and base not in whole
+        if not full and not orphan:
             buckets.setdefault(_merge_key(meta.schema.to_arrow_schema()), []).append(base)
-    merged = 0
+    groups: list[list[str]] = []
     for bases in buckets.values():
-        group: list[tuple[str, pa.Table]] = []
+        group: list[str] = []
         rows = nbytes = 0
         for base in bases:
-            with t.fs.open(t.path(base), "rb") as f:
-                data = pq.read_table(f)
-            if group and (rows + data.num_rows > target_rows or nbytes + sizes[base] > target_bytes):
-                merged += _merge(t, group, so, step)
+            n = footers[base].num_rows
+            if group and (rows + n > target_rows or nbytes + sizes[base] > target_bytes):
+                groups.append(group)
                 group, rows, nbytes = [], 0, 0
-            group.append((base, data))
-            rows, nbytes = rows + data.num_rows, nbytes + sizes[base]
-        merged += _merge(t, group, so, step)
-    after = len(
-        [p for p in t.fs.ls(t.root, detail=False) if p.endswith(".parquet") and not _base(p).startswith((".", "_"))]
-    )
-    return {"parts_before": len(sizes), "parts_after": after, "rows": rows_before, "merged_groups": merged}
+            group.append(base)
+            rows, nbytes = rows + n, nbytes + sizes[base]
+        groups.append(group)
+    groups = [g for g in groups if len(g) > 1]
+    if groups:
+        _merge_all(t, groups, {b: footers[b].metadata for g in groups for b in g}, so, step, workers)
+    return {
+        "parts_before": len(sizes),
+        "parts_after": len(_listed(t)),
+        "rows": rows_before,
+        "merged_groups": len(groups),
+    }
 
 
-def _merge(t: _Table, group: list[tuple[str, pa.Table]], so: dict[str, Any] | None, step: _Steps) -> int:
-    """One group of parts into one sorted file, under the commit record (see the module's docstring)."""
-    if len(group) < 2:
-        return 0
-    sources = [b for b, _ in group]
-    target = f"{PREFIX}{hashlib.sha1(chr(10).join(sorted(sources)).encode()).hexdigest()[:20]}.parquet"
-    data = pa.concat_tables([d for _, d in group])
-    keys = [k for k in SORT_KEYS.get(t.name, ["song_id"]) if k in data.column_names]
-    data = data.sort_by([(k, "ascending") for k in keys])
-    data = data.replace_schema_metadata(_metadata(data, t.name))
-    record = {"table": t.name, "state": "pending", "sources": sources, "targets": [target]}
+def _target(sources: list[str]) -> str:
+    return f"{PREFIX}{hashlib.sha1(chr(10).join(sorted(sources)).encode()).hexdigest()[:20]}.parquet"
+
+
+def _merge_all(
+    t: _Table,
+    groups: list[list[str]],
+    metadata: dict[str, dict[bytes, bytes] | None],
+    so: dict[str, Any] | None,
+    step: _Steps,
+    workers: int,
+) -> None:
+    """Each group of parts into one sorted file, all under one commit record (see the module's docstring)."""
+    sources = [b for g in groups for b in g]
+    record = {"table": t.name, "state": "pending", "sources": sources, "targets": [_target(g) for g in groups]}
     t.write_journal(record, so)
     step()
-    buf = io.BytesIO()
-    pq.write_table(data, buf, compression="zstd", row_group_size=128 * 1024)
-    storage.write_bytes_atomic(t.uri(target), buf.getvalue(), so)
+
+    def merge(group: list[str]) -> None:
+        data = pa.concat_tables([_read(t, b) for b in group], promote_options="default")
+        keys = [k for k in SORT_KEYS.get(t.name, ["song_id"]) if k in data.column_names]
+        data = data.sort_by([(k, "ascending") for k in keys])
+        meta = {**_metadata(data, t.name), **merged_batches([(b, metadata[b]) for b in group])}
+        data = data.replace_schema_metadata(meta)
+        buf = io.BytesIO()
+        pq.write_table(data, buf, compression="zstd", row_group_size=128 * 1024)
+        storage.write_bytes_atomic(t.uri(_target(group)), buf.getvalue(), so)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(merge, groups))
     step()
     t.write_journal({**record, "state": "committed"}, so)
     step()
@@ -239,4 +334,8 @@ def _merge(t: _Table, group: list[tuple[str, pa.Table]], so: dict[str, Any] | No
     step()
     t.fs.rm(t.path(JOURNAL))
     step()
-    return 1
+
+
+def _read(t: _Table, base: str) -> pa.Table:
+    with t.fs.open(t.path(base), "rb") as f:
+        return pq.read_table(f)

@@ -1,11 +1,14 @@
 """The output folder across runs: what earlier runs wrote, which files are done, pruning rows to redo.
 
-A file is done when the songs or errors table holds its ``path`` with the same ``size``, ``mtime`` and
-``model_id`` (an error of stage ``read`` never counts: the file is tried again); anything else is (re)done, and its old rows are pruned first so no song appears twice.
-Songs rows are written last in every batch (after its clips, errors and timeline), so a songs row implies
-its clips; clips (or timeline rows) of songs without a songs row are leftovers of a killed run and are
-pruned on the next run. A table being compacted is read as its commit record says (see :mod:`mgr_batch.io.compaction`),
-so no row is counted twice while merged files and their sources both exist.
+A file is done when the songs or errors table holds its song (the id of its ``path``) with the same ``size``,
+``mtime`` and ``model_id`` (an error of stage ``read`` never counts: the file is tried again); anything else is
+(re)done, and its old rows are pruned first so no song appears twice. Songs rows are written last in every batch
+(after its clips, errors and timeline), so a songs part implies its batch's other parts; parts of a batch with no
+songs part are leftovers of a killed run and are pruned on the next run. The run-time work reads only the key
+columns of songs and errors parts it has not seen before (:mod:`mgr_batch.io.index`), never a clip row, so it
+grows with what a run adds, not with what the output holds. A table being compacted is read as its commit
+record says (see :mod:`mgr_batch.io.compaction`), so no row is counted twice while merged files and their
+sources both exist.
 """
 
 from __future__ import annotations
@@ -13,25 +16,22 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from mgr_batch.io import compaction, schemas, storage
-from mgr_batch.io.schemas import OPTIONAL_TAG_TABLES, TAG_TABLES
+from mgr_batch.io import compaction, index, schemas, storage
+from mgr_batch.io.index import DEPENDENT_TABLES, EMPTY_PART, KEY_TABLES, TABLES, Output
 
 log = logging.getLogger(__name__)
 
-TABLES = (*TAG_TABLES, *OPTIONAL_TAG_TABLES)
-
-KEY = ["path", "size", "mtime", "model_id"]
+#: What makes a file done: its song (the path's id), size and modification time, tagged by the model.
+KEY = ["song_id", "size", "mtime", "model_id"]
 
 
 def _parts(output: str, table: str, so: dict[str, Any] | None) -> tuple[Any, list[str]]:
@@ -93,142 +93,156 @@ class Plan:
     prune: frozenset[str]
 
 
-def plan(
-    files: pd.DataFrame, output: str, model_id: str, so: dict[str, Any] | None, *, require: tuple[str, ...] = ()
-) -> Plan:
-    """Compare the listing with what ``output`` already holds for ``model_id``.
+def plan(files: pd.DataFrame, tables: Output, model_id: str, *, require: tuple[str, ...] = ()) -> Plan:
+    """Compare the listing with what ``tables`` already hold for ``model_id``; reads no clip row.
 
-    A tagged song is done only if each table of ``require`` (e.g. ``("timeline",)``) holds rows of it too.
+    A tagged song is done only if each table of ``require`` (e.g. ``("timeline",)``) holds rows of its batch too.
+    Song ids to prune: the songs and errors rows of files to redo and of other models, and the rows of the
+    parts a killed run left without their songs part (:meth:`Output.orphan_parts`, read: they are few).
     """
-    cols = ["song_id", *KEY]
-    errors = read_column_set(output, "errors", [*cols, "stage"], so)
+    keys = tables.keys
     # A file whose bytes could not be read (stage "read": missing, unreachable, a connection that failed
     # mid-file) is tried again by every run; other errors are the file's own and stay until it changes.
-    retry = set(errors.loc[errors["stage"] == "read", "song_id"])
-    songs = read_column_set(output, "songs", cols, so)
-    done = pd.concat([songs.assign(table="songs"), errors[cols].assign(table="errors")], ignore_index=True)
-    done_key = done[~done["song_id"].isin(retry)]
-    # songs with per-clip rows (clips, and the optional tables written before songs)
-    clip_ids = set().union(
-        *(read_column_set(output, t, ["song_id"], so)["song_id"] for t in ("clips", *OPTIONAL_TAG_TABLES))
-    )
-    if done.empty:
-        return Plan(todo=files, skipped=0, prune=frozenset(clip_ids))
-    complete = done_key
+    retry = keys.loc[keys["stage"].eq("read") & keys["table"].eq("errors"), "song_id"]
+    complete = keys[~keys["song_id"].isin(retry)]
     for t in require:
-        have = set(read_column_set(output, t, ["song_id"], so)["song_id"])
-        complete = complete[(complete["table"] == "errors") | complete["song_id"].isin(have)]
-    current = files[["path", "size", "mtime"]].assign(model_id=model_id)
-    key = current.merge(complete[KEY].drop_duplicates(), on=KEY, how="left", indicator=True)["_merge"] == "both"
-    is_done = key.to_numpy()
+        have, unknown = tables.batches(t)
+        holds = complete["batch"].isin(have)
+        if unknown or complete["batch"].isna().any():  # files merged by an older version: ask the rows
+            holds |= complete["song_id"].isin(set(tables.song_ids(t, list(tables.parts[t]))))
+        complete = complete[complete["table"].eq("errors") | holds]
+    orphans = {t: tables.song_ids(t, names) for t, names in tables.orphan_parts().items() if names}
+    orphan_ids = frozenset().union(*(set(ids) for ids in orphans.values()))
+    if keys.empty:
+        return Plan(todo=files, skipped=0, prune=orphan_ids)
+    current = files[["song_id", "size", "mtime"]].assign(model_id=model_id)
+    found = current.merge(complete[KEY].drop_duplicates(), on=KEY, how="left", indicator=True)["_merge"]
+    is_done = found.eq("both").to_numpy()
     todo = files[~is_done].reset_index(drop=True)
-    redo = set(todo["song_id"])
-    stale = set(done.loc[done["song_id"].isin(redo) | (done["model_id"] != model_id), "song_id"])
-    orphans = clip_ids - set(songs["song_id"])
-    return Plan(todo=todo, skipped=int(is_done.sum()), prune=frozenset(stale | orphans | (clip_ids & redo)))
+    redo = keys["song_id"].isin(todo["song_id"])
+    stale = frozenset(keys.loc[redo | keys["model_id"].ne(model_id), "song_id"])
+    return Plan(todo=todo, skipped=int(is_done.sum()), prune=stale | orphan_ids)
 
 
-def prune(output: str, song_ids: frozenset[str], so: dict[str, Any] | None) -> int:
-    """Remove the rows of ``song_ids`` from every table, rewriting (or deleting) the parts that hold them."""
+def prune(tables: Output, song_ids: frozenset[str]) -> int:
+    """Remove the rows of ``song_ids`` from every table; returns the rows removed.
+
+    Only the parts that can hold them are read and rewritten (or deleted when emptied): the songs and errors
+    parts that list them, the parts of their batches in the other tables, and the parts a killed run left.
+    The other tables go first and the songs table last, so that a prune a kill interrupts leaves songs rows
+    (which the next run prunes again), never clips without their song.
+    """
     if not song_ids:
         return 0
-    return _remove_rows(output, lambda part, ids: ids.isin(song_ids).to_numpy(), so)
+    keys = tables.keys[tables.keys["song_id"].isin(song_ids)]
+    return _remove(tables, [(keys, song_ids)])
 
 
-def deduplicate(output: str, files: pd.DataFrame, model_id: str, so: dict[str, Any] | None) -> int:
+def _remove(
+    tables: Output,
+    removals: list[tuple[pd.DataFrame, set[str] | frozenset[str]]],
+    keep_parts: frozenset[tuple[str, str]] = frozenset(),
+) -> int:
+    """Remove each removal's ids (with the key rows that locate them) from the parts those rows name, from the
+    other tables' parts of their batches (but ``keep_parts``) and from the orphan parts; other tables first."""
+    removed = 0
+    orphans = tables.orphan_parts()
+    for table in (*DEPENDENT_TABLES, "errors", "songs"):
+        todo: dict[str, set[str]] = {}
+        for keys, ids in removals:
+            if table in KEY_TABLES:
+                names = set(keys.loc[keys["table"].eq(table), "part"])
+            else:
+                names = set(tables.files_holding(table, _batches_of_rows(tables, keys))) | set(orphans[table])
+                names -= {n for t, n in keep_parts if t == table}
+            for name in names:
+                todo.setdefault(name, set()).update(ids)
+        for name, ids in sorted(todo.items()):
+            if name in tables.parts[table]:
+                removed += tables.remove_rows(table, name, ids)
+    return removed
+
+
+def _batches_of_rows(tables: Output, keys: pd.DataFrame) -> set[str]:
+    """The batches of key rows: their own where known, else every batch of the files they lie in."""
+    found = set(keys["batch"].dropna())
+    for table, part in keys.loc[keys["batch"].isna(), ["table", "part"]].drop_duplicates().itertuples(index=False):
+        batches = tables.parts[table][part].batches if part in tables.parts[table] else None
+        found |= set(batches or ()) if batches is not None else set(tables.batches("songs")[0])
+    return found
+
+
+def deduplicate(tables: Output, files: pd.DataFrame, model_id: str) -> int:
     """Keep one copy of each song that the songs and errors tables list under more than one part name; return
     the rows removed.
 
     Two copies arise when a killed run's worker outlives its driver and writes a batch after the rerun
     planned its work: the rerun does the songs again and, its batches being cut otherwise, writes them
-    under other part names. The copy kept is, in this order, one whose ``path``, ``size``, ``mtime`` and
+    under other part names. The copy kept is, in this order, one whose ``song_id``, ``size``, ``mtime`` and
     ``model_id`` match ``files`` (the listing) and ``model_id``, a songs row over an error row, the part
-    first by name; every table's rows of that song under the other part names are removed.
+    first by name; the other copies' rows in every table are removed (in the other tables, from the parts of
+    their batches that do not also hold the kept copy's).
     """
-    frames = []
-    for rank, table in enumerate(("songs", "errors")):
-        data = dataset(output, table, so)
-        for part in data.get_fragments() if data is not None else ():
-            found = part.to_table(columns=["song_id", *KEY]).to_pandas()
-            frames.append(found.assign(part=os.path.basename(part.path), rank=rank))
-    if not frames:
-        return 0
-    rows = pd.concat(frames, ignore_index=True)
-    rows = rows[rows["song_id"].duplicated(keep=False)]
+    keys = tables.keys
+    rows = keys[keys["song_id"].duplicated(keep=False)]
     if rows.empty:
         return 0
-    current = files[["path", "size", "mtime"]].assign(model_id=model_id).drop_duplicates()
+    current = files[["song_id", "size", "mtime"]].assign(model_id=model_id).drop_duplicates()
     rows = rows.merge(current.assign(stale=False), on=KEY, how="left")
     rows["stale"] = rows["stale"].isna()
-    keep = rows.sort_values(["song_id", "stale", "rank", "part"]).drop_duplicates("song_id")
-    kept = dict(zip(keep["song_id"], keep["part"], strict=True))
+    rows["rank"] = rows["table"].map({"songs": 0, "errors": 1})
+    ordered = rows.sort_values(["song_id", "stale", "rank", "part"])
+    kept = ordered.drop_duplicates("song_id")
+    dropped = ordered[~ordered.index.isin(kept.index)]
     log.warning("%d song(s) were listed under more than one part; keeping one copy of each", len(kept))
-    return _remove_rows(output, lambda part, ids: (ids.map(kept).fillna(part) != part).to_numpy(), so)
-
-
-def _remove_rows(output: str, drop: Callable[[str, pd.Series], np.ndarray], so: dict[str, Any] | None) -> int:
-    """Remove, from every part of every table, the rows where ``drop(part name, song ids)`` is true."""
-    removed = 0
-    for table in TABLES:
-        fs, parts = _parts(output, table, so)
-        for p in parts:
-            with fs.open(p, "rb") as f:
-                data = pq.read_table(f)
-            keep = ~drop(os.path.basename(p), data.column("song_id").to_pandas())
-            if keep.all():
-                continue
-            removed += int((~keep).sum())
-            if not keep.any():
-                fs.rm(p)
-                continue
-            buf = io.BytesIO()
-            pq.write_table(data.filter(keep), buf, compression="zstd")
-            storage.write_bytes_atomic(fs.unstrip_protocol(p) if storage.is_remote(output) else p, buf.getvalue(), so)
-    return removed
+    kept_batch = dict(zip(kept["song_id"], kept["batch"], strict=True))
+    removals = [(group, set(group["song_id"])) for _, group in dropped.groupby(["table", "part"])]
+    # A dependent part that holds the kept copy's batch too keeps the song's rows: only other batches lose them.
+    kept_batches = {b for b in kept_batch.values() if isinstance(b, str)}
+    keep = frozenset((t, n) for t in DEPENDENT_TABLES for n in tables.files_holding(t, kept_batches) if kept_batches)
+    return _remove(tables, removals, keep)
 
 
 def clear(output: str, so: dict[str, Any] | None) -> None:
-    """Delete the tables of earlier runs (``--force``)."""
+    """Delete the tables of earlier runs and the index (``--force``)."""
     for table in TABLES:
         fs, root = storage.filesystem(storage.join(output, table), so)
         if fs.exists(root):
             fs.rm(root, recursive=True)
+    index.clear(output, so)
 
 
-def remove_temp_files(output: str, so: dict[str, Any] | None) -> None:
-    """Delete half-written temp files a killed run left (readers never saw them: they start with a dot)."""
-    for table in TABLES:
-        fs, root = storage.filesystem(storage.join(output, table), so)
-        if fs.exists(root):
-            for p in fs.ls(root, detail=False):
-                if os.path.basename(p).startswith(".tmp-"):
-                    fs.rm(p)
-
-
-def table_counts(output: str, so: dict[str, Any] | None) -> dict[str, int]:
-    """Rows in each table of ``output`` now."""
-    return {t: len(read_column_set(output, t, ["song_id"], so)) for t in TABLES}
-
-
-#: The part that stands for a table with no rows (a table's only part when it has one).
-EMPTY_PART = "part-empty.parquet"
-
-
-def remove_empty_parts(output: str, so: dict[str, Any] | None) -> None:
+def remove_empty_parts(tables: Output) -> None:
     """Delete the :data:`EMPTY_PART` of every table (before a run writes rows; :func:`ensure_tables` puts
     back those still needed), so a table never mixes an empty part of an earlier model's columns with rows."""
-    for table in (*TABLES, "segments"):
-        fs, path = storage.filesystem(storage.join(output, table, EMPTY_PART), so)
-        if fs.exists(path):
-            fs.rm(path)
+    for table in TABLES:
+        if EMPTY_PART in tables.parts[table]:
+            t = tables.tables[table]
+            t.fs.rm(t.path(EMPTY_PART))
+            del tables.parts[table][EMPTY_PART]
+            t.versions.pop(EMPTY_PART, None)
 
 
-def ensure_tables(output: str, tables: tuple[str, ...], genres: tuple[str, ...], so: dict[str, Any] | None) -> None:
-    """Give each of ``tables`` that has no part an empty one with its schema (``genres``: the probability
-    columns), so that every table of a run can be read after it, e.g. ``pd.read_parquet("out/errors")``."""
-    for table in tables:
-        if _parts(output, table, so)[1]:
+def ensure_tables(
+    output: str,
+    names: tuple[str, ...],
+    genres: tuple[str, ...],
+    so: dict[str, Any] | None,
+    tables: Output | None = None,
+) -> None:
+    """Give each table of ``names`` that has no part an empty one with its schema (``genres``: the probability
+    columns), so that every table of a run can be read after it, e.g. ``pd.read_parquet("out/errors")``.
+    With ``tables`` (the run's :class:`Output`), its listing says which have parts and it learns the new ones."""
+    for table in names:
+        if tables.parts[table] if tables is not None else _parts(output, table, so)[1]:
             continue
         buf = io.BytesIO()
         pq.write_table(pa.Table.from_pylist([], schema=schemas.arrow_schema(table, genres)), buf, compression="zstd")
         storage.write_bytes_atomic(storage.join(output, table, EMPTY_PART), buf.getvalue(), so)
+        if tables is not None:
+            tables.parts[table][EMPTY_PART] = index.Part(EMPTY_PART, "", 0, frozenset())
+
+
+def table_counts(output: str, so: dict[str, Any] | None) -> dict[str, int]:
+    """Rows in each table of ``output`` now (from the index and the footers of parts it does not know)."""
+    return Output.open(output, so).counts()

@@ -11,8 +11,10 @@ import os
 import posixpath
 import stat
 import sys
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -94,10 +96,34 @@ def _mtime(info: dict[str, Any]) -> float:
 
 @dataclass(frozen=True)
 class Listing:
-    """The files an input names (``files``), and those a folder held that are not audio (``ignored``)."""
+    """The files an input names (``files``), those a folder held that are not audio (``ignored``), and how many
+    of those of each kind (``ignored_kinds``: ``image``, ``text``, ``playlist``, ``system`` for ``.DS_Store``,
+    AppleDouble ``._*`` and the like, ``other``)."""
 
     files: pd.DataFrame
     ignored: tuple[str, ...] = ()
+    ignored_kinds: dict[str, int] = field(default_factory=dict)
+
+
+#: What a folder walk skips on purpose, by kind (lower-case extensions; ``system``: names, see :func:`ignored_kind`).
+IGNORED_KINDS = {
+    "image": (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic"),
+    "text": (".txt", ".nfo", ".md", ".pdf", ".log", ".json", ".xml", ".csv", ".html", ".rtf", ".doc", ".docx"),
+    "playlist": (".m3u", ".m3u8", ".pls", ".cue", ".xspf", ".wpl"),
+}
+SYSTEM_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", ".directory", "icon\r"})
+
+
+def ignored_kind(name: str) -> str:
+    """The kind of a file a folder walk skips: ``system`` (``.DS_Store``, AppleDouble ``._*``, ...), ``image``,
+    ``text``, ``playlist`` or ``other``."""
+    low = name.lower()
+    if low in SYSTEM_NAMES or low.startswith("._"):
+        return "system"
+    for kind, suffixes in IGNORED_KINDS.items():
+        if low.endswith(suffixes):
+            return kind
+    return "other"
 
 
 def list_inputs(
@@ -108,9 +134,11 @@ def list_inputs(
 ) -> Listing:
     """List the audio files named by a folder, glob, single file or manifest (local or any fsspec URL).
 
-    Folders are searched recursively and keep files whose extension is in ``extensions``; a glob or a
-    manifest keeps exactly what it names (a manifest's relative paths resolve against its own folder).
-    Returns a table with ``path, song_id, size, mtime`` plus any other manifest columns, sorted by path.
+    Folders are searched recursively and keep files whose extension is in ``extensions`` (AppleDouble ``._*``
+    files never: they are macOS metadata); a glob or a manifest keeps exactly what it names (a manifest's
+    relative paths resolve against its own folder). A path listed twice (two rows of a manifest, or two
+    spellings of one path such as ``./a.mp3`` and ``a.mp3``) is listed once. Returns a table with ``path,
+    song_id, size, mtime`` plus any other manifest columns, sorted by path.
     """
     extensions = tuple(e.lower() for e in extensions)
     fs, root = filesystem(uri, storage_options)
@@ -125,27 +153,105 @@ def list_inputs(
     elif not fs.exists(root):
         raise InputNotFoundError(f"input {uri!r} does not exist")
     elif fs.isdir(root):
-        found = fs.find(root, detail=True, withdirs=False)
-        keep = {p: i for p, i in found.items() if p.lower().endswith(extensions)}
-        ignored = sorted(full_uri(fs, p) for p in found if p not in keep)
-        files = _from_infos(fs, keep)
+        if _is_local(fs):
+            paths, sizes, mtimes, ignored = _walk_local(os.path.abspath(root), extensions)
+            files = _frame(paths, sizes, mtimes)
+        else:
+            found = fs.find(root, detail=True, withdirs=False)
+            keep = {p: i for p, i in found.items() if _is_audio_name(posixpath.basename(p), extensions)}
+            ignored = [full_uri(fs, p) for p in found if p not in keep]
+            files = _from_infos(fs, keep)
         if files.empty:
             raise InputNotFoundError(f"input {uri!r}: the folder holds no audio file ({', '.join(extensions)})")
     else:
         files = _from_infos(fs, {root: fs.info(root)})
-    files = files.sort_values("path", kind="stable").reset_index(drop=True)
-    return Listing(files=files, ignored=tuple(ignored))
+    files = files.drop_duplicates("path").sort_values("path", kind="stable").reset_index(drop=True)
+    ignored.sort()
+    kinds = Counter(ignored_kind(posixpath.basename(p)) for p in ignored)
+    return Listing(files=files, ignored=tuple(ignored), ignored_kinds=dict(sorted(kinds.items())))
 
 
-def _from_infos(fs: fsspec.AbstractFileSystem, infos: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    paths = [full_uri(fs, p) for p in infos]
+def _is_audio_name(name: str, extensions: tuple[str, ...]) -> bool:
+    return name.lower().endswith(extensions) and not name.startswith("._")
+
+
+#: Threads that walk a local folder tree (``os.scandir`` and ``stat`` release the GIL).
+WALK_THREADS = 8
+
+
+def _walk_local(root: str, extensions: tuple[str, ...]) -> tuple[list[str], list[int], list[float], list[str]]:
+    """Paths, sizes and modification times of the audio files under ``root``, and the other files' paths.
+
+    Folders are read by a pool of threads, each ``scandir`` plus a ``stat`` per file (a file whose ``stat``
+    fails, such as a symlink loop, is listed with its link's own, and its reader says why). A folder reached
+    twice through symlinks is read once."""
+    paths: list[str] = []
+    sizes: list[int] = []
+    mtimes: list[float] = []
+    ignored: list[str] = []
+    seen: set[tuple[int, int]] = set()
+
+    def read(folder: str) -> tuple[list[str], list[tuple[str, int, float]], list[str]]:
+        subdirs, found, other = [], [], []
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return subdirs, found, other
+        for e in entries:
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subdirs.append(e.path)
+            elif _is_audio_name(e.name, extensions):
+                try:
+                    st = e.stat()
+                except OSError:
+                    st = e.stat(follow_symlinks=False)
+                found.append((e.path, st.st_size, st.st_mtime))
+            else:
+                other.append(e.path)
+        return subdirs, found, other
+
+    with ThreadPoolExecutor(WALK_THREADS) as pool:
+        pending = {pool.submit(read, root)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                subdirs, found, other = future.result()
+                for p, size, mtime in found:
+                    paths.append(p)
+                    sizes.append(size)
+                    mtimes.append(mtime)
+                ignored.extend(other)
+                for d in subdirs:
+                    try:
+                        st = os.stat(d)
+                    except OSError:
+                        continue
+                    if (st.st_dev, st.st_ino) not in seen:
+                        seen.add((st.st_dev, st.st_ino))
+                        pending.add(pool.submit(read, d))
+    return paths, sizes, mtimes, ignored
+
+
+def _frame(paths: list[str], sizes: list[int], mtimes: list[float]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "path": pd.Series(paths, dtype="string"),
             "song_id": pd.Series([song_id_for(p) for p in paths], dtype="string"),
-            "size": pd.Series([int(i.get("size") or 0) for i in infos.values()], dtype="int64"),
-            "mtime": pd.Series([_mtime(i) for i in infos.values()], dtype="float64"),
+            "size": pd.Series(sizes, dtype="int64"),
+            "mtime": pd.Series(mtimes, dtype="float64"),
         }
+    )
+
+
+def _from_infos(fs: fsspec.AbstractFileSystem, infos: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    return _frame(
+        [full_uri(fs, p) for p in infos],
+        [int(i.get("size") or 0) for i in infos.values()],
+        [_mtime(i) for i in infos.values()],
     )
 
 
@@ -164,13 +270,16 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, root: str, storage_options: di
     resolved = []
     for p in table["path"].astype(str):
         if "://" in p:
-            resolved.append(p)
+            scheme, rest = p.split("://", 1)
+            resolved.append(f"{scheme}://{posixpath.normpath(rest)}")
         elif _is_local(fs):
             resolved.append(os.path.abspath(os.path.join(base, os.path.expanduser(p))))
         else:
-            resolved.append(fs.unstrip_protocol(posixpath.join(base, p)))
+            resolved.append(fs.unstrip_protocol(posixpath.normpath(posixpath.join(base, p))))
     table = table.drop(columns=[c for c in ("song_id", "size", "mtime") if c in table.columns])
     table["path"] = pd.Series(resolved, dtype="string")
+    table = table.drop_duplicates("path").reset_index(drop=True)  # one file named twice is one file
+    resolved = list(table["path"])
     table.insert(1, "song_id", pd.Series([song_id_for(p) for p in resolved], dtype="string"))
     sizes, mtimes = _stat_listed(resolved, storage_options)
     table.insert(2, "size", pd.Series(sizes, dtype="int64"))
@@ -180,31 +289,41 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, root: str, storage_options: di
 
 def _stat_listed(paths: list[str], storage_options: dict[str, Any] | None) -> tuple[list[int], list[float]]:
     """Size and modification time of each path a manifest lists, as a folder listing gives them, so that a
-    rerun notices a changed file: ``os.stat`` for local files; for remote ones one listing per folder (one
-    request per 1000 keys on S3, instead of a HEAD per file). A path that is not there gets 0, 0 (its
-    reader reports why)."""
+    rerun notices a changed file: ``os.stat`` for local files (in a pool of threads); for remote ones one
+    listing per folder (one request per 1000 keys on S3, instead of a HEAD per file), the folders listed in
+    parallel. A path that is not there gets 0, 0 (its reader reports why)."""
     sizes, mtimes = [0] * len(paths), [0.0] * len(paths)
     folders: dict[str, list[int]] = {}
+    local = []
     for i, p in enumerate(paths):
         if is_remote(p):
             folders.setdefault(posixpath.dirname(p), []).append(i)
-            continue
+        else:
+            local.append(i)
+
+    def stat_local(i: int) -> None:
         try:
-            st = os.stat(p.removeprefix("file://"))
+            st = os.stat(paths[i].removeprefix("file://"))
         except OSError:
-            continue
+            return
         sizes[i], mtimes[i] = st.st_size, st.st_mtime
-    for folder, rows in folders.items():
+
+    def list_folder(item: tuple[str, list[int]]) -> None:
+        folder, rows = item
         fs, root = filesystem(folder, storage_options)
         fs.invalidate_cache(root)  # a listing cached by an earlier run in this process would hide a change
         try:
             infos = {full_uri(fs, info["name"]): info for info in fs.ls(root, detail=True)}
         except FileNotFoundError:
-            continue
+            return
         for i in rows:
             info = infos.get(paths[i])
             if info is not None and info.get("type") != "directory":
                 sizes[i], mtimes[i] = int(info.get("size") or 0), _mtime(info)
+
+    with ThreadPoolExecutor(WALK_THREADS) as pool:
+        list(pool.map(stat_local, local, chunksize=1024))
+        list(pool.map(list_folder, folders.items()))
     return sizes, mtimes
 
 
