@@ -19,6 +19,7 @@ from typing import Any
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 from fsspec.core import url_to_fs
 
 from mgr_batch.config import AUDIO_EXTENSIONS
@@ -154,8 +155,7 @@ def list_inputs(
         raise InputNotFoundError(f"input {uri!r} does not exist")
     elif fs.isdir(root):
         if _is_local(fs):
-            paths, sizes, mtimes, ignored = _walk_local(os.path.abspath(root), extensions)
-            files = _frame(paths, sizes, mtimes)
+            files, ignored = _walk_local(os.path.abspath(root), extensions)  # sorted, each path once
         else:
             found = fs.find(root, detail=True, withdirs=False)
             keep = {p: i for p, i in found.items() if _is_audio_name(posixpath.basename(p), extensions)}
@@ -165,7 +165,8 @@ def list_inputs(
             raise InputNotFoundError(f"input {uri!r}: the folder holds no audio file ({', '.join(extensions)})")
     else:
         files = _from_infos(fs, {root: fs.info(root)})
-    files = files.drop_duplicates("path").sort_values("path", kind="stable").reset_index(drop=True)
+    if not (_is_local(fs) and fs.isdir(root) and not _glob.has_magic(root)):  # a walk's listing is sorted already
+        files = files.sort_values("path", kind="stable").reset_index(drop=True)
     ignored.sort()
     kinds = Counter(ignored_kind(posixpath.basename(p)) for p in ignored)
     return Listing(files=files, ignored=tuple(ignored), ignored_kinds=dict(sorted(kinds.items())))
@@ -179,19 +180,17 @@ def _is_audio_name(name: str, extensions: tuple[str, ...]) -> bool:
 WALK_THREADS = 8
 
 
-def _walk_local(root: str, extensions: tuple[str, ...]) -> tuple[list[str], list[int], list[float], list[str]]:
-    """Paths, sizes and modification times of the audio files under ``root``, and the other files' paths.
+def _walk_local(root: str, extensions: tuple[str, ...]) -> tuple[pd.DataFrame, list[str]]:
+    """The listing of the audio files under ``root`` (see :func:`_frame`), and the other files' paths.
 
     Folders are read by a pool of threads, each ``scandir`` plus a ``stat`` per file (a file whose ``stat``
     fails, such as a symlink loop, is listed with its link's own, and its reader says why). A folder reached
     twice through symlinks is read once."""
-    paths: list[str] = []
-    sizes: list[int] = []
-    mtimes: list[float] = []
+    chunks: list[pa.Table] = []
     ignored: list[str] = []
     seen: set[tuple[int, int]] = set()
 
-    def read(folder: str) -> tuple[list[str], list[tuple[str, int, float]], list[str]]:
+    def read(folder: str) -> tuple[list[str], pa.Table | None, list[str]]:
         subdirs, found, other = [], [], []
         try:
             entries = list(os.scandir(folder))
@@ -212,7 +211,8 @@ def _walk_local(root: str, extensions: tuple[str, ...]) -> tuple[list[str], list
                 found.append((e.path, st.st_size, st.st_mtime))
             else:
                 other.append(e.path)
-        return subdirs, found, other
+        # the folder's files as Arrow in the thread that found them: a million paths never wait as Python objects
+        return subdirs, _arrow_listing(*map(list, zip(*found, strict=True))) if found else None, other
 
     with ThreadPoolExecutor(WALK_THREADS) as pool:
         pending = {pool.submit(read, root)}
@@ -220,10 +220,8 @@ def _walk_local(root: str, extensions: tuple[str, ...]) -> tuple[list[str], list
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 subdirs, found, other = future.result()
-                for p, size, mtime in found:
-                    paths.append(p)
-                    sizes.append(size)
-                    mtimes.append(mtime)
+                if found is not None:
+                    chunks.append(found)
                 ignored.extend(other)
                 for d in subdirs:
                     try:
@@ -233,18 +231,28 @@ def _walk_local(root: str, extensions: tuple[str, ...]) -> tuple[list[str], list
                     if (st.st_dev, st.st_ino) not in seen:
                         seen.add((st.st_dev, st.st_ino))
                         pending.add(pool.submit(read, d))
-    return paths, sizes, mtimes, ignored
+    table = pa.concat_tables(chunks) if chunks else _arrow_listing([], [], [])
+    return _to_frame(table.sort_by("path")), ignored
+
+
+def _arrow_listing(paths: list[str], sizes: list[int], mtimes: list[float]) -> pa.Table:
+    return pa.table(
+        {
+            "path": pa.array(paths, pa.string()),
+            "song_id": pa.array([song_id_for(p) for p in paths], pa.string()),
+            "size": pa.array(sizes, pa.int64()),
+            "mtime": pa.array(mtimes, pa.float64()),
+        }
+    )
+
+
+def _to_frame(table: pa.Table) -> pd.DataFrame:
+    """A listing table as pandas, its strings kept in Arrow (a million paths take their bytes, not objects)."""
+    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
 
 
 def _frame(paths: list[str], sizes: list[int], mtimes: list[float]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "path": pd.Series(paths, dtype="string"),
-            "song_id": pd.Series([song_id_for(p) for p in paths], dtype="string"),
-            "size": pd.Series(sizes, dtype="int64"),
-            "mtime": pd.Series(mtimes, dtype="float64"),
-        }
-    )
+    return _to_frame(_arrow_listing(paths, sizes, mtimes))
 
 
 def _from_infos(fs: fsspec.AbstractFileSystem, infos: dict[str, dict[str, Any]]) -> pd.DataFrame:
