@@ -25,6 +25,58 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
 
 
+#: Under ``CI=true`` a skipped test fails the run (a check CI lost to its machine), unless its reason starts with
+#: one of these, what a CI machine cannot have; those skips are listed, test by test, at the end of the run.
+CI_ALLOWED_SKIPS = {
+    "needs CUDA": "CI machines have no GPU; on one with CUDA these tests run",
+}
+_CI_SKIPS = pytest.StashKey[list]()
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+def _police_skip(report: pytest.TestReport | pytest.CollectReport, config: pytest.Config) -> None:
+    """Under ``CI=true``: a skip whose reason :data:`CI_ALLOWED_SKIPS` does not allow becomes a failure; an
+    allowed one is kept for :func:`pytest_terminal_summary`. An expected failure (xfail) is no skip."""
+    if not (_in_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if reason.startswith(tuple(CI_ALLOWED_SKIPS)):
+        config.stash.setdefault(_CI_SKIPS, []).append((report.nodeid, reason))
+        return
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI=true, where only {sorted(CI_ALLOWED_SKIPS)} may skip: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    _police_skip(report, item.config)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    _police_skip(report, collector.config)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    allowed = config.stash.get(_CI_SKIPS, [])
+    if allowed:
+        terminalreporter.section(f"skips allowed under CI=true ({len(allowed)})")
+        for nodeid, reason in allowed:
+            terminalreporter.line(f"{nodeid}: {reason} ({CI_ALLOWED_SKIPS[_allowed_prefix(reason)]})")
+
+
+def _allowed_prefix(reason: str) -> str:
+    return next(p for p in CI_ALLOWED_SKIPS if reason.startswith(p))
+
+
 #: The tiny model's features: few mels and a long hop keep every test that featurizes fast.
 TINY_FEATURES = FeatureConfig(n_mels=32, hop_length=1024)
 

@@ -6,11 +6,13 @@ stage function is checked row by row without Ray, then ``mgr-batch tag`` runs on
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +43,36 @@ from mgr_batch.io.storage import list_inputs
 from mgr_batch.stages.decode import featurize_batch
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-ROOT_REASON = "runs as root: chmod 000 does not stop root from reading, so 'permission denied' cannot happen"
+
+
+@contextlib.contextmanager
+def file_permissions_enforced() -> Iterator[None]:
+    """Within the block, this thread reads as a user whom file permissions bind, even as root: root's
+    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH leave this thread's effective capabilities (they stay permitted and
+    come back after), so a ``chmod 000`` file gives "Permission denied" as it does to any other user."""
+    if not IS_ROOT:
+        yield
+        return
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3; pid 0: this thread
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    saved = data[0].effective
+    data[0].effective &= ~((1 << 1) | (1 << 2))  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+    try:
+        yield
+    finally:
+        data[0].effective = saved
+        libc.capset(ctypes.byref(header), data)
 
 
 @dataclass(frozen=True)
@@ -345,8 +376,7 @@ CASES = [
         "no_read_permission.wav",
         _chmod_000,
         Err("AudioReadError", "read", r"Permission denied"),
-        in_e2e=not IS_ROOT,
-        marks=(pytest.mark.skipif(IS_ROOT, reason=ROOT_REASON),),
+        in_e2e=not IS_ROOT,  # Ray's workers read as the run's user: as root, the file is readable there
     ),
     Case(
         "dangling-symlink",
@@ -424,7 +454,8 @@ def test_featurize_batch_row_by_row(case: Case, tmp_path):
     folder = tmp_path / "corpus"
     folder.mkdir()
     case.make(folder)
-    row = featurize_one(folder / case.name)
+    with file_permissions_enforced():
+        row = featurize_one(folder / case.name)
     if isinstance(case.expect, Ok):
         check_ok(row, case.expect, where=case.id)
         assert row["features"].shape == (case.expect.n_clips, N_MELS, N_FRAMES)

@@ -38,7 +38,6 @@ def _split(data: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def recipe_model(labelled, tmp_path_factory) -> Path:
-    pytest.importorskip("mgr_batch.models.efficientat")
     ckpt = tmp_path_factory.mktemp("ckpt") / "stacked"
     rc = main(
         [

@@ -8,6 +8,7 @@ import torch
 
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
+from mgr_batch.features import efficientat as fe
 from mgr_batch.features import musicnn as fm
 from mgr_batch.features import stacked as fs
 from mgr_batch.features.presets import preset
@@ -64,7 +65,6 @@ def test_the_actor_half_embeds_decoded_clips():
 
 
 def test_the_preset_decodes_at_the_highest_rate_its_networks_need():
-    pytest.importorskip("mgr_batch.features.efficientat")
     p = preset("musicnn_efficientat")
     cfg = FeatureConfig(**p.features)
     assert p.audio["sr"] == 32000 and fs.parts(cfg) == (("MSD_musicnn", "penultimate"), ("efficientat", "embedding"))
@@ -90,7 +90,6 @@ def test_bad_parts_are_config_errors(params, message):
 
 def test_a_stacks_efficientat_part_is_the_efficientat_embedding_kinds():
     """The stack's EfficientAT layers (both from one forward pass) equal features_efficientat's, clip by clip."""
-    fe = pytest.importorskip("mgr_batch.features.efficientat")
     x = _clips(22050, n=2)
     got = fs.efficientat_layers(x, sr=22050, layers=("embedding", "logits"))
     for layer in ("embedding", "logits"):

@@ -183,7 +183,7 @@ def _wait_for_job_api(head: Head) -> None:
         try:
             JobSubmissionClient(head.dashboard, headers=_auth(head)).list_jobs()
             return
-        except Exception as exc:  # not up yet: connection refused, 503, ...
+        except (OSError, RuntimeError) as exc:  # not up yet: refused (ConnectionError), an HTTP error, a 5xx
             last = exc
             time.sleep(1.0)
     pytest.skip(f"the job API at {head.dashboard} did not answer in {HEAD_START_S} s ({last!r}):\n{head.log_tail()}")
