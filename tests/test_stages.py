@@ -317,6 +317,53 @@ def test_explode_clips():
     assert all(len(v) == 0 for v in test.values())
 
 
+def test_explode_clips_keys_and_a_fixed_shape():
+    batch = {
+        "path": np.array(["a", "b", "c"], dtype=object),
+        "song_id": np.array(["sa", "sb", "sc"], dtype=object),
+        "status": np.array(["ok", "ok", "ok"]),
+        "split": np.array(["train", "train", "valid"]),
+        "label": np.array(["rock", "jazz", "rock"]),
+        "features": _object_array([np.zeros((2, 4, 5), np.float32), np.zeros((1, 4, 5)), np.zeros((1, 4, 5))]),
+    }
+    train = training.explode_clips(batch, genres=("jazz", "rock"), split="train", shape=(4, 5))
+    assert train["features"].shape == (3, 4, 5) and train["features"].dtype == np.float32
+    assert list(train["clip_key"]) == [
+        training.clip_key("sa", 0),
+        training.clip_key("sa", 1),
+        training.clip_key("sb", 0),
+    ]
+    assert list(train["song_key"]) == [training.song_key("sa")] * 2 + [training.song_key("sb")]
+    assert len(set(train["clip_key"])) == 3 and (train["clip_key"] >= 0).all()
+    # A batch with no row of the split still has the clips' shape (a (0, 0) block would make the column ragged).
+    none = training.explode_clips(batch, genres=("jazz", "rock"), split="test", shape=(4, 5))
+    assert none["features"].shape == (0, 4, 5)
+    with pytest.raises(ValueError, match=r"features of a have shape \(4, 5\), not \(4, 6\)"):
+        training.explode_clips(batch, genres=("jazz", "rock"), split="train", shape=(4, 6))
+
+
+def test_shard_tallies_of_disjoint_parts_xor_to_the_whole():
+    import torch
+
+    keys = np.array([training.clip_key(f"s{i // 2}", i % 2) for i in range(10)], np.int64)
+    songs = np.array([training.song_key(f"s{i // 2}") for i in range(10)], np.int64)
+    a, b, whole = training.ShardTally(), training.ShardTally(), training.ShardTally()
+    a.add(keys[:3], songs[:3])
+    a.add(keys[3:6], songs[3:6])
+    b.add(keys[6:], songs[6:])
+    whole.add(keys, songs)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ra, rb, rw = a.record(0, net), b.record(1, net), whole.record(0, net)
+    assert (ra["clips"], ra["songs"], rb["clips"], rb["songs"]) == (6, 3, 4, 2)
+    assert int(ra["clips_digest"], 16) ^ int(rb["clips_digest"], 16) == int(rw["clips_digest"], 16)
+    assert ra["weights"] == rb["weights"] == training.weights_digest(net) and len(ra["weights"]) == 16
+    net[1].running_mean += 1  # buffers are not weights
+    assert training.weights_digest(net) == ra["weights"]
+    with torch.no_grad():
+        net[0].weight[0, 0] += 1e-6
+    assert training.weights_digest(net) != ra["weights"]
+
+
 @pytest.mark.parametrize(
     "schedule, per_batch", [("cosine", False), ("constant", False), ("cyclic", True), ("onecycle", True)]
 )

@@ -17,6 +17,7 @@ import pandas as pd
 import ray
 import ray.train
 import torch
+from ray.data.expressions import col
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
@@ -33,6 +34,7 @@ from mgr_batch.io import storage
 from mgr_batch.models import checkpoint, model_info
 from mgr_batch.models.checkpoint import ModelSpec
 from mgr_batch.stages.training import (
+    ShardTally,
     epoch_line,
     evaluate_valid,
     explode_clips,
@@ -91,9 +93,8 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
     if not n_split.get("train"):
         raise ConfigError("no training songs: the split gives 0 files to 'train'")
     log.info("training %s on %s songs (%s)", cfg.model.name, len(files), n_split)
-    genres = spec.genres
     failed = (
-        songs.filter(expr="status != 'ok'")
+        songs.filter(expr=col("status") != "ok")
         .select_columns(["path", "error_stage", "error_type", "error_message"])
         .take_all()
     )
@@ -101,18 +102,7 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
         log.warning("skipping %s: %s: %s", row["path"], row["error_type"], row["error_message"])
     if spec.family == "classic":
         return fit_classic(songs, files, spec, cfg, n_failed=len(failed), started=started)
-    # Materialized clip datasets: the Train workers may hold every CPU, so ingest must need no task.
-    keep = {"train": ["features", "label"], "valid": ["features", "label", "song_id"]}
-    parts = {
-        split: _shuffled(
-            songs.map_batches(
-                explode_clips, fn_kwargs=dict(genres=genres, split=split), batch_format="numpy"
-            ).select_columns(keep[split]),
-            seed=cfg.optim.seed if split == "train" else None,
-        ).materialize()
-        for split in ("train", "valid")
-        if n_split.get(split)
-    }
+    parts = clip_datasets(songs, spec, splits=[s for s in ("train", "valid") if n_split.get(s)], seed=cfg.optim.seed)
     n_clips = {split: ds.count() for split, ds in parts.items()}
     score_attribute = "valid_song_accuracy" if "valid" in parts else "epoch"
     epochs = EpochLines(cfg.optim.epochs)
@@ -165,6 +155,32 @@ def fit(songs: ray.data.Dataset, files: pd.DataFrame, spec: ModelSpec, cfg: Trai
     }
     metrics = {k: v for k, v in best_metrics.items() if k.startswith(("valid_", "train_"))}
     return _save(model, spec, cfg, files, extra | {"n_failed_songs": len(failed)}, metrics, started)
+
+
+#: Columns of the clip rows each split's Train workers read.
+CLIP_COLUMNS = {
+    "train": ["features", "label", "clip_key", "song_key"],
+    "valid": ["features", "label", "song_id"],
+}
+
+
+def clip_datasets(
+    songs: ray.data.Dataset, spec: ModelSpec, *, splits: list[str], seed: int
+) -> dict[str, ray.data.Dataset]:
+    """Materialized clip rows of each of ``splits`` of featurized ``songs`` (:data:`CLIP_COLUMNS`), the train
+    split globally shuffled. ``features`` is a fixed-shape tensor column of ``spec.input_shape``."""
+    # Materialized: the Train workers may hold every CPU, so ingest must need no task.
+    return {
+        split: _shuffled(
+            songs.map_batches(
+                explode_clips,
+                fn_kwargs=dict(genres=spec.genres, split=split, shape=spec.input_shape),
+                batch_format="numpy",
+            ).select_columns(CLIP_COLUMNS[split]),
+            seed=seed if split == "train" else None,
+        ).materialize()
+        for split in splits
+    }
 
 
 class EpochLines:
@@ -322,13 +338,15 @@ def train_loop(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, optim.epochs):
         model.train()
         total, count = 0.0, 0
+        tally = ShardTally()
         for batch in train_shard.iter_torch_batches(
             batch_size=optim.batch_size,
             local_shuffle_buffer_size=LOCAL_SHUFFLE_ROWS,
             local_shuffle_seed=optim.seed + epoch,
-            dtypes={"features": torch.float32, "label": torch.int64},
+            dtypes={"features": torch.float32, "label": torch.int64, "clip_key": torch.int64, "song_key": torch.int64},
             device=device,
         ):
+            tally.add(batch["clip_key"].cpu().numpy(), batch["song_key"].cpu().numpy())
             if len(batch["label"]) < 2:  # a lone last example: batch norm cannot train on one value per channel
                 continue
             loss = loss_fn(model(batch["features"]), batch["label"])
@@ -342,6 +360,11 @@ def train_loop(config: dict[str, Any]) -> None:
         if not per_batch:
             sched.step()
         metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
+        workers = _all_gather(tally.record(rank, model))  # every rank takes part; rank 0 records them
+        if rank == 0:
+            metrics["workers"] = workers
+            if len({w["weights"] for w in workers}) > 1:
+                log.warning("the workers ended epoch %d with different weights: %s", epoch + 1, workers)
         if rank == 0 and config["has_valid"]:
             metrics.update(
                 {
@@ -368,11 +391,24 @@ def train_loop(config: dict[str, Any]) -> None:
                 # A logger, not print: Ray Train 2.60 both prints and logs a worker's print, so it showed twice.
                 log.info(
                     "epoch %s",
-                    " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()),
+                    " ".join(
+                        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in metrics.items()
+                        if k != "workers"
+                    ),
                 )
                 if config.get("progress") is not None:
                     config["progress"].put(metrics)
             ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _all_gather(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """``item`` of every rank, in rank order (``[item]`` without a process group)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [item]
+    items: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(items, item)
+    return items
 
 
 def _run_storage(cfg: TrainConfig) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Training steps with no Ray in them: a batch of featurized songs exploded into one row per clip, the
-learning-rate schedules, scoring on the valid split, calibration of a fitted classic model, the epoch line."""
+learning-rate schedules, what each training worker saw and ended with, scoring on the valid split, calibration
+of a fitted classic model, the epoch line."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -15,30 +17,107 @@ from mgr_batch.evaluation.metrics import accuracy_summary
 log = logging.getLogger(__name__)
 
 
-def explode_clips(batch: dict[str, np.ndarray], *, genres: tuple[str, ...], split: str) -> dict[str, np.ndarray]:
+def explode_clips(
+    batch: dict[str, np.ndarray],
+    *,
+    genres: tuple[str, ...],
+    split: str,
+    shape: tuple[int, int] | None = None,
+) -> dict[str, np.ndarray]:
     """Per-song featurized rows of ``split`` -> one row per clip for training.
 
-    Keeps songs with ``status == "ok"``; returns ``features`` (n, n_mels, n_frames) float32, ``label``
-    (n,) int64 (index into ``genres``), ``song_id`` and ``clip_index``.
+    Keeps songs with ``status == "ok"``; returns ``features`` (n, n_features, n_steps) float32, ``label``
+    (n,) int64 (index into ``genres``), ``song_id``, ``clip_index`` and the int64 keys :func:`clip_key` and
+    :func:`song_key`. Every clip has the same (n_features, n_steps), so Ray Data stores ``features`` as a
+    fixed-shape tensor column; with ``shape`` given, a song whose clips have another shape is an error, and
+    a batch with no row of ``split`` still has that shape.
     """
     index = {g: i for i, g in enumerate(genres)}
     keep = [i for i in range(len(batch["path"])) if batch["status"][i] == "ok" and batch["split"][i] == split]
-    feats = [batch["features"][i] for i in keep]
+    feats = [np.asarray(batch["features"][i]) for i in keep]
     counts = [len(f) for f in feats]
+    if shape is not None:
+        for i, f in zip(keep, feats, strict=True):
+            if f.shape[1:] != tuple(shape):
+                raise ValueError(f"features of {batch['path'][i]} have shape {f.shape[1:]}, not {tuple(shape)}")
     if not keep:
-        shape = np.asarray(batch["features"][0]).shape[1:] if len(batch["features"]) else (0, 0)
+        if shape is None:
+            shape = np.asarray(batch["features"][0]).shape[1:] if len(batch["features"]) else (0, 0)
         return {
             "features": np.zeros((0, *shape), np.float32),
             "label": np.zeros(0, np.int64),
             "song_id": np.zeros(0, dtype=str),
             "clip_index": np.zeros(0, np.int32),
+            "clip_key": np.zeros(0, np.int64),
+            "song_key": np.zeros(0, np.int64),
         }
+    song_ids = [str(batch["song_id"][i]) for i in keep]
+    clip_index = np.concatenate([np.arange(c, dtype=np.int32) for c in counts])
+    song_id = np.repeat(song_ids, counts)
     return {
         "features": np.concatenate(feats).astype(np.float32, copy=False),
         "label": np.repeat([index[str(batch["label"][i])] for i in keep], counts).astype(np.int64),
-        "song_id": np.repeat([str(batch["song_id"][i]) for i in keep], counts),
-        "clip_index": np.concatenate([np.arange(c, dtype=np.int32) for c in counts]),
+        "song_id": song_id,
+        "clip_index": clip_index,
+        "clip_key": np.array([clip_key(s, int(c)) for s, c in zip(song_id, clip_index, strict=True)], np.int64),
+        "song_key": np.repeat([song_key(s) for s in song_ids], counts).astype(np.int64),
     }
+
+
+def song_key(song_id: str) -> int:
+    """A 63-bit key of ``song_id``, the same in every process and run."""
+    return _key(song_id)
+
+
+def clip_key(song_id: str, clip_index: int) -> int:
+    """A 63-bit key of clip ``clip_index`` of ``song_id``, the same in every process and run."""
+    return _key(f"{song_id}#{clip_index}")
+
+
+def _key(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
+
+
+def xor_digest(keys: np.ndarray) -> int:
+    """The XOR of int64 ``keys`` (n,): two workers' digests XOR to the whole set's when they saw disjoint parts."""
+    return int(np.bitwise_xor.reduce(np.asarray(keys, np.int64))) if len(keys) else 0
+
+
+class ShardTally:
+    """What one training worker saw in an epoch: clips, distinct songs and the XOR digest of its clip keys."""
+
+    def __init__(self) -> None:
+        self.clips = 0
+        self.digest = 0
+        self.songs: set[int] = set()
+
+    def add(self, clip_keys: np.ndarray, song_keys: np.ndarray) -> None:
+        """Count one batch: its ``clip_key`` and ``song_key`` columns, (n,) int64 each."""
+        self.clips += len(clip_keys)
+        self.digest ^= xor_digest(clip_keys)
+        self.songs.update(np.asarray(song_keys).tolist())
+
+    def record(self, rank: int, model: torch.nn.Module) -> dict[str, Any]:
+        """The worker's entry of the run record: ``rank``, ``clips``, ``songs``, ``clips_digest`` (16 hex
+        digits) and ``weights`` (:func:`weights_digest` of ``model`` at the end of the epoch)."""
+        return {
+            "rank": rank,
+            "clips": self.clips,
+            "songs": len(self.songs),
+            "clips_digest": f"{self.digest:016x}",
+            "weights": weights_digest(model),
+        }
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """16 hex digits that change with any parameter of ``model`` (names, shapes and values; buffers such as
+    batch norm's running statistics left out)."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, p in unwrap(model).named_parameters():
+        t = p.detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def lr_schedule(opt: torch.optim.Optimizer, optim: OptimConfig, *, steps_per_epoch: int):
