@@ -117,7 +117,11 @@ def mgr(*args: str) -> None:
 
 
 #: The models shipped in the package, by ``--model`` name, and how to describe them.
-PACKAGED = {"default": "MSD_musicnn embedding + logistic regression", "logmel-cnn": "log-mel CNN from scratch"}
+PACKAGED = {
+    "default": "MSD_musicnn + EfficientAT embeddings, song-level logistic regression",
+    "musicnn-logreg": "MSD_musicnn embedding + logistic regression (the earlier default)",
+    "logmel-cnn": "log-mel CNN from scratch",
+}
 
 
 def packaged_model_row(name: str, work: Path) -> dict:
