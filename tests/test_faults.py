@@ -120,10 +120,35 @@ def own_s3_server():
     holder["server"].stop()
 
 
+def refuse_connections(port: int, seconds: float) -> int:
+    """For ``seconds``, reset every connection to 127.0.0.1:``port`` at once, as a server that is down (a stopped
+    server's port refuses them; this one counts them). Returns how many connections it refused."""
+    import socket
+    import struct
+
+    refused, end = 0, time.monotonic() + seconds
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        sock.settimeout(0.05)
+        while time.monotonic() < end:
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            conn.close()
+            refused += 1
+    return refused
+
+
 def test_the_s3_server_stopped_mid_run_and_started_again(tmp_path, tiny_model, own_s3_server):
-    """``tag s3:// -> s3://`` while the S3 server stops for 3 s: files that could not be read become ``read``
-    error rows or the run fails; nothing half-written is visible; the rerun (which retries read errors)
-    completes with every file exactly once."""
+    """``tag s3:// -> s3://`` while the S3 server is down for 3 s. First the evidence that the fault hit the run:
+    the server stopped while the run had work left, and the run's requests were refused meanwhile (counted on
+    the server's port). Then what the run did: retried through it, or made the unread files ``read`` error
+    rows, or failed; nothing half-written is visible; the rerun (which retries read errors) completes with
+    every file exactly once."""
     import s3fs
     from moto.server import ThreadedMotoServer
 
@@ -160,20 +185,29 @@ def test_the_s3_server_stopped_mid_run_and_started_again(tmp_path, tiny_model, o
             if len(parts) >= 2:
                 break
             time.sleep(0.1)
-        outage["parts_at_stop"] = len(parts)
+        outage["parts_at_stop"], outage["run_over_at_stop"] = len(parts), run_over.is_set()
         own_s3_server["server"].stop()
-        time.sleep(3.0)
+        outage["refused"] = refuse_connections(port, 3.0)
         own_s3_server["server"] = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         own_s3_server["server"].start()
         outage["restarted"] = True
 
+    run_over = threading.Event()
     thread = threading.Thread(target=stop_and_start, daemon=True)
     thread.start()
-    code = main(tag)  # 0 (the outage became read error rows) or 1 (a part could not be written)
+    try:
+        code = main(tag)  # 0 (retried through it, or read error rows) or 1 (a part could not be written)
+    finally:
+        run_over.set()
     thread.join(timeout=60)
+    print("S3 outage:", outage, "exit code", code)
+    # The fault happened, to this run: stopped with work left, the run's requests refused during the outage.
     assert outage.get("restarted") and outage["parts_at_stop"] < len(listed), outage
+    assert not outage["run_over_at_stop"], outage
+    assert outage["refused"] > 0, f"no request of the run reached the stopped server: {outage}"
+    # What the run did about it.
     songs, errors = _read(fs, f"{bucket}/out", "songs"), _read(fs, f"{bucket}/out", "errors")
-    assert code != 0 or len(errors) > 0 or len(songs) == len(listed), "an outage that left no trace"
+    assert code != 0 or len(songs) + len(errors) == len(listed), (code, len(songs), len(errors))
     if len(errors):
         assert set(errors["stage"]) == {"read"} and set(errors["error_type"]) == {"AudioReadError"}, errors
 
