@@ -19,6 +19,7 @@ GENRES = ("blues", "jazz", "rock")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 JSON_TYPES = {
     "string": "string",
+    "binary": "binary",
     "int32": "int32",
     "int64": "int64",
     "float32": "float",
@@ -118,6 +119,7 @@ def test_errors_table(tables):
         {
             "song_id": "bbbbbbbbbbbbbbbb",
             "path": "/m/b.mp3",
+            "path_bytes": None,
             "size": 0,
             "mtime": 2.5,
             "stage": "decode",

@@ -28,6 +28,7 @@ META_SCHEMA_VERSION, META_MODEL_ID, META_GENRES = (
 
 _TYPES = {
     "string": pa.string(),
+    "binary": pa.binary(),
     "int32": pa.int32(),
     "int64": pa.int64(),
     "float32": pa.float32(),

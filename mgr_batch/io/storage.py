@@ -44,8 +44,9 @@ def read_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-#: The columns every listing has; manifests may add more (label, split, artist, ...).
-LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
+#: The columns every listing has (``path_bytes``: null unless a name is not UTF-8, see :func:`readable`); manifests
+#: may add more (label, split, artist, ...).
+LISTING_COLUMNS = ("path", "song_id", "size", "mtime", "path_bytes")
 
 
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -72,8 +73,25 @@ def join(uri: str, *parts: str) -> str:
 
 
 def song_id_for(path: str) -> str:
-    """Stable song id: the first 16 hex digits of the SHA-1 of the path."""
-    return hashlib.sha1(path.encode("utf-8")).hexdigest()[:16]
+    """Stable song id: the first 16 hex digits of the SHA-1 of the path's bytes (a local name's own bytes, also
+    where they are not UTF-8: ``os.fsencode``)."""
+    return hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def readable(path: str) -> tuple[str, bytes | None]:
+    """A listed path as the tables show it, and its exact bytes where they differ: a local name that is not UTF-8
+    (Python holds its bytes as lone surrogates, ``os.fsdecode``) shows each such byte as ``\\xNN``."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = path.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace"), raw
+    return path, None
+
+
+def openable(path: str, exact: bytes | None) -> str:
+    """The name to open a listed file by: its exact bytes where the listing kept them (see :func:`readable`)."""
+    return os.fsdecode(exact) if exact else path
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -236,12 +254,16 @@ def _walk_local(root: str, extensions: tuple[str, ...]) -> tuple[pd.DataFrame, l
 
 
 def _arrow_listing(paths: list[str], sizes: list[int], mtimes: list[float]) -> pa.Table:
+    """``path`` (readable), ``song_id``, ``size``, ``mtime`` and ``path_bytes`` (null unless the name is not
+    UTF-8, see :func:`readable`)."""
+    shown, exact = zip(*map(readable, paths), strict=True) if paths else ((), ())
     return pa.table(
         {
-            "path": pa.array(paths, pa.string()),
+            "path": pa.array(shown, pa.string()),
             "song_id": pa.array([song_id_for(p) for p in paths], pa.string()),
             "size": pa.array(sizes, pa.int64()),
             "mtime": pa.array(mtimes, pa.float64()),
+            "path_bytes": pa.array(exact, pa.binary()),
         }
     )
 
@@ -292,6 +314,7 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, root: str, storage_options: di
     sizes, mtimes = _stat_listed(resolved, storage_options)
     table.insert(2, "size", pd.Series(sizes, dtype="int64"))
     table.insert(3, "mtime", pd.Series(mtimes, dtype="float64"))
+    table.insert(4, "path_bytes", pd.Series([None] * len(table), dtype=object))
     return table
 
 

@@ -172,6 +172,9 @@ def embeddings_table(batch: dict[str, np.ndarray], idx: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+#: Nullable columns a batch may lack (null then): the exact bytes of a name that is not UTF-8.
+OPTIONAL_INPUTS = frozenset({"path_bytes"})
+
 #: errors-table column -> the featurize column it comes from
 ERROR_COLUMNS = {"stage": "error_stage", "message": "error_message"}
 
@@ -188,7 +191,11 @@ def _copied(table: str, batch: dict[str, np.ndarray]) -> list[str]:
 
 def _table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
     arrays = []
+    n = len(next(iter(columns.values()))) if columns else 0
     for f in schema:
+        if f.name not in columns and f.name in OPTIONAL_INPUTS:  # batches listed or featurized without it
+            arrays.append(pa.nulls(n, f.type))
+            continue
         values = columns[f.name]
         if isinstance(values, np.ndarray) and (values.dtype == object or values.ndim > 1):
             # ragged per-row arrays come as an object array, or as one 2-D array when all rows agree

@@ -24,7 +24,7 @@ from mgr_batch.io import storage
 from mgr_batch.models import precision as network_precision
 
 #: Columns a listing gives the first stage.
-LISTING_COLUMNS = ("path", "song_id", "size", "mtime")
+LISTING_COLUMNS = storage.LISTING_COLUMNS
 #: Columns :func:`featurize_batch` adds.
 FEATURE_COLUMNS = (
     "status",
@@ -146,10 +146,13 @@ def per_song(
     arrays, bytes).
     """
     rows = []
+    exact = batch.get("path_bytes")
     for i, path in enumerate(batch["path"]):
         try:
             with captured_stderr() as captured:
-                decoded = read_and_decode(str(path), audio, storage_options)
+                decoded = read_and_decode(
+                    storage.openable(str(path), exact[i] if exact is not None else None), audio, storage_options
+                )
         except AudioError as exc:
             notes = captured.text
             message = f"{exc} (decoder notes: {notes})" if notes else str(exc)
