@@ -39,6 +39,18 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+#: Titles of a node's Ray processes that run no task of the run: an idle worker and the node's agents.
+NOT_TASKS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def _title(pid: int) -> str:
+    """The process title: a Ray worker's is ``ray::IDLE`` between tasks, ``ray::<task>`` while it runs one."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, killed and not yet reaped, does not)."""
     try:
@@ -77,8 +89,9 @@ def main_(src: str, out: str, model: str, result: str) -> int:
         while not done.is_set():
             parts = len(list(songs.glob("part-*.parquet"))) if songs.is_dir() else 0
             workers = _children(victim.all_processes["raylet"][0].process.pid)
-            if parts >= 2 and workers:
-                info.update(parts_at_kill=parts, victim_workers=len(workers), killed_at=time.time())
+            busy = [t for t in map(_title, workers) if t.startswith("ray::") and t not in NOT_TASKS]
+            if parts >= 2 and busy:  # killed while the node runs a task of the run, not between tasks
+                info.update(parts_at_kill=parts, victim_workers=len(workers), victim_busy=busy, killed_at=time.time())
                 for pid in workers:  # SIGKILL of the node's workers, mid-task, and then of its raylet and the rest
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
