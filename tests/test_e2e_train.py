@@ -93,8 +93,11 @@ def test_split_lists_that_overlap_are_refused(labelled, tmp_path, capsys):
     assert "both" in capsys.readouterr().err
 
 
-def test_a_classic_model_trains_on_pipeline_features_then_tags(labelled, tmp_path):
-    """logreg on the 58-value vector that Ray Data computed; grid search by song; a skops checkpoint."""
+def test_wiring_of_a_classic_model_on_pipeline_features_train_then_tag(labelled, tmp_path):
+    """logreg on the 58-value vector that Ray Data computed; grid search by song; a skops checkpoint.
+
+    A wiring check, not an accuracy measure: it tags the songs it trained and chose on, so every genre right
+    shows the labels come back through train, checkpoint and tag in their order."""
     ckpt = tmp_path / "logreg"
     rc = main(
         [
