@@ -146,17 +146,16 @@ def test_msd_tags_is_a_zero_training_tagger(labelled, tmp_path):
 def test_musicnn_logreg_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_path):
     """The earlier default (musicnn embedding + logistic regression): with ``inference.embed_in_actor`` the
     decode tasks send musicnn's log-mel and the inference actor runs the pre-trained network (what a GPU
-    actor does); the probabilities equal those of the network run in the decode tasks. ``--embeddings``
-    reuses the model's own per-clip embeddings in the tasks case, and runs the Embedder in the actor case:
-    the same vectors."""
+    actor does); the probabilities equal those of the network run in the decode tasks. The stored vectors (the
+    mean and standard deviation of the clip embeddings the head reads, written by default) are the same too."""
     src = tmp_path / "in"
     write_tone(src / "tone.wav", seconds=7.0, freq=330.0)
     write_noise(src / "noise.flac", seconds=4.0, seed=3)
     config = tmp_path / "actor.yaml"
     config.write_text("inference:\n  embed_in_actor: true\n")
     old = ["--model", "musicnn-logreg"]
-    assert main(["tag", str(src), "-o", str(tmp_path / "tasks"), "--embeddings", *old]) == 0
-    assert main(["tag", str(src), "-o", str(tmp_path / "actor"), "--embeddings", "--config", str(config), *old]) == 0
+    assert main(["tag", str(src), "-o", str(tmp_path / "tasks"), *old]) == 0
+    assert main(["tag", str(src), "-o", str(tmp_path / "actor"), "--config", str(config), *old]) == 0
     spec = checkpoint.load_spec("musicnn-logreg")
     assert spec.features.kind == "musicnn_embedding"
     cols = ["path", "n_clips", "genre"] + [f"p_{g}" for g in spec.genres]
@@ -168,8 +167,11 @@ def test_musicnn_logreg_runs_its_network_in_the_tasks_or_the_actor_alike(tmp_pat
     probs = [f"p_{g}" for g in spec.genres]
     np.testing.assert_allclose(actor[probs].to_numpy(), tasks[probs].to_numpy(), atol=1e-5)
     emb = {d: pq.read_table(tmp_path / d / "embeddings").to_pandas().sort_values("path") for d in ("tasks", "actor")}
-    assert list(emb["tasks"]["model_id"]) == list(emb["actor"]["model_id"]) and list(emb["tasks"]["dims"]) == [200, 200]
-    np.testing.assert_allclose(np.stack(emb["tasks"]["vector"]), np.stack(emb["actor"]["vector"]), atol=1e-4)
+    assert list(emb["tasks"]["feature_id"]) == list(emb["actor"]["feature_id"]) and list(emb["tasks"]["dims"]) == [
+        400,
+        400,
+    ]
+    np.testing.assert_allclose(np.stack(emb["tasks"]["vector"]), np.stack(emb["actor"]["vector"]), atol=2e-3)
 
 
 def test_predictor_embeds_musicnn_log_mel_itself():

@@ -15,7 +15,9 @@ from mgr_batch.cli.configs import (
     compact_config,
     cv_config,
     evaluate_config,
+    labels_train_config,
     report_config,
+    retag_config,
     segment_config,
     storage_options,
     tag_config,
@@ -72,6 +74,8 @@ COMMANDS = {
         segment_config,
         lambda r: {k: v for k, v in r.items() if k != "config"},
     ),
+    "train-labels": ("mgr_batch.execution.relabel", "run_train_labels", labels_train_config, lambda r: r),
+    "retag": ("mgr_batch.execution.relabel", "run_retag", retag_config, lambda r: r),
 }
 
 
@@ -154,10 +158,15 @@ def _compact(args: argparse.Namespace) -> None:
 
 def _job(args: argparse.Namespace) -> None:
     """One of :data:`COMMANDS`: build its config, run it, print its summary (or its result as JSON)."""
-    module, runner, build, shown = COMMANDS[args.command]
+    command = "train-labels" if args.command == "train" and args.labels else args.command
+    module, runner, build, shown = COMMANDS[command]
     result = getattr(importlib.import_module(module), runner)(build(args))
     if args.json:
         print(json.dumps(shown(result), indent=2, default=str))
+    elif command in ("train-labels", "retag"):
+        from mgr_batch.execution import relabel
+
+        print("\n".join((relabel.train_summary if command == "train-labels" else relabel.retag_summary)(result)))
     else:
         from mgr_batch.execution.summary import SUMMARIES
 

@@ -164,3 +164,33 @@ def report_config(args: argparse.Namespace) -> ReportConfig:
 
 def compact_config(args: argparse.Namespace) -> CompactConfig:
     return from_dict(CompactConfig, _given(target_rows=args.target_rows, target_mb=args.target_mb))
+
+
+def labels_train_config(args: argparse.Namespace):
+    """``train OUT --labels ...``: a head fitted on a tag output's stored vectors (no audio, no Ray)."""
+    from mgr_batch.config.settings import LabelsTrainConfig
+
+    own = {
+        "tagged": args.data,
+        "labels": args.labels,
+        "label_map": args.label_map,
+        "output": args.output,
+        "seed": args.seed,
+        "model": {"name": args.model_type or "logreg", "params": _pairs(args.model_param, "--model-param") or None},
+        "storage_options": storage_options(args.storage_option) or None,
+    }
+    return from_dict(LabelsTrainConfig, merge(load_yaml(args.config), own))
+
+
+def retag_config(args: argparse.Namespace):
+    """``retag OUT --model CKPT --output OUT2``."""
+    from mgr_batch.config.settings import RetagConfig
+
+    own = {
+        "tagged": args.tagged,
+        "model": args.model,
+        "output": args.output,
+        "storage_options": storage_options(args.storage_option) or None,
+        "ray": {"address": args.address, "num_cpus": args.num_cpus},
+    }
+    return from_dict(RetagConfig, merge({}, own))

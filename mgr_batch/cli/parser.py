@@ -23,6 +23,8 @@ TAG_EXAMPLES = """examples:
 """
 
 TRAIN_EXAMPLES = """examples:
+  mgr-batch train tags/ --labels labels.csv --output models/mine       # a head on tags/' stored vectors
+  mgr-batch train tags/ --labels file_genre --label-map map.yaml --output models/mine
   mgr-batch train data/gtzan --output models/cnn \\
       --train-list data/gtzan/train_filtered.txt --valid-list data/gtzan/valid_filtered.txt
   mgr-batch train manifest.csv --output models/cnn --epochs 40 --num-workers 2 --use-gpu
@@ -61,6 +63,13 @@ COMPACT_EXAMPLES = """examples:
   mgr-batch compact tags/
   mgr-batch compact s3://catalog/tags --target-rows 500000 --storage-option endpoint_url=http://127.0.0.1:9000
 """
+
+RETAG_EXAMPLES = """examples:
+  mgr-batch tag ~/music --output tags/                      # stores each song's vector (embeddings/)
+  mgr-batch train tags/ --labels labels.csv --output models/mine
+  mgr-batch retag tags/ --model models/mine --output tags-mine/
+"""
+
 
 PLOT_TIMELINE_EXAMPLES = """examples:
   mgr-batch tag ~/music --output tags/ --model runs/crnn/ --timeline
@@ -252,10 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tag.add_argument(
         "--embeddings",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="also write an embeddings/ table: each song's pre-trained musicnn (MSD) embedding, the "
-        "mean over its clips, for similarity search (any --model)",
+        help="write the embeddings/ table, each song's stored vector (default: on for a model on pre-trained "
+        "embeddings, the shipped one included: the vector its head reads, for 'train --labels', 'retag' and "
+        "similarity; another model gets MSD_musicnn's mean embedding with --embeddings); --no-embeddings skips it",
     )
     tag.add_argument(
         "--compact",
@@ -285,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the preset's, 3 for cnn)")
     train.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Ray Train worker")
     train.add_argument("--run-name", help="Ray Train run name (reuse with the same storage path to resume)")
+    train.add_argument(
+        "--labels",
+        metavar="CSV_OR_COLUMN",
+        help="DATA is a tag output: fit a classic head (default logreg) on its stored vectors, reading no audio; "
+        "labels from a CSV (columns label and path or song_id) or a songs column (e.g. file_genre)",
+    )
+    train.add_argument(
+        "--label-map", metavar="YAML", help="with --labels: a YAML mapping of raw values to labels; others unused"
+    )
     _training_flags(train)
     _common(train)
 
@@ -387,6 +406,23 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("--target-rows", type=int, help="rows per merged file at most (default 1000000)")
     com.add_argument("--target-mb", type=float, help="compressed megabytes per merged file at most (default 128)")
     _tool_flags(com)
+
+    retag = _command(
+        sub,
+        "retag",
+        help="re-tag a tag output from its stored vectors with another head (no audio read)",
+        epilog=RETAG_EXAMPLES,
+        description="Apply a song-level head on pre-trained embeddings (the default, or one from 'train --labels') "
+        "to the stored vectors of OUT (its embeddings/ table) with Ray Data, and write a songs table to --output: "
+        "OUT's songs with the head's genre, probabilities and uncertain flag. A head of another feature id is refused.",
+    )
+    retag.add_argument("tagged", metavar="OUT", help="a tag output folder or URL with an embeddings/ table")
+    retag.add_argument("--model", help="checkpoint folder or URL (default: the shipped model)")
+    retag.add_argument("--output", "-o", required=True, help="output folder or URL (songs/ and run.json)")
+    retag.add_argument("--address", help="join a running Ray cluster instead of starting one")
+    retag.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray (default: all)")
+    retag.add_argument("--json", action="store_true", help="print the result as JSON")
+    _tool_flags(retag)
 
     models = _command(
         sub,

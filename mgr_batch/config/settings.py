@@ -263,7 +263,7 @@ class InferenceConfig:
     in_decode_tasks: bool | None = None
     #: Arithmetic of the pre-trained musicnn networks: ``"float32"``, ``"bfloat16"``, or ``"auto"``: bfloat16 on
     #: CPUs that compute it natively (Intel AMX), float32 elsewhere (:mod:`mgr_batch.models.precision`; EfficientAT
-    #: always runs in float32, and so does the ``--embeddings`` table). Each worker resolves ``"auto"`` on its own CPU.
+    #: always runs in float32, and so does the ``--embeddings`` table of a model not on embeddings). Each worker resolves ``"auto"`` on its own CPU.
     precision: str = "auto"
 
     def __post_init__(self) -> None:
@@ -313,7 +313,9 @@ class TagConfig:
     model: str | None = None  # checkpoint dir or URL; None = the shipped model
     force: bool = False  # redo every file (default: skip files the output already holds unchanged)
     timeline: bool = False  # also write the timeline table (per-step genre belief; models with a timeline only)
-    embeddings: bool = False  # also write the embeddings table (each song's pre-trained musicnn embedding)
+    #: Write the embeddings table: each song's stored vector. None: exactly for a head on pre-trained embeddings
+    #: (the vector it reads); True for another model: MSD_musicnn's mean embedding; False: none.
+    embeddings: bool | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
     clips: ClipConfig | None = None  # None = the model's own clip settings
     inference: InferenceConfig = field(default_factory=InferenceConfig)
@@ -405,3 +407,44 @@ class CVConfig:
     #: Column whose values never straddle folds (e.g. artist); default: the song's file stem.
     group_by: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class LabelsTrainConfig:
+    """Everything ``mgr-batch train OUT --labels SPEC`` needs: a classic head fitted on OUT's stored vectors."""
+
+    tagged: str = ""  # a tag output with an embeddings table
+    #: A CSV file (columns ``label`` and ``path`` or ``song_id``) or a column of OUT's songs table (e.g. file_genre).
+    labels: str = ""
+    label_map: str | None = None  # a YAML mapping of raw values to labels; unmapped values are not used
+    output: str = ""  # the checkpoint folder
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="logreg"))
+    seed: int = 0
+    #: Cross-validation folds (of whole songs, or albums where OUT knows them); fewer when a label has fewer.
+    folds: int = 5
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise ConfigError("train --labels needs a CSV file or a songs column")
+        if self.folds < 2:
+            raise ConfigError(f"folds must be >= 2, not {self.folds}")
+
+
+@dataclass(frozen=True)
+class RetagConfig:
+    """Everything ``mgr-batch retag OUT --model CKPT --output OUT2`` needs."""
+
+    tagged: str = ""  # a tag output with an embeddings table
+    model: str | None = None  # a song-level head on pre-trained embeddings; None: the shipped default
+    output: str = ""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    ray: RayConfig = field(default_factory=RayConfig)
+    #: Stored vectors per batch of the head (and rows per written songs part at most).
+    rows_per_batch: int = 65536
+    #: Partitions of the join of predictions with the songs rows (at most one per songs part).
+    join_partitions: int = 16
+
+    def __post_init__(self) -> None:
+        if self.rows_per_batch < 1 or self.join_partitions < 1:
+            raise ConfigError("retag rows_per_batch and join_partitions must be >= 1")

@@ -20,14 +20,14 @@ from mgr_batch.execution.cache import call_cached
 from mgr_batch.execution.progress import Progress
 from mgr_batch.execution.records import check_every_file_accounted, write_run_record
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
-from mgr_batch.features import musicnn as fm
 from mgr_batch.io import compaction, output, output_checks, storage
 from mgr_batch.io.schemas import TAG_TABLES
 from mgr_batch.io.writer import write_tables
 from mgr_batch.models import checkpoint, model_info
 from mgr_batch.models.checkpoint import ModelSpec
 from mgr_batch.stages.decode import LISTING_COLUMNS, featurize_batch
-from mgr_batch.stages.predict import Embedder, Predictor, actor_split, embeddings_from_features, has_timeline
+from mgr_batch.stages.predict import Embedder, Predictor, actor_split, has_timeline
+from mgr_batch.stages.vectors import stored_kind
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +97,6 @@ def embeds_in_actor(spec: ModelSpec, inference: InferenceConfig) -> bool:
     return in_actor and actor_split(spec.features, sr=spec.audio.sr) is not None
 
 
-def features_are_the_embedding(spec: ModelSpec) -> bool:
-    """Whether the model's features are the embedding ``tag --embeddings`` writes (musicnn's default layer)."""
-    return spec.features.kind == "musicnn_embedding" and fm.embedding_settings(spec.features) == (
-        fm.DEFAULT_PRETRAINED,
-        fm.DEFAULT_LAYER,
-    )
-
-
-def reuses_features_as_embeddings(spec: ModelSpec, inference: InferenceConfig) -> bool:
-    """Whether ``tag --embeddings`` can average the model's own features (the default embedding of each clip,
-    computed in the decode tasks) instead of running the network a second time."""
-    return features_are_the_embedding(spec) and not embeds_in_actor(spec, inference)
-
-
 def predicted(
     ds: ray.data.Dataset,
     *,
@@ -118,6 +104,7 @@ def predicted(
     inference: InferenceConfig,
     storage_options: dict[str, Any] | None,
     timeline: bool = False,
+    vectors: bool = False,
 ) -> ray.data.Dataset:
     """Adds ``clip_probs`` (and with ``timeline`` the per-step columns, see :class:`Predictor`) with an
     actor pool that loads the model once per actor, or, with ``inference.in_decode_tasks``, in the decode
@@ -135,13 +122,14 @@ def predicted(
         batch_size=inference.batch_size,
         timeline=timeline,
         precision=inference.precision,
+        vectors=vectors,
     )
     return _model_stage(ds, Predictor, kwargs, inference)
 
 
-def embedded(ds: ray.data.Dataset, *, inference: InferenceConfig) -> ray.data.Dataset:
+def embedded(ds: ray.data.Dataset, *, spec: ModelSpec, inference: InferenceConfig) -> ray.data.Dataset:
     """Adds each song's musicnn ``embedding`` (see :class:`Embedder`), where :func:`predicted` runs its model."""
-    return _model_stage(ds, Embedder, {}, inference)
+    return _model_stage(ds, Embedder, {"sr": spec.audio.sr, "clip_seconds": spec.clips.clip_seconds}, inference)
 
 
 def _model_stage(
@@ -182,31 +170,23 @@ def tag_files(
     """Run the tagging graph over listed ``files`` (inside a Ray session); returns the counts.
 
     Writes songs/, clips/ and errors/ (and with ``timeline``, timeline/; with ``embeddings``, embeddings/)
-    under ``output``; fails if any file is missing from both songs and errors.
+    under ``output``; fails if any file is missing from both songs and errors. The embeddings of a head on
+    pre-trained embeddings are the vectors it reads (:func:`stored_kind`, added by the :class:`Predictor`);
+    any other model's are MSD_musicnn's (the :class:`Embedder`).
     """
     inference = dataclasses.replace(inference, in_decode_tasks=in_decode_tasks(spec, inference))
-    if embeddings and features_are_the_embedding(spec):
-        # The embeddings table is float32 (see Embedder), and so are the features it equals, wherever they run.
-        inference = dataclasses.replace(inference, precision="float32")
-    reuse = embeddings and reuses_features_as_embeddings(spec, inference)
+    vectors = embeddings and stored_kind(spec) is not None
     ds = featurized(
         files,
         spec=spec,
         clip_cfg=clip_cfg,
         inference=inference,
         storage_options=storage_options,
-        embedding_input=embeddings and not reuse,
+        embedding_input=embeddings and not vectors,
         precision=inference.precision,
     )
-    if reuse:
-        ds = ds.map_batches(
-            embeddings_from_features,
-            batch_size=None,
-            batch_format="numpy",
-            **(DECODE_TASK if inference.in_decode_tasks else {"num_cpus": 0.25}),
-        )
-    elif embeddings:
-        ds = embedded(ds, inference=inference)
+    if embeddings and not vectors:
+        ds = embedded(ds, spec=spec, inference=inference)
     return tag_featurized(
         ds,
         len(files),
@@ -217,6 +197,7 @@ def tag_files(
         output=output,
         storage_options=storage_options,
         timeline=timeline,
+        vectors=vectors,
         desc=desc,
     )
 
@@ -232,12 +213,15 @@ def tag_featurized(
     output: str,
     storage_options: dict[str, Any] | None,
     timeline: bool = False,
+    vectors: bool = False,
     desc: str = "tag",
 ) -> dict[str, Any]:
     """The rest of the tagging graph (inference, tables) over already featurized songs (``desc`` names the
-    progress bar)."""
+    progress bar; ``vectors``: the Predictor adds each song's stored vector)."""
     inference = dataclasses.replace(inference, in_decode_tasks=in_decode_tasks(spec, inference))
-    ds = predicted(ds, model=model, inference=inference, storage_options=storage_options, timeline=timeline)
+    ds = predicted(
+        ds, model=model, inference=inference, storage_options=storage_options, timeline=timeline, vectors=vectors
+    )
     ds = ds.map_batches(
         write_tables,
         fn_kwargs=dict(
@@ -296,7 +280,8 @@ def _summaries(ds: ray.data.Dataset) -> Iterator[dict[str, Any]]:
 
 def run_tag(cfg: TagConfig) -> dict[str, Any]:
     """Tag every audio file under ``cfg.input``; writes songs/, clips/, errors/ (timeline/ with
-    ``cfg.timeline``, embeddings/ with ``cfg.embeddings``), run.json, config.yaml.
+    ``cfg.timeline``, embeddings/ with ``cfg.embeddings``, by default for a head on pre-trained embeddings),
+    run.json, config.yaml.
 
     Rerunning on the same output does only what is missing: files already tagged (or failed) unchanged
     by the same model are skipped, changed ones are redone with their old rows pruned (``force`` redoes
@@ -331,7 +316,9 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     tables = output.Output.open(cfg.output, so)  # each table listed once; only parts new to the index read
     tables.remove_temp_files()
     output.deduplicate(tables, files, spec.model_id)  # a late write of a killed run, seen by this rerun
-    require = (("timeline",) if cfg.timeline else ()) + (("embeddings",) if cfg.embeddings else ())
+    # The stored vectors: by default for a head on pre-trained embeddings (--no-embeddings skips them).
+    embeddings = cfg.embeddings if cfg.embeddings is not None else stored_kind(spec) is not None
+    require = (("timeline",) if cfg.timeline else ()) + (("embeddings",) if embeddings else ())
     todo = output.plan(files, tables, spec.model_id, require=require)
     pruned = output.prune(tables, todo.prune)
     output.remove_empty_parts(tables)
@@ -362,7 +349,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
                 output=cfg.output,
                 storage_options=so,
                 timeline=cfg.timeline,
-                embeddings=cfg.embeddings,
+                embeddings=embeddings,
             )
         tables.refresh()  # this run's parts, and a killed run's batch that landed while it did the same songs
         output.deduplicate(tables, files, spec.model_id)

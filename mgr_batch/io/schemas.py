@@ -35,6 +35,7 @@ _TYPES = {
     "float64": pa.float64(),
     "bool": pa.bool_(),
     "list<string>": pa.list_(pa.string()),
+    "list<float16>": pa.list_(pa.float16()),
     "list<float32>": pa.list_(pa.float32()),
     "list<float64>": pa.list_(pa.float64()),
 }

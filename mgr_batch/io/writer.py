@@ -145,31 +145,42 @@ def timeline_table(
 
 
 def embeddings_table(batch: dict[str, np.ndarray], idx: np.ndarray) -> pa.Table:
-    """The embeddings table of songs ``idx`` of a batch: one row per song, its vector as list<float32>.
+    """The embeddings table of songs ``idx`` of a batch: one row per song, its stored vector as list<float16>.
 
-    Needs ``song_id``, ``path``, ``n_clips`` and the :class:`mgr_batch.stages.predict.Embedder` columns
-    ``embedding[i]`` (dims,), ``embedding_layer`` and ``embedding_model_id``.
+    Needs ``song_id``, ``path``, ``n_clips``, ``embedding[i]`` (dims,) and ``embedding_kind[i]`` (a
+    :class:`mgr_batch.stages.vectors.VectorKind` as JSON). Each kind's JSON is kept in the part's metadata
+    (:data:`mgr_batch.stages.vectors.META_KINDS`, a JSON mapping of feature_id to it), so that a head can be
+    fitted on the vectors without the model that wrote them.
     """
-    vectors = [np.asarray(batch["embedding"][i], np.float32) for i in idx]
+    from mgr_batch.stages.vectors import META_KINDS, VECTOR_DTYPE, VectorKind
+
+    kinds = {k: VectorKind.from_json(k) for k in {str(batch["embedding_kind"][i]) for i in idx}}
+    ids = {k: (v.feature_id, v.description) for k, v in kinds.items()}
+    vectors = [np.asarray(batch["embedding"][i], VECTOR_DTYPE) for i in idx]
     dims = np.array([len(v) for v in vectors], np.int32)
     cols = {
         "song_id": [str(batch["song_id"][i]) for i in idx],
         "path": [str(batch["path"][i]) for i in idx],
-        "model_id": [str(batch["embedding_model_id"][i]) for i in idx],
-        "layer": [str(batch["embedding_layer"][i]) for i in idx],
+        "feature_id": [ids[str(batch["embedding_kind"][i])][0] for i in idx],
+        "feature": [ids[str(batch["embedding_kind"][i])][1] for i in idx],
         "dims": dims,
         "n_clips": np.asarray(batch["n_clips"], np.int32)[idx],
     }
-    offsets = np.concatenate([[0], np.cumsum(dims)]).astype(np.int32)
-    flat = np.concatenate(vectors) if vectors else np.zeros(0, np.float32)
     schema = schemas.arrow_schema("embeddings")
     arrays = [
-        pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32()))
-        if f.name == "vector"
-        else pa.array(cols[f.name], type=f.type)
-        for f in schema
+        vector_array(vectors, dims) if f.name == "vector" else pa.array(cols[f.name], type=f.type) for f in schema
     ]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    meta = {META_KINDS: json.dumps({ids[k][0]: k for k in kinds}, sort_keys=True).encode()}
+    return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta))
+
+
+def vector_array(vectors: list[np.ndarray] | np.ndarray, dims: np.ndarray) -> pa.ListArray:
+    """The ``vector`` column of rows of ``dims`` values each (a list of (dims,) arrays, or one (n, dims) array)."""
+    from mgr_batch.stages.vectors import VECTOR_DTYPE
+
+    offsets = np.concatenate([[0], np.cumsum(dims)]).astype(np.int32)
+    flat = np.concatenate([np.ravel(v) for v in vectors]).astype(VECTOR_DTYPE) if len(vectors) else np.zeros(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(VECTOR_DTYPE), pa.float16()))
 
 
 #: Nullable columns a batch may lack (null then): the exact bytes of a name that is not UTF-8.
@@ -302,3 +313,28 @@ def _write_parts(
                 table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), buf, compression="zstd"
             )
             storage.write_bytes_atomic(storage.join(output, table_name, name), buf.getvalue(), storage_options)
+
+
+def write_songs(
+    batch: pa.Table,
+    *,
+    output: str,
+    genres: tuple[str, ...],
+    model_id: str,
+    storage_options: dict[str, Any] | None = None,
+) -> pa.Table:
+    """Write songs rows that are already whole (``retag``: a tag output's columns with new predictions) as one
+    songs part under ``output``, named, written and tagged as :func:`write_tables` does; a column of the
+    schema that ``batch`` lacks (an older output's) is null. Returns a summary row (``n_songs``)."""
+    schema = schemas.arrow_schema("songs", tuple(genres))
+    arrays = []
+    for f in schema:
+        if f.name in batch.column_names:
+            arrays.append(batch.column(f.name).cast(f.type))
+        else:
+            arrays.append(pa.nulls(batch.num_rows, f.type))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    if table.num_rows:
+        ids = np.asarray(table.column("song_id").to_pylist())
+        _write_parts({"songs": table}, output, part_name(ids), storage_options, schemas.part_metadata(model_id, genres))
+    return pa.table({"n_songs": [table.num_rows]})

@@ -187,9 +187,14 @@ class ClassicModel:
         The grid search's inner folds are grouped by song; with too few songs to fold, the first grid
         point is used. A song-level head fits one pooled row per song.
         """
+        return self.fit_rows(*self.rows(x, y, groups))
+
+    def fit_rows(self, x2: np.ndarray, y: np.ndarray, groups: np.ndarray) -> ClassicModel:
+        """Fit on training-form rows ``x2`` (n, d) (clips, or a song-level head's pooled rows), labels ``y`` (n,)
+        and groups ``groups`` (n,) that the grid search's inner folds keep whole (songs, or albums)."""
         from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 
-        x2, y, groups = self.rows(x, y, groups)
+        x2, y, groups = np.asarray(x2, np.float64), np.asarray(y), np.asarray(groups)
         if self.pca and self.pca > min(x2.shape):
             raise ConfigError(f"PCA to {self.pca} dimensions needs at least that many clips and feature values")
         pipeline = self._build()
@@ -267,6 +272,28 @@ class ClassicModel:
             for j in test_songs:
                 probs[j] = m.predict_song_proba(x[groups == songs[j]])
         return probs, labels
+
+    def out_of_fold_row_proba(
+        self, rows: np.ndarray, y: np.ndarray, groups: np.ndarray, *, folds: int = 5
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities of every song-level row (n, d) from a copy (:meth:`refit_copy`) fitted without its
+        fold: ``(probs (n, n_classes), fold of each row (n,))``, ``folds`` folds stratified by label that keep
+        each of ``groups`` (n,) whole (fewer folds when a label has fewer groups)."""
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        rows, y, groups = np.asarray(rows, np.float64), np.asarray(y), np.asarray(groups)
+        per_label = Counter(label for _, label in set(zip(groups.tolist(), y.tolist(), strict=True)))
+        folds = min(folds, min(per_label.values(), default=0))
+        if folds < 2:
+            raise ConfigError("cross-validation needs at least 2 songs (2 groups) of every label")
+        probs = np.zeros((len(rows), self.n_classes), np.float32)
+        fold_of = np.zeros(len(rows), np.int32)
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=self.seed)
+        for k, (fit_idx, test_idx) in enumerate(splitter.split(rows, y, groups)):
+            m = self.refit_copy().fit_rows(rows[fit_idx], y[fit_idx], groups[fit_idx])
+            probs[test_idx] = m.predict_rows(rows[test_idx])
+            fold_of[test_idx] = k
+        return probs, fold_of
 
     def to_bytes(self) -> bytes:
         import skops.io as sio

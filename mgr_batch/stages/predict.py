@@ -17,6 +17,7 @@ from mgr_batch.features import stacked as fs
 from mgr_batch.models import checkpoint
 from mgr_batch.models import precision as network_precision
 from mgr_batch.models.common import fold_batch_norm
+from mgr_batch.stages import vectors as vectors_stage
 from mgr_batch.stages.decode import (
     object_array,
 )
@@ -86,6 +87,7 @@ class Predictor:
         device: str | None = None,
         timeline: bool = False,
         precision: str = "float32",
+        vectors: bool = False,
     ) -> None:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         network_precision.resolve(precision)  # checked here, resolved where each network runs
@@ -103,6 +105,10 @@ class Predictor:
                 f"model {self.spec.model_id!r} ({self.spec.model.name}) has no timeline (a belief per time step)"
             )
         self.timeline = timeline
+        #: The stored vector's kind (:func:`mgr_batch.stages.vectors.stored_kind`), when asked to add it.
+        self.vector_kind = vectors_stage.stored_kind(self.spec) if vectors else None
+        if vectors and self.vector_kind is None:
+            raise ConfigError(f"model {self.spec.model_id!r} is not a head on pre-trained embeddings: no stored vector")
 
     def predict_timeline(self, x: np.ndarray) -> np.ndarray:
         """Per-step probabilities (n, n_steps, n_genres) of features (n, n_features, n_frames)."""
@@ -173,9 +179,21 @@ class Predictor:
                 song_clip_probs = [calibration.apply_temperature(c, t) if len(c) else c for c in song_clip_probs]
             out["song_probs"] = object_array([np.asarray(p, np.float32) for p in song_probs])
         out["clip_probs"] = object_array(song_clip_probs)
+        if self.vector_kind is not None:
+            out.update(self._vectors(x, counts))
         if self.timeline:
             out.update(self._timelines(feats, counts, batch["clip_start_s"] if feats else []))
         return out
+
+    def _vectors(self, x: np.ndarray | None, counts: list[int]) -> dict[str, np.ndarray]:
+        """Each song's stored vector: ``embedding[i]`` (dims,) float32, its clip embeddings pooled as the
+        head pools them (see :func:`mgr_batch.stages.vectors.stored_kind`), and ``embedding_kind`` (JSON)."""
+        kind = self.vector_kind
+        songs = np.split(x, np.cumsum(counts)[:-1]) if x is not None else [np.zeros((0, 0))] * len(counts)
+        return {
+            "embedding": object_array([vectors_stage.pool(s, kind.pooling) for s in songs]),
+            "embedding_kind": np.full(len(counts), kind.to_json()),
+        }
 
     def _timelines(self, feats: list[np.ndarray], counts: list[int], starts: Any) -> dict[str, np.ndarray]:
         """``timeline_probs`` and ``timeline_s`` of the songs whose features are ``feats`` (see the class)."""
@@ -201,22 +219,23 @@ class Predictor:
 
 
 class Embedder:
-    """Loads the pre-trained musicnn once, then turns each batch's ``embedding_input`` into song embeddings.
+    """Loads the pre-trained musicnn once, then turns each batch's ``embedding_input`` into song vectors, for a
+    model not on pre-trained embeddings (``tag --embeddings``).
 
-    Adds, per song, ``embedding`` (dims,) float32, the mean over its clips of the ``layer`` embedding
-    (see :mod:`mgr_batch.features.musicnn`), ``embedding_layer`` and ``embedding_model_id`` (the
-    embedding space); a song with no clips gets an empty vector. ``embedding_input`` is dropped. The network
-    runs in float32 whatever ``inference.precision`` says: the vectors are data that users compare across
-    runs and machines.
+    Adds, per song, ``embedding`` (200,) float32, the mean over its clips of MSD_musicnn's penultimate layer,
+    and ``embedding_kind`` (:func:`mgr_batch.stages.vectors.musicnn_kind` of the model's ``sr`` and
+    ``clip_seconds``, as JSON); a song with no clips gets an empty vector. ``embedding_input`` is dropped. The
+    network runs in float32 whatever ``inference.precision`` says.
     """
 
-    def __init__(self, *, layer: str | None = None, device: str | None = None) -> None:
-        self.layer = layer or fm.DEFAULT_LAYER
-        self.model_id = fm.embedding_model_id(fm.DEFAULT_PRETRAINED, self.layer)
+    def __init__(self, *, sr: int, clip_seconds: float, device: str | None = None) -> None:
+        from mgr_batch.config import AudioConfig
+
+        self.kind = vectors_stage.musicnn_kind(AudioConfig(sr=sr), clip_seconds)
         self.net = fm.pretrained_network(fm.DEFAULT_PRETRAINED)
         if device:
             self.net.to(device)
-        self._embed = functools.partial(fm.embed_logmel, pretrained=fm.DEFAULT_PRETRAINED, layer=self.layer)
+        self._embed = functools.partial(fm.embed_logmel, pretrained=fm.DEFAULT_PRETRAINED, layer=fm.DEFAULT_LAYER)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = list(batch["embedding_input"])
@@ -225,24 +244,7 @@ class Embedder:
         clip_vectors = self._embed(np.concatenate(flat)) if flat else np.zeros((0, 0), np.float32)
         songs = np.split(clip_vectors, np.cumsum(counts)[:-1]) if counts else []
         out = {k: v for k, v in batch.items() if k != "embedding_input"}
-        return out | _song_embeddings(songs, layer=self.layer, model_id=self.model_id)
-
-
-def _song_embeddings(clip_vectors: list[np.ndarray], *, layer: str, model_id: str) -> dict[str, np.ndarray]:
-    """:class:`Embedder`'s columns from each song's clip embeddings (n_clips, dims): ``embedding`` (their
-    mean; empty for a song with no clips), ``embedding_layer`` and ``embedding_model_id``."""
-    n = len(clip_vectors)
-    return {
-        "embedding": object_array([v.mean(axis=0) if len(v) else np.zeros(0, np.float32) for v in clip_vectors]),
-        "embedding_layer": np.full(n, layer),
-        "embedding_model_id": np.full(n, model_id),
-    }
-
-
-def embeddings_from_features(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """:class:`Embedder`'s columns without running the network again, for a genre model whose ``features``
-    already are the default embedding of each clip (``musicnn_embedding``, MSD_musicnn, default layer):
-    ``features[i]`` (n_clips, dims, 1) -> ``embedding[i]`` (dims,), their mean. ``features`` is kept."""
-    songs = [np.asarray(f, np.float32)[:, :, 0] for f in batch["features"]]
-    model_id = fm.embedding_model_id(fm.DEFAULT_PRETRAINED, fm.DEFAULT_LAYER)
-    return dict(batch) | _song_embeddings(songs, layer=fm.DEFAULT_LAYER, model_id=model_id)
+        return out | {
+            "embedding": object_array([vectors_stage.pool(v, self.kind.pooling) for v in songs]),
+            "embedding_kind": np.full(len(songs), self.kind.to_json()),
+        }
