@@ -40,6 +40,9 @@ class Decoded:
     that no decoder reads past), so ``y`` is all that could be decoded; ``duration`` is the header's length
     where there is one (then ``analyzed < duration``). A song cut on purpose at ``max_duration`` is not
     truncated.
+
+    ``tags``: the file's own text tags among :data:`TAG_NAMES` (ID3, Vorbis comments, MP4 and ASF atoms, RIFF
+    INFO, Matroska tags), as the decoder that opened it read them; a tag the file lacks or leaves empty is absent.
     """
 
     y: np.ndarray
@@ -53,11 +56,19 @@ class Decoded:
     native_peak: float | None = None
     truncated: bool = False
     format: str = ""
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def analyzed(self) -> float:
         return len(self.y) / self.sr
 
+
+#: The file tags :class:`Decoded` keeps, by the names libsndfile and FFmpeg both give them (ID3 TCON, TPE1,
+#: TALB, TIT2; Vorbis GENRE, ARTIST, ALBUM, TITLE; MP4 ©gen, ©ART, ©alb, ©nam; ASF WM/Genre, Author,
+#: WM/AlbumTitle, Title).
+TAG_NAMES = ("genre", "artist", "album", "title")
+#: The songs columns that hold them.
+FILE_TAG_COLUMNS = tuple(f"file_{name}" for name in TAG_NAMES)
 
 #: Seconds a file may hold less than its header says without counting as cut (encoder padding, rounding).
 CUT_SLACK_S = 0.05
@@ -148,6 +159,56 @@ def load(
     decoded = _longest(found)
     validate(decoded.y, silence_threshold=silence_threshold, native_peak=decoded.native_peak)
     return decoded
+
+
+#: An ID3 genre that refers to ID3v1's numbered list ("(17)", "17") rather than naming it ("Rock").
+_ID3_GENRE_NUMBER = re.compile(r"\(\d{1,3}\).*|\d{1,3}")
+#: A line of libsndfile's log on an ID3 chunk of a WAV or AIFF file, whose tags it does not read.
+_ID3_CHUNK = re.compile(r"^\W*id3 *:", re.MULTILINE | re.IGNORECASE)
+
+
+def _soundfile_tags(f: sf.SoundFile) -> tuple[dict[str, str], bool]:
+    """The :data:`TAG_NAMES` tags libsndfile read from an open file (ID3v1/v2 of an MP3, Vorbis comments, RIFF
+    INFO, AIFF's NAME), and whether FFmpeg should be asked too: the file has an ID3 chunk libsndfile skips (a
+    WAV or AIFF tagged by iTunes and others), or an ID3 genre by number, which libsndfile does not name."""
+    tags = {}
+    for name in TAG_NAMES:
+        value = getattr(f, name).strip()  # soundfile's string properties: "" when absent
+        if value:
+            tags[name] = value
+    elsewhere = bool(_ID3_GENRE_NUMBER.fullmatch(tags.get("genre", "")))
+    if f.format in ("WAV", "WAVEX", "RF64", "AIFF"):
+        elsewhere = elsewhere or bool(_ID3_CHUNK.search(f.extra_info))
+    return tags, elsewhere
+
+
+def _merged_tags(tags: dict[str, str], ffmpeg: dict[str, str]) -> dict[str, str]:
+    """libsndfile's ``tags`` completed by FFmpeg's, whose genre replaces one given by ID3v1 number."""
+    merged = {**ffmpeg, **tags}
+    if _ID3_GENRE_NUMBER.fullmatch(tags.get("genre", "")) and ffmpeg.get("genre"):
+        merged["genre"] = ffmpeg["genre"]
+    return {name: merged[name] for name in TAG_NAMES if name in merged}
+
+
+def _pyav_tags(container: av.container.InputContainer, stream: av.AudioStream | None) -> dict[str, str]:
+    """The :data:`TAG_NAMES` tags FFmpeg read from an open container: the audio stream's own first (Ogg keeps
+    its comments there), then the container's; keys in any case (Matroska's are upper case)."""
+    tags: dict[str, str] = {}
+    for metadata in (stream.metadata if stream is not None else {}, container.metadata):
+        for key, value in metadata.items():
+            name, value = key.lower(), str(value).strip()
+            if name in TAG_NAMES and value and name not in tags:
+                tags[name] = value
+    return tags
+
+
+def _ffmpeg_tags(source: BinaryIO | str) -> dict[str, str]:
+    """The tags FFmpeg reads from the file's header, without decoding it ({} where it cannot open it)."""
+    try:
+        with av.open(_fresh(source), mode="r", metadata_errors="replace") as container:
+            return _pyav_tags(container, container.streams.audio[0] if container.streams.audio else None)
+    except (av.FFmpegError, *read_errors()):
+        return {}
 
 
 def _longest(found: list[Decoded]) -> Decoded:
@@ -380,6 +441,9 @@ def _load_soundfile(source, sr: int, max_duration: float | None, quality: str) -
             resampler.add(data)
             done += len(data)
         fmt = f.format
+        tags, tags_elsewhere = _soundfile_tags(f)
+    if tags_elsewhere:  # only such files are opened a second time, for their header
+        tags = _merged_tags(tags, _ffmpeg_tags(source))
     y = resampler.result()
     # mpg123's frame count may differ from the samples it gives by a frame's padding: no sign of a cut.
     slack = CUT_SLACK_S * native_sr
@@ -395,6 +459,7 @@ def _load_soundfile(source, sr: int, max_duration: float | None, quality: str) -
         native_peak=resampler.native_peak(),
         truncated=truncated,
         format=fmt,
+        tags=tags,
     )
 
 
@@ -451,6 +516,7 @@ def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Dec
         stopped_early = limit is not None and done >= limit
         said = _header_seconds(container, stream)
         fmt = container.format.name
+        tags = _pyav_tags(container, stream)
     y = resampler.result()
     decoded = done / native_sr
     # Where the header gives the length and the decoding ends well short of it, the file is cut (Opus headers
@@ -471,6 +537,7 @@ def _load_pyav(source, sr: int, max_duration: float | None, quality: str) -> Dec
         native_peak=resampler.native_peak(),
         truncated=truncated,
         format=fmt,
+        tags=tags,
     )
 
 

@@ -14,6 +14,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from mgr_batch.io import schemas, storage
+from mgr_batch.io.audio import FILE_TAG_COLUMNS
 from mgr_batch.stages.aggregate import certainty, song_probabilities
 
 
@@ -56,6 +57,8 @@ def build_tables(
     songs = {c: batch[c][idx] for c in _copied("songs", batch)}
     songs.setdefault("decode_notes", [""] * len(idx))  # batches featurized without notes (e.g. by hand)
     songs.setdefault("truncated", [False] * len(idx))
+    for c in FILE_TAG_COLUMNS:  # the file's own tags: "" (none) or a batch without them is null
+        songs[c] = [str(v) if v else None for v in songs[c]] if c in songs else [None] * len(idx)
     songs.update(
         {
             "genre": g[order[:, 0]] if len(idx) else np.zeros(0, str),

@@ -39,6 +39,7 @@ FEATURE_COLUMNS = (
     "used_start_s",
     "used_end_s",
     "decode_notes",
+    *audio_io.FILE_TAG_COLUMNS,
     "error_stage",
     "error_type",
     "error_message",
@@ -67,6 +68,7 @@ def featurize_batch(
     Needs ``path`` (other columns pass through). Adds :data:`FEATURE_COLUMNS`; a file that fails gets
     ``status="error"``, zero clips and the stage, type and message of its expected audio error.
     ``features[i]`` has shape (n_clips, n_mels, n_frames); ``clip_start_s[i]`` has shape (n_clips,).
+    ``file_genre``, ``file_artist``, ``file_album`` and ``file_title`` are the file's own tags ("" when absent).
     With ``embedding_input`` it also adds ``embedding_input[i]``, musicnn's input for the same clips
     (n_clips, 96, frames at 16 kHz), for :class:`Embedder`. Pre-trained networks among the features run in
     ``precision`` (:mod:`mgr_batch.models.precision`).
@@ -94,6 +96,7 @@ def featurize_batch(
             features=features.featurize(song_clips, sr=audio.sr, cfg=feature_cfg),
             used_start_s=spans[:, 0],
             used_end_s=spans[:, 1],
+            **file_tags(decoded),
             **({"embedding_input": fm.musicnn_input(song_clips, sr=audio.sr)} if embedding_input else {}),
         )
 
@@ -108,6 +111,7 @@ def featurize_batch(
         features=np.zeros((0, n_mels, n_frames), np.float32),
         used_start_s=np.zeros(0),
         used_end_s=np.zeros(0),
+        **dict.fromkeys(audio_io.FILE_TAG_COLUMNS, ""),
     )
     if embedding_input:
         failed["embedding_input"] = np.zeros((0, 96, 0), np.float32)
@@ -125,8 +129,15 @@ def featurize_batch(
                 "sample_rate": np.int32,
                 "channels": np.int32,
                 "n_clips": np.int32,
+                **dict.fromkeys(audio_io.FILE_TAG_COLUMNS, np.str_),
             },
+            on_song=on_song,
         )
+
+
+def file_tags(decoded: audio_io.Decoded) -> dict[str, str]:
+    """The songs columns of the file's own tags (:data:`mgr_batch.io.audio.FILE_TAG_COLUMNS`), "" when absent."""
+    return {f"file_{name}": decoded.tags.get(name, "") for name in audio_io.TAG_NAMES}
 
 
 def per_song(
