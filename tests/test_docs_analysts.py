@@ -44,6 +44,7 @@ def test_the_doc_has_every_kind_of_query():
         "error_type",
         "folder",
         "list_cosine_similarity",
+        "array_cosine_similarity",
         "JOIN",
         "s3://",
     ):
@@ -70,6 +71,13 @@ def _check(ns: dict, where: str) -> None:
             assert len(ns[name]) > 0, f"{where}: {name} is empty"
     if "both" in ns:
         assert len(ns["both"]) == N_SONGS, where
+    if "like" in ns:  # the same answer as `mgr-batch similar`
+        from mgr_batch.io.similar import similar
+
+        like = pd.DataFrame(ns["like"] if isinstance(ns["like"], pd.DataFrame) else ns["like"].to_pandas())
+        want = similar("tags", song=ns["song_id"], k=10)
+        assert like["song_id"].tolist() == [w["song_id"] for w in want], where
+        assert like["similarity"].tolist() == pytest.approx([w["similarity"] for w in want], abs=1e-4), where
 
 
 @pytest.mark.parametrize("index", [i for i, (_, code) in enumerate(BLOCKS) if "s3://" not in code])

@@ -33,7 +33,8 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="module")
 def tagged(tmp_path_factory, tiny_model) -> Path:
-    """Songs of 3 to 40 s, two broken files and a silent one, tagged with ``--report``."""
+    """Songs of 3 to 40 s, two broken files and a silent one, tagged with ``--report`` and ``--embeddings``
+    (stored vectors, for the catalog map)."""
     root = tmp_path_factory.mktemp("report")
     src, out = root / "in", root / "out"
     for i, seconds in enumerate((3.0, 4.0, 6.5, 9.0, 40.0)):
@@ -42,7 +43,8 @@ def tagged(tmp_path_factory, tiny_model) -> Path:
     (src / "b" / "broken1.mp3").write_bytes(b"no audio here")
     (src / "b" / "broken2.wav").write_bytes(b"RIFF nope")
     write_constant(src / "b" / "silent.wav", seconds=2.0, value=0.0)
-    assert main(["tag", str(src), "-o", str(out), "--model", tiny_model, "--songs-per-task", "2", "--report"]) == 0
+    argv = ["tag", str(src), "-o", str(out), "--model", tiny_model, "--songs-per-task", "2", "--report", "--embeddings"]
+    assert main(argv) == 0
     return out
 
 
@@ -99,6 +101,7 @@ def test_the_page_is_self_contained_and_its_counts_are_the_tables(tagged):
         "Files by status",
         "Errors by type",
         "Genres",
+        "Catalog map",
         "Durations",
         "Clip genres over time",
         "Model",
@@ -107,6 +110,7 @@ def test_the_page_is_self_contained_and_its_counts_are_the_tables(tagged):
         assert f"<h2>{heading}" in html
     assert "broken1.mp3" in html and "silent.wav" in html  # example paths per error type
     assert "no `uncertain` flag" in html
+    assert 'alt="Catalog map: 6 of 6 songs, stored vectors by PCA"' in html
     md = (tagged / "report" / "report.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(figures) == len(page.images) and all((tagged / "report" / f).is_file() for f in figures)
@@ -125,6 +129,7 @@ def test_the_share_of_uncertain_songs_where_the_table_has_it(tagged, tmp_path):
     html = (out / "report" / "index.html").read_text()
     assert "share uncertain" in html
     assert f"{flagged / 6:.1%} of the tagged songs" in html
+    assert "songs the model flags uncertain drawn as ×" in html  # on the catalog map
 
 
 def _chromium() -> str:

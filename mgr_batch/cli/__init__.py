@@ -137,6 +137,17 @@ def _plot_timeline(args: argparse.Namespace) -> None:
     print(json.dumps(plot_timeline(args.tagged, song=args.song, png=args.output, storage_options=so), indent=2))
 
 
+def _similar(args: argparse.Namespace) -> None:
+    from mgr_batch.io.similar import similar, similar_lines
+
+    if args.k < 1:
+        raise ConfigError(f"--k must be at least 1, got {args.k}")
+    so = storage_options(args.storage_option)
+    _require_tables(args.tagged, so)
+    found = similar(args.tagged, song=args.song, k=args.k, storage_options=so)
+    print(json.dumps(found, indent=2) if args.json else "\n".join(similar_lines(found)))
+
+
 def _report(args: argparse.Namespace) -> None:
     from mgr_batch.evaluation.run_report import build as build_report
 
@@ -177,6 +188,7 @@ def _job(args: argparse.Namespace) -> None:
 TOOLS = {
     "models": lambda args: list_models(presets=args.presets),
     "plot-timeline": _plot_timeline,
+    "similar": _similar,
     "report": _report,
     "compact": _compact,
 }

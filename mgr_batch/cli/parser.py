@@ -70,6 +70,10 @@ RETAG_EXAMPLES = """examples:
   mgr-batch retag tags/ --model models/mine --output tags-mine/
 """
 
+SIMILAR_EXAMPLES = """examples:
+  mgr-batch similar tags/ --song ~/music/song.mp3
+  mgr-batch similar tags/ --song 3f2a9c0d1e4b5a6f --k 20 --json
+"""
 
 PLOT_TIMELINE_EXAMPLES = """examples:
   mgr-batch tag ~/music --output tags/ --model runs/crnn/ --timeline
@@ -376,6 +380,20 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--song", required=True, help="the song's song_id, or its path as listed in songs/")
     pt.add_argument("--output", "-o", required=True, help="PNG file (local path or URL) to write")
     _tool_flags(pt)
+
+    sim = _command(
+        sub,
+        "similar",
+        help="list the songs most like a song (cosine similarity of their stored vectors)",
+        epilog=SIMILAR_EXAMPLES,
+        description="Read OUT/embeddings (each song's stored vector, written by 'tag') and list the --k songs "
+        "nearest the given one by cosine similarity, itself left out, among vectors of its own kind (feature_id).",
+    )
+    sim.add_argument("tagged", metavar="OUT", help="a tag output folder or URL that holds embeddings/")
+    sim.add_argument("--song", required=True, help="the song's song_id, or its path as listed in songs/")
+    sim.add_argument("--k", type=int, default=10, help="how many songs (default 10)")
+    sim.add_argument("--json", action="store_true", help="print a JSON list of {path, song_id, similarity}")
+    _tool_flags(sim)
 
     rep = _command(
         sub,

@@ -31,6 +31,8 @@ SONG_COLUMNS = ["song_id", "path", "genre", "confidence", "certainty", "duration
 EXAMPLES = 3
 #: Genres drawn as small multiples at most (the most frequent ones).
 MAX_GENRE_PANELS = 12
+#: Songs drawn on the catalog map at most: a larger catalog is drawn from a sample of this many.
+MAP_SONGS = 5000
 
 
 def _columns(data: pads.Dataset | None, columns: list[str], filter: pc.Expression | None = None) -> pd.DataFrame:
@@ -71,6 +73,7 @@ def build(out: str, so: dict[str, Any] | None = None, cfg: ReportConfig | None =
     page = Page(title=f"mgr-batch report: {out}")
     shown = _counts(page, songs, errors)
     _genre_section(page, songs, genres, uncertain, cfg)
+    _map_section(page, tables, songs, uncertain, so)
     _duration_section(page, songs)
     _timeline_section(page, tables, songs, genres, so, cfg)
     if metrics is not None:
@@ -176,6 +179,61 @@ def _genre_section(
                 for r in of.nlargest(k, "confidence").itertuples()
             ]
         page.table(["which", "genre", "path", "confidence", "certainty"], rows)
+
+
+def _map_section(page: Page, tables: str, songs: pd.DataFrame, uncertain: bool, so: dict[str, Any] | None) -> None:
+    """The stored vectors projected to 2-D (PCA), one point per song coloured by its genre, uncertain ones marked.
+
+    Reads the search copy of the vectors beside the tables (:mod:`mgr_batch.io.similar`, built here when
+    missing), memory-mapped, and only the rows of the sample: the :data:`MAP_SONGS` songs of the lowest
+    song_id (a hash of the path, so a uniform random choice that stays the same from one report to the next).
+    """
+    from mgr_batch.io import similar
+    from mgr_batch.plots.catalog_map import catalog_map_png, project
+
+    if songs.empty:
+        return
+    page.heading("Catalog map")
+    index = similar.refresh(tables, so)
+    if index is None or not index["kinds"]:
+        page.para(
+            "No stored vectors (no embeddings/ table): tag with a model on pre-trained embeddings (the default) "
+            "or with --embeddings to draw the catalog."
+        )
+        return
+    # the kind of vector most songs have; the others are not comparable with it
+    counts = {value: similar.read_songs(tables, key, so).num_rows for value, key in index["kinds"].items()}
+    kind = max(counts, key=counts.get)
+    ids = similar.read_songs(tables, index["kinds"][kind], so).column("song_id").to_numpy(zero_copy_only=False)
+    known = songs.drop_duplicates("song_id").set_index("song_id")
+    candidates = np.flatnonzero(np.isin(ids, known.index.to_numpy()))
+    _, first = np.unique(ids[candidates], return_index=True)  # by song_id; a song stored twice is drawn once
+    n_total = len(first)
+    rows = np.sort(candidates[first][:MAP_SONGS])
+    if len(rows) < 2:
+        page.para("Fewer than two songs have a stored vector: nothing to map.")
+        return
+    matrix = similar.read_matrix(tables, index["kinds"][kind], so)
+    points, share = project(np.asarray(matrix[rows]))
+    order = ids[rows]
+    genres = known.loc[order, "genre"].astype(str).to_numpy()
+    flags = known.loc[order, "uncertain"].fillna(False).to_numpy(bool) if uncertain else None
+    sample = f"{len(rows):,} of {n_total:,} songs" + (" (a sample)" if len(rows) < n_total else "")
+    title = f"Catalog map: {sample}, stored vectors by PCA"
+    page.figure(Figure("catalog_map", title, catalog_map_png(points, genres, flags, share=share, title=title)))
+    marked = "songs the model flags uncertain drawn as ×" if uncertain else "the model gives no uncertain flag"
+    page.para(
+        f"Each point is a song: its stored vector ({index.get('kind_column') or 'vector'} {kind}, L2-normalized, "
+        f"each dimension standardized) projected on the two principal axes, which hold {share[0]:.0%} and "
+        f"{share[1]:.0%} of the variance; coloured by top-1 genre, {marked}. {sample.capitalize()}"
+        + (
+            ", those of the lowest song_id (a uniform random choice, the same each time)."
+            if len(rows) < n_total
+            else "."
+        )
+        + " Songs close together sound alike to the network: a cluster of one colour is a genre the model "
+        "separates, mixed colours are where the taxonomy blurs, lone points are outliers worth a listen."
+    )
 
 
 def _duration_section(page: Page, songs: pd.DataFrame) -> None:

@@ -382,6 +382,10 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
         summary["compaction"] = compaction.compact(
             cfg.output, so, target_rows=cfg.compact.target_rows, target_bytes=int(cfg.compact.target_mb * 2**20)
         )
+    if totals["embeddings"]:  # the search copy 'similar' reads, current with the parts just written
+        from mgr_batch.io.similar import refresh
+
+        refresh(cfg.output, so)
     if cfg.report:
         from mgr_batch.evaluation.run_report import build as build_report
 

@@ -1,0 +1,135 @@
+"""``mgr-batch similar``: the k nearest songs by cosine similarity of stored vectors, checked against numpy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mgr_batch.cli import main
+from mgr_batch.io import schemas, similar
+
+DIMS = 24
+
+
+def embeddings_part(vectors: np.ndarray, ids: list[str], feature_id: str = "aaaaaaaaaaaa") -> pa.Table:
+    """Rows of the embeddings table in its own schema (the vector in its stored type, float16 or float32)."""
+    n = len(ids)
+    values = {
+        "song_id": ids,
+        "path": [f"/music/{i}.mp3" for i in ids],
+        "feature_id": [feature_id] * n,
+        "feature": ["test"] * n,
+        "model_id": [feature_id] * n,
+        "layer": ["test"] * n,
+        "dims": [vectors.shape[1]] * n,
+        "n_clips": [3] * n,
+    }
+    schema = schemas.arrow_schema("embeddings")
+    arrays = []
+    for field in schema:
+        if field.name == "vector":
+            item = field.type.value_type
+            flat = pa.array(vectors.reshape(-1).astype(item.to_pandas_dtype()), item)
+            arrays.append(pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * vectors.shape[1]), flat))
+        else:
+            arrays.append(pa.array(values[field.name], field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def stored(vectors: np.ndarray) -> np.ndarray:
+    """The vectors as the table keeps them, in float64."""
+    item = schemas.arrow_schema("embeddings").field("vector").type.value_type
+    return vectors.astype(item.to_pandas_dtype()).astype(np.float64)
+
+
+@pytest.fixture
+def catalog(tmp_path) -> tuple[Path, np.ndarray, list[str]]:
+    """60 songs near 4 centres in two parts, one zero vector, and 5 songs of another kind of vector."""
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((4, DIMS))
+    vectors = centres[rng.integers(0, 4, 60)] + 0.4 * rng.standard_normal((60, DIMS))
+    vectors[7] = 0.0
+    ids = [f"{i:016x}" for i in range(60)]
+    out = tmp_path / "out"
+    (out / "embeddings").mkdir(parents=True)
+    (out / "songs").mkdir()
+    pq.write_table(embeddings_part(vectors[:35], ids[:35]), out / "embeddings" / "part-a.parquet")
+    pq.write_table(embeddings_part(vectors[35:], ids[35:]), out / "embeddings" / "part-b.parquet")
+    other = rng.standard_normal((5, 8))  # another feature: other length, never compared with the rest
+    pq.write_table(
+        embeddings_part(other, [f"other{i}" for i in range(5)], "bbbbbbbbbbbb"), out / "embeddings" / "part-c.parquet"
+    )
+    return out, vectors, ids
+
+
+def numpy_nearest(vectors: np.ndarray, i: int, k: int) -> list[tuple[int, float]]:
+    m = stored(vectors)
+    norms = np.linalg.norm(m, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sims = np.nan_to_num(m @ m[i] / (norms * norms[i]))
+    sims[i] = -np.inf
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [(int(j), float(sims[j])) for j in order]
+
+
+def test_the_k_nearest_are_numpys(catalog, capsys):
+    out, vectors, ids = catalog
+    for i in (0, 12, 40):
+        assert main(["similar", str(out), "--song", ids[i], "--k", "5", "--json"]) == 0
+        found = json.loads(capsys.readouterr().out)
+        want = numpy_nearest(vectors, i, 5)
+        assert [f["song_id"] for f in found] == [ids[j] for j, _ in want]
+        assert [f["similarity"] for f in found] == pytest.approx([s for _, s in want], abs=1e-5)
+        assert [f["path"] for f in found] == [f"/music/{ids[j]}.mp3" for j, _ in want]
+        assert ids[i] not in {f["song_id"] for f in found}
+    assert (out / "_similar" / "index.json").is_file()
+
+
+def test_by_path_as_a_table_and_k_past_the_catalog(catalog, capsys):
+    out, vectors, ids = catalog
+    assert main(["similar", str(out), "--song", f"/music/{ids[3]}.mp3", "--k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["rank", "similarity", "song_id", "path"]
+    assert [line.split()[2] for line in lines[1:]] == [ids[j] for j, _ in numpy_nearest(vectors, 3, 3)]
+    found = similar.similar(str(out), song="other2", k=50)  # only its own kind: 4 others
+    assert sorted(f["song_id"] for f in found) == ["other0", "other1", "other3", "other4"]
+
+
+def test_the_zero_vector_is_like_nothing(catalog):
+    out, _, ids = catalog
+    found = similar.similar(str(out), song=ids[7], k=3)
+    assert len(found) == 3 and all(f["similarity"] == 0.0 for f in found)
+
+
+def test_a_new_part_is_seen_by_the_next_query(catalog):
+    out, vectors, ids = catalog
+    assert similar.similar(str(out), song=ids[0], k=1)[0]["song_id"] != "twin"
+    pq.write_table(embeddings_part(vectors[:1] * 2.0, ["twin"]), out / "embeddings" / "part-d.parquet")
+    best = similar.similar(str(out), song=ids[0], k=1)[0]
+    assert best["song_id"] == "twin" and best["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--song", "0000000000000000", "--k", "0"], "--k must be at least 1"),
+        (["--song", "nope"], "is not in"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(catalog, capsys, argv, message):
+    out, _, _ = catalog
+    assert main(["similar", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_an_output_without_vectors(tmp_path, capsys):
+    (tmp_path / "songs").mkdir()
+    assert main(["similar", str(tmp_path), "--song", "x"]) == 2
+    assert "no embeddings/ table" in capsys.readouterr().err
+    assert main(["similar", str(tmp_path / "missing"), "--song", "x"]) == 2
