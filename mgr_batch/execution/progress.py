@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -59,12 +60,17 @@ class Progress:
         stream: TextIO | None = None,
         interactive: bool | None = None,
         settings: Settings = SETTINGS,
+        poll: Callable[[], tuple[int, int, float] | None] | None = None,
     ) -> None:
         self.total, self.desc, self.settings = total, desc, settings
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.files = self.errors = 0
         self.audio_s = 0.0
+        #: Finer counts than :meth:`update`'s, read at every redraw: files, errors and audio seconds decoded so
+        #: far (the decode tasks report each song as they finish it); the bar shows whichever is further.
+        self.poll = poll
+        self._written = (0, 0, 0.0)
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -94,12 +100,19 @@ class Progress:
     def update(self, *, files: int, audio_s: float = 0.0, errors: int = 0) -> None:
         """``files`` more finished (of which ``errors`` failed) holding ``audio_s`` seconds of audio."""
         with self._lock:
-            self.files += files
-            self.errors += errors
-            self.audio_s += audio_s
-            if self._bar is not None:
-                self._bar.set_postfix_str(self._extras(), refresh=False)
-                self._bar.update(files)
+            f, e, a = self._written
+            self._written = (f + files, e + errors, a + audio_s)
+            self._show(self._written)
+
+    def _show(self, counts: tuple[int, int, float]) -> None:
+        """Move the bar on to ``counts`` (files, errors, audio seconds) where they are further than it is."""
+        files = min(max(self.files, counts[0]), self.total)
+        self.errors = max(self.errors, counts[1])
+        self.audio_s = max(self.audio_s, counts[2])
+        moved, self.files = files - self.files, files
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._extras(), refresh=False)
+            self._bar.update(moved)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -115,7 +128,10 @@ class Progress:
     def _tick(self) -> None:
         wait = TTY_REFRESH_S if self.interactive else self.settings.interval_s
         while not self._stop.wait(wait):
+            seen = self.poll() if self.poll is not None else None
             with self._lock:
+                if seen is not None:
+                    self._show(seen)
                 if self._bar is not None:
                     self._bar.set_postfix_str(self._extras(), refresh=False)
                     self._bar.refresh()

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -20,6 +20,7 @@ from mgr_batch.execution.cache import call_cached
 from mgr_batch.execution.progress import Progress
 from mgr_batch.execution.records import check_every_file_accounted, write_run_record
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
+from mgr_batch.execution.tally import ReportSong, SongTally, poll_tally
 from mgr_batch.io import compaction, output, output_checks, storage
 from mgr_batch.io.schemas import TAG_TABLES
 from mgr_batch.io.writer import write_tables
@@ -41,6 +42,7 @@ def featurized(
     storage_options: dict[str, Any] | None,
     embedding_input: bool = False,
     precision: str = "float32",
+    on_song: Callable[[dict[str, Any]], None] | None = None,
 ) -> ray.data.Dataset:
     """Dataset of per-song rows with ``features`` (and with ``embedding_input`` musicnn's input of the same
     clips; see :func:`mgr_batch.stages.decode.featurize_batch`). For a model on pre-trained embeddings whose network
@@ -59,6 +61,7 @@ def featurized(
             storage_options=storage_options,
             precision=precision,
             **({"embedding_input": True} if embedding_input else {}),
+            **({"on_song": on_song} if on_song is not None else {}),
         ),
         batch_size=inference.songs_per_task,
         batch_format="numpy",
@@ -176,6 +179,7 @@ def tag_files(
     """
     inference = dataclasses.replace(inference, in_decode_tasks=in_decode_tasks(spec, inference))
     vectors = embeddings and stored_kind(spec) is not None
+    tally = SongTally.remote()
     ds = featurized(
         files,
         spec=spec,
@@ -184,22 +188,27 @@ def tag_files(
         storage_options=storage_options,
         embedding_input=embeddings and not vectors,
         precision=inference.precision,
+        on_song=ReportSong(tally),
     )
     if embeddings and not vectors:
         ds = embedded(ds, spec=spec, inference=inference)
-    return tag_featurized(
-        ds,
-        len(files),
-        spec=spec,
-        model=model,
-        clip_cfg=clip_cfg,
-        inference=inference,
-        output=output,
-        storage_options=storage_options,
-        timeline=timeline,
-        vectors=vectors,
-        desc=desc,
-    )
+    try:
+        return tag_featurized(
+            ds,
+            len(files),
+            spec=spec,
+            model=model,
+            clip_cfg=clip_cfg,
+            inference=inference,
+            output=output,
+            storage_options=storage_options,
+            timeline=timeline,
+            vectors=vectors,
+            desc=desc,
+            poll=poll_tally(tally),
+        )
+    finally:
+        ray.kill(tally)
 
 
 def tag_featurized(
@@ -215,9 +224,11 @@ def tag_featurized(
     timeline: bool = False,
     vectors: bool = False,
     desc: str = "tag",
+    poll: Callable[[], tuple[int, int, float] | None] | None = None,
 ) -> dict[str, Any]:
     """The rest of the tagging graph (inference, tables) over already featurized songs (``desc`` names the
-    progress bar; ``vectors``: the Predictor adds each song's stored vector)."""
+    progress bar, ``poll`` gives it the songs decoded so far, see :class:`Progress`; ``vectors``: the Predictor
+    adds each song's stored vector)."""
     inference = dataclasses.replace(inference, in_decode_tasks=in_decode_tasks(spec, inference))
     ds = predicted(
         ds, model=model, inference=inference, storage_options=storage_options, timeline=timeline, vectors=vectors
@@ -238,7 +249,7 @@ def tag_featurized(
     )
     totals: Counter = Counter()
     error_types: Counter = Counter()
-    with Progress(n_files, desc=desc) as progress:
+    with Progress(n_files, desc=desc, poll=poll) as progress:
         for row in _summaries(ds):  # one small summary row per written batch, as it is written
             for key in ("n_songs", "n_errors", "n_clips", "n_timeline_steps", "n_embeddings", "audio_s"):
                 totals[key] += row[key]

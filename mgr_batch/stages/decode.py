@@ -62,8 +62,10 @@ def featurize_batch(
     storage_options: dict[str, Any] | None = None,
     embedding_input: bool = False,
     precision: str = "float32",
+    on_song: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Read, decode, resample, cut and featurize each listed file of the batch.
+    """Read, decode, resample, cut and featurize each listed file of the batch (``on_song(row)`` after each:
+    a progress report; see :func:`per_song`).
 
     Needs ``path`` (other columns pass through). Adds :data:`FEATURE_COLUMNS`; a file that fails gets
     ``status="error"``, zero clips and the stage, type and message of its expected audio error.
@@ -148,8 +150,10 @@ def per_song(
     failed: dict[str, Any],
     *,
     typed: dict[str, type],
+    on_song: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Decode each listed file and turn it into one row: ``ok(decoded, row)``, or ``failed`` plus the error.
+    """Decode each listed file and turn it into one row: ``ok(decoded, row)``, or ``failed`` plus the error;
+    ``on_song(row)`` is called with each row as it is made (it reads ``status`` and ``analyzed_s``).
 
     Every row gets ``status``, ``decode_notes`` (what the native decoders printed to stderr about the file,
     see :class:`captured_stderr`; also in the message of an error row) and ``error_stage/_type/_message``;
@@ -191,6 +195,8 @@ def per_song(
             )
         if notes:  # still in the worker's log (on the screen with `-v`), now with the file they are about
             print(f"decoder notes on {path}: {notes}", file=sys.stderr, flush=True)
+        if on_song is not None:
+            on_song(rows[-1])
     out = dict(batch)
     for c in failed:
         out[c] = np.asarray([r[c] for r in rows], dtype=typed[c]) if c in typed else object_array([r[c] for r in rows])
