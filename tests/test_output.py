@@ -50,6 +50,7 @@ def _song(row: dict, model_id: str) -> dict:
         "n_clips": 1,
         "used_start_s": [0.0],
         "used_end_s": [3.0],
+        "truncated": False,
         "genre": "rock",
         "confidence": 0.9,
         "certainty": 1.0,

@@ -75,7 +75,7 @@ COMMANDS = {
         lambda r: {k: v for k, v in r.items() if k != "config"},
     ),
     "train-labels": ("mgr_batch.execution.relabel", "run_train_labels", labels_train_config, lambda r: r),
-    "retag": ("mgr_batch.execution.relabel", "run_retag", retag_config, lambda r: r),
+    "retag": ("mgr_batch.execution.retag", "run_retag", retag_config, lambda r: r),
 }
 
 
@@ -175,9 +175,9 @@ def _job(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(shown(result), indent=2, default=str))
     elif command in ("train-labels", "retag"):
-        from mgr_batch.execution import relabel
+        from mgr_batch.execution import relabel, retag
 
-        print("\n".join((relabel.train_summary if command == "train-labels" else relabel.retag_summary)(result)))
+        print("\n".join((relabel.train_summary if command == "train-labels" else retag.retag_summary)(result)))
     else:
         from mgr_batch.execution.summary import SUMMARIES
 

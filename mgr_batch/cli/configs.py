@@ -168,7 +168,7 @@ def compact_config(args: argparse.Namespace) -> CompactConfig:
 
 def labels_train_config(args: argparse.Namespace):
     """``train OUT --labels ...``: a head fitted on a tag output's stored vectors (no audio, no Ray)."""
-    from mgr_batch.config.settings import LabelsTrainConfig
+    from mgr_batch.config.outputs import LabelsTrainConfig
 
     own = {
         "tagged": args.data,
@@ -184,7 +184,7 @@ def labels_train_config(args: argparse.Namespace):
 
 def retag_config(args: argparse.Namespace):
     """``retag OUT --model CKPT --output OUT2``."""
-    from mgr_batch.config.settings import RetagConfig
+    from mgr_batch.config.outputs import RetagConfig
 
     own = {
         "tagged": args.tagged,

@@ -2,6 +2,7 @@
 type and range checked (:mod:`.values`), written beside every output (:mod:`.files`)."""
 
 from mgr_batch.config.files import dump_yaml, load_yaml, merge, redacted, to_dict
+from mgr_batch.config.outputs import ReportConfig
 from mgr_batch.config.settings import (
     AUDIO_EXTENSIONS,
     CLIP_SELECTIONS,
@@ -21,7 +22,6 @@ from mgr_batch.config.settings import (
     ModelConfig,
     OptimConfig,
     RayConfig,
-    ReportConfig,
     SegmentationConfig,
     SegmentConfig,
     TagConfig,

@@ -323,32 +323,12 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
         output.clear(cfg.output, so)
     else:
         output_checks.check_same_clips(cfg.output, clip_cfg, so)
-    compaction.repair(cfg.output, so)  # a compaction a kill interrupted: finished or rolled back first
-    tables = output.Output.open(cfg.output, so)  # each table listed once; only parts new to the index read
-    tables.remove_temp_files()
-    output.deduplicate(tables, files, spec.model_id)  # a late write of a killed run, seen by this rerun
     # The stored vectors: by default for a head on pre-trained embeddings (--no-embeddings skips them).
     embeddings = cfg.embeddings if cfg.embeddings is not None else stored_kind(spec) is not None
     require = (("timeline",) if cfg.timeline else ()) + (("embeddings",) if embeddings else ())
-    todo = output.plan(files, tables, spec.model_id, require=require)
-    pruned = output.prune(tables, todo.prune)
-    output.remove_empty_parts(tables)
-    log.info(
-        "tagging %d file(s) with model %s (%d already done, %d stale rows pruned)",
-        len(todo.todo),
-        spec.model_id,
-        todo.skipped,
-        pruned,
-    )
-    counts = {
-        "n_songs": 0,
-        "n_errors": 0,
-        "n_clips": 0,
-        "n_timeline_steps": 0,
-        "n_embeddings": 0,
-        "errors_by_type": {},
-        "audio_seconds": 0.0,
-    }
+    tables, todo = output.start_run(cfg.output, files, spec.model_id, so, require=require)
+    counts = dict.fromkeys(("n_songs", "n_errors", "n_clips", "n_timeline_steps", "n_embeddings"), 0)
+    counts.update(errors_by_type={}, audio_seconds=0.0)
     if len(todo.todo):
         with ray_session(cfg.ray):
             counts = tag_files(
@@ -362,11 +342,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
                 timeline=cfg.timeline,
                 embeddings=embeddings,
             )
-        tables.refresh()  # this run's parts, and a killed run's batch that landed while it did the same songs
-        output.deduplicate(tables, files, spec.model_id)
-    output.ensure_tables(cfg.output, (*TAG_TABLES, *require), spec.genres, so, tables)
-    tables.save()
-    totals = tables.counts()
+    totals = output.end_run(tables, files, spec.model_id, (*TAG_TABLES, *require), spec.genres, wrote=len(todo.todo))
     summary = {
         "model_id": spec.model_id,
         "input": cfg.input,
@@ -393,10 +369,6 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
         summary["compaction"] = compaction.compact(
             cfg.output, so, target_rows=cfg.compact.target_rows, target_bytes=int(cfg.compact.target_mb * 2**20)
         )
-    if totals["embeddings"]:  # the search copy 'similar' reads, current with the parts just written
-        from mgr_batch.io.similar import refresh
-
-        refresh(cfg.output, so)
     if cfg.report:
         from mgr_batch.evaluation.run_report import build as build_report
 

@@ -203,6 +203,39 @@ def deduplicate(tables: Output, files: pd.DataFrame, model_id: str) -> int:
     return _remove(tables, removals, keep)
 
 
+def start_run(
+    output: str, files: pd.DataFrame, model_id: str, so: dict[str, Any] | None, *, require: tuple[str, ...] = ()
+) -> tuple[Output, Plan]:
+    """What a tag run does before it tags: a killed compaction finished or rolled back, each table listed once
+    (only parts new to the index read), temp files and a killed run's late copies removed, the plan made and
+    its stale rows pruned, and the empty parts dropped (the run writes rows)."""
+    compaction.repair(output, so)
+    tables = Output.open(output, so)
+    tables.remove_temp_files()
+    deduplicate(tables, files, model_id)
+    todo = plan(files, tables, model_id, require=require)
+    pruned = prune(tables, todo.prune)
+    remove_empty_parts(tables)
+    log.info(
+        "%d file(s) to tag with %s (%d done, %d stale rows pruned)", len(todo.todo), model_id, todo.skipped, pruned
+    )
+    return tables, todo
+
+
+def end_run(
+    tables: Output, files: pd.DataFrame, model_id: str, names: tuple[str, ...], genres: tuple[str, ...], *, wrote: bool
+) -> dict[str, int]:
+    """What a tag run does after it tagged (``wrote``): the tables listed again (the run's parts, and a killed
+    run's batch that landed while it did the same songs, deduplicated), each of ``names`` given an empty part
+    if it has none, and the index saved; returns the rows each table now holds."""
+    if wrote:
+        tables.refresh()
+        deduplicate(tables, files, model_id)
+    ensure_tables(tables.uri, names, genres, tables.so, tables)
+    tables.save()
+    return tables.counts()
+
+
 def clear(output: str, so: dict[str, Any] | None) -> None:
     """Delete the tables of earlier runs and the index (``--force``)."""
     for table in TABLES:

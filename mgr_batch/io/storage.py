@@ -24,6 +24,7 @@ from fsspec.core import url_to_fs
 
 from mgr_batch.config import AUDIO_EXTENSIONS
 from mgr_batch.errors import ConfigError, InputNotFoundError
+from mgr_batch.io.kinds import ignored_kind
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -60,7 +61,7 @@ def is_remote(uri: str) -> bool:
 
 def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """The path as the user would write it: absolute local path, or ``proto://bucket/key``."""
-    if _is_local(fs):
+    if is_local(fs):
         return os.path.abspath(path)
     return fs.unstrip_protocol(path)
 
@@ -94,12 +95,12 @@ def openable(path: str, exact: bytes | None) -> str:
     return os.fsdecode(exact) if exact else path
 
 
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("file", "local")
 
 
-def _mtime(info: dict[str, Any]) -> float:
+def mtime_of(info: dict[str, Any]) -> float:
     for key in ("mtime", "LastModified", "last_modified", "created"):
         value = info.get(key)
         if value is None:
@@ -124,27 +125,6 @@ class Listing:
     ignored_kinds: dict[str, int] = field(default_factory=dict)
 
 
-#: What a folder walk skips on purpose, by kind (lower-case extensions; ``system``: names, see :func:`ignored_kind`).
-IGNORED_KINDS = {
-    "image": (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic"),
-    "text": (".txt", ".nfo", ".md", ".pdf", ".log", ".json", ".xml", ".csv", ".html", ".rtf", ".doc", ".docx"),
-    "playlist": (".m3u", ".m3u8", ".pls", ".cue", ".xspf", ".wpl"),
-}
-SYSTEM_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", ".directory", "icon\r"})
-
-
-def ignored_kind(name: str) -> str:
-    """The kind of a file a folder walk skips: ``system`` (``.DS_Store``, AppleDouble ``._*``, ...), ``image``,
-    ``text``, ``playlist`` or ``other``."""
-    low = name.lower()
-    if low in SYSTEM_NAMES or low.startswith("._"):
-        return "system"
-    for kind, suffixes in IGNORED_KINDS.items():
-        if low.endswith(suffixes):
-            return kind
-    return "other"
-
-
 def list_inputs(
     uri: str,
     storage_options: dict[str, Any] | None = None,
@@ -163,7 +143,7 @@ def list_inputs(
     fs, root = filesystem(uri, storage_options)
     ignored: list[str] = []
     if uri.lower().endswith(MANIFEST_SUFFIXES) and not _glob.has_magic(uri):
-        files = _read_manifest(fs, root, storage_options)
+        files = read_manifest(fs, root, storage_options)
     elif _glob.has_magic(root) and not fs.exists(root):
         found = fs.glob(root, detail=True)
         files = _from_infos(fs, {p: i for p, i in found.items() if i.get("type") != "directory"})
@@ -172,7 +152,7 @@ def list_inputs(
     elif not fs.exists(root):
         raise InputNotFoundError(f"input {uri!r} does not exist")
     elif fs.isdir(root):
-        if _is_local(fs):
+        if is_local(fs):
             files, ignored = _walk_local(os.path.abspath(root), extensions)  # sorted, each path once
         else:
             found = fs.find(root, detail=True, withdirs=False)
@@ -183,7 +163,7 @@ def list_inputs(
             raise InputNotFoundError(f"input {uri!r}: the folder holds no audio file ({', '.join(extensions)})")
     else:
         files = _from_infos(fs, {root: fs.info(root)})
-    if not (_is_local(fs) and fs.isdir(root) and not _glob.has_magic(root)):  # a walk's listing is sorted already
+    if not (is_local(fs) and fs.isdir(root) and not _glob.has_magic(root)):  # a walk's listing is sorted already
         files = files.sort_values("path", kind="stable").reset_index(drop=True)
     ignored.sort()
     kinds = Counter(ignored_kind(posixpath.basename(p)) for p in ignored)
@@ -281,11 +261,13 @@ def _from_infos(fs: fsspec.AbstractFileSystem, infos: dict[str, dict[str, Any]])
     return _frame(
         [full_uri(fs, p) for p in infos],
         [int(i.get("size") or 0) for i in infos.values()],
-        [_mtime(i) for i in infos.values()],
+        [mtime_of(i) for i in infos.values()],
     )
 
 
-def _read_manifest(fs: fsspec.AbstractFileSystem, root: str, storage_options: dict[str, Any] | None) -> pd.DataFrame:
+def read_manifest(fs: fsspec.AbstractFileSystem, root: str, storage_options: dict[str, Any] | None) -> pd.DataFrame:
+    """The files a manifest (CSV or Parquet with a ``path`` column) names, as a listing (see
+    :func:`mgr_batch.io.list_inputs`): relative paths resolved against its folder, each path once."""
     if not fs.exists(root):
         raise InputNotFoundError(f"manifest {full_uri(fs, root)!r} does not exist")
     with fs.open(root, "rb") as f:
@@ -296,13 +278,13 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, root: str, storage_options: di
         table = pd.read_parquet(io.BytesIO(data))
     if "path" not in table.columns:
         raise ConfigError(f"manifest {full_uri(fs, root)!r} has no 'path' column")
-    base = posixpath.dirname(root) if not _is_local(fs) else os.path.dirname(os.path.abspath(root))
+    base = posixpath.dirname(root) if not is_local(fs) else os.path.dirname(os.path.abspath(root))
     resolved = []
     for p in table["path"].astype(str):
         if "://" in p:
             scheme, rest = p.split("://", 1)
             resolved.append(f"{scheme}://{posixpath.normpath(rest)}")
-        elif _is_local(fs):
+        elif is_local(fs):
             resolved.append(os.path.abspath(os.path.join(base, os.path.expanduser(p))))
         else:
             resolved.append(fs.unstrip_protocol(posixpath.normpath(posixpath.join(base, p))))
@@ -311,14 +293,14 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, root: str, storage_options: di
     table = table.drop_duplicates("path").reset_index(drop=True)  # one file named twice is one file
     resolved = list(table["path"])
     table.insert(1, "song_id", pd.Series([song_id_for(p) for p in resolved], dtype="string"))
-    sizes, mtimes = _stat_listed(resolved, storage_options)
+    sizes, mtimes = stat_listed(resolved, storage_options)
     table.insert(2, "size", pd.Series(sizes, dtype="int64"))
     table.insert(3, "mtime", pd.Series(mtimes, dtype="float64"))
     table.insert(4, "path_bytes", pd.Series([None] * len(table), dtype=object))
     return table
 
 
-def _stat_listed(paths: list[str], storage_options: dict[str, Any] | None) -> tuple[list[int], list[float]]:
+def stat_listed(paths: list[str], storage_options: dict[str, Any] | None) -> tuple[list[int], list[float]]:
     """Size and modification time of each path a manifest lists, as a folder listing gives them, so that a
     rerun notices a changed file: ``os.stat`` for local files (in a pool of threads); for remote ones one
     listing per folder (one request per 1000 keys on S3, instead of a HEAD per file), the folders listed in
@@ -350,7 +332,7 @@ def _stat_listed(paths: list[str], storage_options: dict[str, Any] | None) -> tu
         for i in rows:
             info = infos.get(paths[i])
             if info is not None and info.get("type") != "directory":
-                sizes[i], mtimes[i] = int(info.get("size") or 0), _mtime(info)
+                sizes[i], mtimes[i] = int(info.get("size") or 0), mtime_of(info)
 
     with ThreadPoolExecutor(WALK_THREADS) as pool:
         list(pool.map(stat_local, local, chunksize=1024))
@@ -390,9 +372,9 @@ def read_text(uri: str, storage_options: dict[str, Any] | None = None) -> str:
 def write_bytes_atomic(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
     """Write ``data`` so readers see the whole file or nothing (temp name, then rename; S3 puts are atomic)."""
     fs, path = filesystem(uri, storage_options)
-    parent = posixpath.dirname(path) if not _is_local(fs) else os.path.dirname(path)
+    parent = posixpath.dirname(path) if not is_local(fs) else os.path.dirname(path)
     fs.makedirs(parent, exist_ok=True)
-    if _is_local(fs):
+    if is_local(fs):
         tmp = os.path.join(parent, f".tmp-{os.getpid()}-{os.path.basename(path)}")
         try:
             with open(tmp, "wb") as f:
