@@ -10,7 +10,7 @@ Two measurements:
 - ``overhead``: untagged files (written here: WAV, FLAC, MP3 decoded by libsndfile; Ogg Vorbis by FFmpeg),
   each decoded by :func:`mgr_batch.io.audio.load` with the tag reading as shipped and with it replaced by a
   no-op, in interleaved rounds (the median per file of each); and the tag reading alone on an open file
-  (``_soundfile_tags``, ``_pyav_tags``), timed over many calls, which is the cost itself: the decode times
+  (``tags.soundfile_tags``, ``tags.pyav_tags``), timed over many calls, which is the cost itself: the decode times
   move more between rounds than the tags cost.
 - ``agreement``: the 26 tracks of ``../shared/data/long``, whose manifest lists the title, artist, album and
   genre their files carry: the tags ``load`` gives each against the manifest's.
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_name  # noqa: E402
 
 from mgr_batch.io import audio  # noqa: E402
+from mgr_batch.io import tags as file_tags  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -61,19 +62,19 @@ def write_catalog(folder: Path, n: int) -> list[Path]:
 
 
 def overhead(paths: list[Path], rounds: int) -> dict:
-    shipped = (audio._soundfile_tags, audio._pyav_tags)
+    shipped = (file_tags.soundfile_tags, file_tags.pyav_tags)
     off = (lambda f: ({}, False), lambda container, stream: {})
     times: dict[str, dict[str, list[float]]] = {ext: {"with": [], "without": []} for ext in FORMATS}
     for r in range(rounds):
         for mode in ("with", "without") if r % 2 == 0 else ("without", "with"):
-            audio._soundfile_tags, audio._pyav_tags = shipped if mode == "with" else off
+            file_tags.soundfile_tags, file_tags.pyav_tags = shipped if mode == "with" else off
             try:
                 for path in paths:
                     t0 = time.perf_counter()
                     audio.load(str(path), sr=22050)
                     times[path.suffix][mode].append(time.perf_counter() - t0)
             finally:
-                audio._soundfile_tags, audio._pyav_tags = shipped
+                file_tags.soundfile_tags, file_tags.pyav_tags = shipped
     result = {}
     for ext, by in times.items():
         sample = next(p for p in paths if p.suffix == ext)
@@ -93,12 +94,12 @@ def tag_read_seconds(path: Path, calls: int = 2000) -> float:
             stream = container.streams.audio[0]
             t0 = time.perf_counter()
             for _ in range(calls):
-                audio._pyav_tags(container, stream)
+                file_tags.pyav_tags(container, stream)
             return (time.perf_counter() - t0) / calls
     with sf.SoundFile(str(path)) as f:
         t0 = time.perf_counter()
         for _ in range(calls):
-            audio._soundfile_tags(f)
+            file_tags.soundfile_tags(f)
         return (time.perf_counter() - t0) / calls
 
 
@@ -107,7 +108,7 @@ def agreement() -> dict:
     found, disagree = 0, []
     for row in rows:
         tags = audio.load(str(LONG / row["path"]), sr=22050, max_duration=1.0, silence_threshold=0.0).tags
-        expected = {k: row[k].strip() for k in audio.TAG_NAMES if row[k].strip()}
+        expected = {k: row[k].strip() for k in file_tags.TAG_NAMES if row[k].strip()}
         found += bool(tags)
         if tags != expected:
             disagree.append({"path": row["path"], "load": tags, "manifest": expected})

@@ -84,7 +84,7 @@ from mgr_batch.config import ClipConfig, InferenceConfig, SegmentationConfig
 from mgr_batch.features import registry as features
 from mgr_batch.features import spectral
 from mgr_batch.features.classic import gtzan_features, gtzan_features_reference
-from mgr_batch.io import audio, storage
+from mgr_batch.io import audio, ffmpeg, storage, waveform
 from mgr_batch.io.writer import write_tables
 from mgr_batch.models import checkpoint
 from mgr_batch.stages.decode import featurize_batch
@@ -493,7 +493,7 @@ def plain_loop(files: list[str], model: torch.nn.Module, spec, clip_seconds: flo
 
 
 def _mono_resample(y: np.ndarray, sr_in: int, sr: int) -> np.ndarray:
-    mono = audio.mix_down(y) if y.ndim == 2 else y
+    mono = waveform.mix_down(y) if y.ndim == 2 else y
     return soxr.resample(mono, sr_in, sr, quality="HQ")
 
 
@@ -502,12 +502,12 @@ def decode_floor(files: list[str], sr: int) -> dict:
     clock = Clock()
     for path in {Path(f).suffix: f for f in files}.values():  # warm-up, one file a format: first-call costs
         sf.read(path, dtype="float32")
-        audio._load_pyav(path, sr, None, "HQ")
+        ffmpeg.load(path, sr, None, "HQ")
     for path in files:
         fmt = Path(path).suffix.lstrip(".")
         y, sr_in = clock.time(f"soundfile:{fmt}", sf.read, path, dtype="float32", always_2d=True)
         clock.time(f"soundfile:{fmt}", _mono_resample, y, sr_in, sr)
-        clock.time(f"pyav:{fmt}", audio._load_pyav, path, sr, None, "HQ")
+        clock.time(f"pyav:{fmt}", ffmpeg.load, path, sr, None, "HQ")
     out = {"cpu_s": {}, "wall_s": {}}
     for lib in ("soundfile", "pyav"):
         out["cpu_s"][lib] = sum(v for k, v in clock.cpu.items() if k.startswith(lib + ":"))
@@ -545,9 +545,9 @@ def stage_split(
             chunks = []
             while (x := clock.time("decode", next, blocks, None)) is not None:
                 c = time.thread_time()
-                x.mean(axis=1, dtype=np.float32)  # what the mix cost before audio.mix_down
+                x.mean(axis=1, dtype=np.float32)  # what the mix cost before waveform.mix_down
                 old_mix += time.thread_time() - c
-                mono = clock.time("mono", audio.mix_down, x)
+                mono = clock.time("mono", waveform.mix_down, x)
                 chunks.append(clock.time("resample", stream.resample_chunk, mono))
             chunks.append(clock.time("resample", stream.resample_chunk, np.zeros(0, np.float32), last=True))
             y = clock.time("resample", np.concatenate, chunks)
@@ -623,13 +623,13 @@ def _decode_blocks(data: bytes, max_duration: float):
         native_sr, limit = stream.rate, int(max_duration * stream.rate)
 
         def blocks():
-            yield from audio.pyav_blocks(container.decode(stream), native_sr, stream.codec_context.layout, limit)
+            yield from ffmpeg.pyav_blocks(container.decode(stream), native_sr, stream.codec_context.layout, limit)
             container.close()
 
         return native_sr, blocks()
     snd = sf.SoundFile(io.BytesIO(data))
     native_sr = snd.samplerate
-    limit, block = min(snd.frames, int(max_duration * native_sr)), int(audio.BLOCK_SECONDS * native_sr)
+    limit, block = min(snd.frames, int(max_duration * native_sr)), int(waveform.BLOCK_SECONDS * native_sr)
 
     def soundfile_blocks():
         done = 0

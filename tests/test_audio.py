@@ -17,7 +17,7 @@ from mgr_batch.errors import (
     MgrBatchError,
     SilentAudioError,
 )
-from mgr_batch.io import audio
+from mgr_batch.io import audio, ffmpeg, waveform
 
 
 def peak_hz(y: np.ndarray, sr: int) -> float:
@@ -78,7 +78,7 @@ def test_mix_down_is_numpys_float32_channel_mean_bit_for_bit(channels):
     block = (rng.standard_normal((10_007, channels)) * rng.uniform(1e-3, 3.0, size=channels)).astype(np.float32)
     block[::7] *= np.float32(1e-30)  # subnormals too
     original = block.copy()
-    mixed = audio.mix_down(block)
+    mixed = waveform.mix_down(block)
     assert mixed.dtype == np.float32
     np.testing.assert_array_equal(mixed.view(np.int32), block.mean(axis=1, dtype=np.float32).view(np.int32))
     np.testing.assert_array_equal(block, original)  # the caller's block is left alone
@@ -250,7 +250,7 @@ def test_ffmpeg_converts_integer_samples_to_the_same_waveform(tmp_path, ext, mon
     """PCM and FLAC frames pass through FFmpeg's format converter, which must give every sample back."""
     path = write_noise(tmp_path / f"noise{ext}", seconds=3.0, sr=44100, channels=2, seed=5)
     monkeypatch.setattr(audio, "BLOCK_SECONDS", 0.7)  # several blocks, and a last one cut short
-    by_ffmpeg = audio._load_pyav(str(path), 22050, None, "HQ")
+    by_ffmpeg = ffmpeg.load(str(path), 22050, None, "HQ")
     by_libsndfile = audio._load_soundfile(str(path), 22050, None, "HQ")
     assert by_ffmpeg.decoder == "ffmpeg"
     np.testing.assert_array_equal(by_ffmpeg.y, by_libsndfile.y)
@@ -262,10 +262,10 @@ def test_ffmpeg_streams_local_files_and_copies_only_other_file_objects(tmp_path)
     path = write_tone(tmp_path / "tone.ogg", seconds=1.0)
     with open(path, "rb") as f:
         f.read(10)
-        assert audio._fresh(f) is f and f.tell() == 0
+        assert ffmpeg.fresh(f) is f and f.tell() == 0
         other = io.BytesIO(path.read_bytes())
         other.read(10)
-        fresh = audio._fresh(other)
+        fresh = ffmpeg.fresh(other)
         assert fresh is not other and fresh.read() == path.read_bytes()
 
 

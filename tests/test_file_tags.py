@@ -12,7 +12,7 @@ import pytest
 from audio_factory import write_tone
 
 from mgr_batch.cli import main
-from mgr_batch.io import audio
+from mgr_batch.io import audio, ffmpeg
 
 TAGS = {"genre": "Game Music", "artist": "Ann Artist", "album": "Best Album", "title": "Song Title"}
 
@@ -74,8 +74,8 @@ def test_each_format_gives_its_tags(tmp_path, name):
 @pytest.mark.parametrize("ext", [".wav", ".flac", ".mp3", ".ogg"])
 def test_a_file_without_tags_has_none_and_is_opened_once(tmp_path, monkeypatch, ext):
     calls = []
-    real = audio._ffmpeg_tags
-    monkeypatch.setattr(audio, "_ffmpeg_tags", lambda source: calls.append(source) or real(source))
+    real = ffmpeg.read_tags
+    monkeypatch.setattr(ffmpeg, "read_tags", lambda source: calls.append(source) or real(source))
     decoded = audio.load(str(write_tone(tmp_path / f"plain{ext}", seconds=1.0)))
     assert decoded.tags == {}
     assert not calls

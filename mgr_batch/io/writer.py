@@ -14,7 +14,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from mgr_batch.io import schemas, storage
-from mgr_batch.io.audio import FILE_TAG_COLUMNS
+from mgr_batch.io.tags import FILE_TAG_COLUMNS
 from mgr_batch.stages.aggregate import certainty, song_probabilities
 
 

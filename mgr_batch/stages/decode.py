@@ -21,6 +21,7 @@ from mgr_batch.features import musicnn as fm
 from mgr_batch.features import registry as features
 from mgr_batch.io import audio as audio_io
 from mgr_batch.io import storage
+from mgr_batch.io.tags import FILE_TAG_COLUMNS, TAG_NAMES
 from mgr_batch.models import precision as network_precision
 
 #: Columns a listing gives the first stage.
@@ -39,7 +40,7 @@ FEATURE_COLUMNS = (
     "used_start_s",
     "used_end_s",
     "decode_notes",
-    *audio_io.FILE_TAG_COLUMNS,
+    *FILE_TAG_COLUMNS,
     "error_stage",
     "error_type",
     "error_message",
@@ -113,7 +114,7 @@ def featurize_batch(
         features=np.zeros((0, n_mels, n_frames), np.float32),
         used_start_s=np.zeros(0),
         used_end_s=np.zeros(0),
-        **dict.fromkeys(audio_io.FILE_TAG_COLUMNS, ""),
+        **dict.fromkeys(FILE_TAG_COLUMNS, ""),
     )
     if embedding_input:
         failed["embedding_input"] = np.zeros((0, 96, 0), np.float32)
@@ -131,15 +132,15 @@ def featurize_batch(
                 "sample_rate": np.int32,
                 "channels": np.int32,
                 "n_clips": np.int32,
-                **dict.fromkeys(audio_io.FILE_TAG_COLUMNS, np.str_),
+                **dict.fromkeys(FILE_TAG_COLUMNS, np.str_),
             },
             on_song=on_song,
         )
 
 
 def file_tags(decoded: audio_io.Decoded) -> dict[str, str]:
-    """The songs columns of the file's own tags (:data:`mgr_batch.io.audio.FILE_TAG_COLUMNS`), "" when absent."""
-    return {f"file_{name}": decoded.tags.get(name, "") for name in audio_io.TAG_NAMES}
+    """The songs columns of the file's own tags (:data:`mgr_batch.io.tags.FILE_TAG_COLUMNS`), "" when absent."""
+    return {f"file_{name}": decoded.tags.get(name, "") for name in TAG_NAMES}
 
 
 def per_song(
