@@ -277,3 +277,31 @@ def test_every_table_exists_after_a_run_even_with_no_rows(tmp_path, tiny_crnn):
         assert pd.read_parquet(out2 / table).empty, table
         assert _columns(out2, table) == schemas.arrow_schema(table, GTZAN_GENRES).names, table
     assert len(pd.read_parquet(out2 / "errors")) == 1
+
+
+def test_planning_reads_no_clip_row(corpus, tmp_path):
+    """Once the index knows an output, a rerun's plan (and its counts) open no clips part of a whole batch: each
+    is overwritten with garbage of the same size and modification time, and planning still says the same (the
+    one part a killed run left without its songs part is still read: it is to be pruned)."""
+    files = list_inputs(str(corpus)).files
+    out = tmp_path / "out"
+    _outputs(files, out, require_timeline=False)
+    first = Output.open(str(out), None)
+    expected = output.plan(files, first, MODEL)
+    counts = first.counts()
+    first.save()
+    clip_parts = [p for p in sorted((out / "clips").glob("*.parquet")) if (out / "songs" / p.name).exists()]
+    assert len(clip_parts) >= 3 and counts["clips"] > 0
+    for part in clip_parts:  # the fault: no clips part can be read any more
+        st = part.stat()
+        part.write_bytes(b"\0" * st.st_size)
+        os.utime(part, ns=(st.st_atime_ns, st.st_mtime_ns))
+        with pytest.raises(pa.ArrowInvalid):
+            pq.read_metadata(part)
+    tables = Output.open(str(out), None)
+    again = output.plan(files, tables, MODEL)
+    assert set(again.todo["song_id"]) == set(expected.todo["song_id"]) and again.prune == expected.prune
+    assert tables.counts() == counts
+    newcomer = files.iloc[:1].assign(song_id="feedfacefeedface", path="/new.wav")
+    grown = output.plan(pd.concat([files, newcomer], ignore_index=True), tables, MODEL)
+    assert "feedfacefeedface" in set(grown.todo["song_id"])

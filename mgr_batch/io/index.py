@@ -48,6 +48,8 @@ DEPENDENT_TABLES = ("clips", *OPTIONAL_TAG_TABLES)
 INDEX_DIR = "_index"
 #: The columns of :attr:`Output.keys`.
 KEY_COLUMNS = ["song_id", "size", "mtime", "model_id", "stage", "error_type", "table", "part", "batch"]
+#: Parts whose key rows are gathered into one Arrow table at a time.
+READ_CHUNK = 1000
 #: Threads that read part footers and list folders (I/O bound: object storage answers in parallel).
 IO_THREADS = 16
 
@@ -81,7 +83,7 @@ def _local(fs: Any) -> bool:
     return protocol in ("file", "local")
 
 
-def _version(info: dict[str, Any]) -> str:
+def version_of(info: dict[str, Any]) -> str:
     tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
     return f"{int(info.get('size') or 0)}:{tag}"
 
@@ -104,7 +106,7 @@ def list_table(output: str, table: str, so: dict[str, Any] | None) -> Table:
         elif base == compaction.JOURNAL:
             has_journal = True
         elif base.endswith(".parquet") and not base.startswith((".", "_")):
-            names[base] = _version(info)
+            names[base] = version_of(info)
     journal = compaction.read_journal(fs, root) if has_journal else None
     visible = set(compaction.visible(sorted(names), journal))
     listed.versions = {n: v for n, v in names.items() if n in visible}
@@ -119,6 +121,8 @@ class Output:
         self.tables: dict[str, Table] = {}
         self.parts: dict[str, dict[str, Part]] = {t: {} for t in TABLES}
         self.keys = _empty_keys()
+        self._saved: frozenset[tuple[str, str, str]] | None = None
+        self._saved_keys = -1
         self.reads = 0  # parts read (footers or key rows) since open: what a run paid for what it found new
 
     @classmethod
@@ -156,7 +160,7 @@ class Output:
         t = self.tables[table]
 
         def footer(name: str) -> Part:
-            with t.fs.open(t.path(name), "rb") as f:
+            with _open(t, name) as f:
                 meta = pq.ParquetFile(f).metadata
             return Part(name, t.versions[name], meta.num_rows, batches_of(name, meta.metadata))
 
@@ -169,12 +173,21 @@ class Output:
     def _read_keys(self, table: str, names: list[str], old_keys: pd.DataFrame) -> pd.DataFrame:
         """The key rows of parts ``names`` of ``table``, with their part and batch."""
         t = self.tables[table]
-        paths = [t.path(n) for n in names]
-        data = pads.dataset(paths, filesystem=_arrow_filesystem(t.fs), format="parquet")
-        columns = ["song_id", "size", "mtime", "model_id", *(["stage", "error_type"] if table == "errors" else [])]
-        columns = [c for c in columns if c in data.schema.names]
-        rows = data.to_table(columns=[*columns, "__filename"]).to_pandas()
-        rows["part"] = rows.pop("__filename").map(posixpath.basename)
+        wanted = ["song_id", "size", "mtime", "model_id", *(["stage", "error_type"] if table == "errors" else [])]
+
+        def read(name: str) -> pa.Table:
+            with _open(t, name) as f:
+                data = pq.ParquetFile(f, pre_buffer=False)
+                columns = [c for c in wanted if c in data.schema_arrow.names]
+                rows = data.read(columns=columns, use_threads=False)
+            return rows.append_column("part", pa.array([name] * rows.num_rows, pa.string()))
+
+        chunks = []
+        with ThreadPoolExecutor(IO_THREADS) as pool:
+            for k in range(0, len(names), READ_CHUNK):  # whole Arrow chunks: no small per-file buffers pile up
+                parts = list(pool.map(read, names[k : k + READ_CHUNK]))
+                chunks.append(pa.concat_tables(parts, promote_options="default").combine_chunks())
+        rows = pa.concat_tables(chunks, promote_options="default").to_pandas()
         for c in KEY_COLUMNS:
             if c not in rows:
                 rows[c] = None
@@ -255,7 +268,7 @@ class Output:
         pq.write_table(data.filter(pa.array(keep)), buf, compression="zstd")
         storage.write_bytes_atomic(t.fs.unstrip_protocol(path) if not _local(t.fs) else path, buf.getvalue(), self.so)
         t.fs.invalidate_cache(t.root)
-        version = _version(t.fs.info(path))
+        version = version_of(t.fs.info(path))
         t.versions[name] = version
         old = self.parts[table][name]
         self.parts[table][name] = Part(name, version, int(keep.sum()), old.batches)
@@ -282,17 +295,29 @@ class Output:
             if not isinstance(exc, FileNotFoundError):
                 log.warning("the index of %s could not be read (%s); rebuilding it from the tables", self.uri, exc)
             return
-        for row in parts.itertuples(index=False):
-            if row.table in self.parts:
-                batches = None if row.batches is None else frozenset(row.batches)
-                self.parts[row.table][row.name] = Part(row.name, row.version, int(row.rows), batches)
+        batches = [None if b is None else frozenset(b) for b in parts["batches"]]
+        for t, name, version, rows, b in zip(
+            parts["table"], parts["name"], parts["version"], parts["rows"].tolist(), batches, strict=True
+        ):
+            if t in self.parts:
+                self.parts[t][name] = Part(name, version, rows, b)
+        self._saved = self._signature()
         # key rows are valid only for parts whose entry is valid: keep those of parts the index lists
-        listed = {(t, n) for t in KEY_TABLES for n in self.parts[t]}
-        keys = keys[[(t, p) in listed for t, p in zip(keys["table"], keys["part"], strict=True)]]
+        listed = pd.Series(False, index=keys.index)
+        for t in KEY_TABLES:
+            listed |= keys["table"].eq(t) & keys["part"].isin(list(self.parts[t]))
+        keys = keys[listed.to_numpy()]
         self.keys = keys[KEY_COLUMNS].reset_index(drop=True)
+        self._saved_keys = len(self.keys)
+
+    def _signature(self) -> frozenset[tuple[str, str, str]]:
+        return frozenset((t, p.name, p.version) for t in TABLES for p in self.parts[t].values())
 
     def save(self) -> None:
-        """Write the index (keys first: key rows of a part are used only while the parts file lists it)."""
+        """Write the index (keys first: key rows of a part are used only while the parts file lists it), unless
+        it holds what it held when read (a run with nothing to do writes nothing)."""
+        if self._signature() == self._saved and len(self.keys) == self._saved_keys:
+            return
         keys = pa.Table.from_pandas(self.keys[KEY_COLUMNS], schema=_KEYS_SCHEMA, preserve_index=False)
         rows = [
             {
@@ -340,6 +365,11 @@ def _read_table(uri: str, so: dict[str, Any] | None) -> pd.DataFrame:
     fs, path = storage.filesystem(uri, so)
     with fs.open(path, "rb") as f:
         return pq.read_table(f).to_pandas()
+
+
+def _open(t: Table, name: str) -> Any:
+    """A part of ``t`` opened for reading (pyarrow's own file for a local path: no Python call per read)."""
+    return pa.OSFile(t.path(name)) if _local(t.fs) else t.fs.open(t.path(name), "rb")
 
 
 def _arrow_filesystem(fs: Any) -> Any:

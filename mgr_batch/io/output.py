@@ -273,7 +273,8 @@ def ensure_tables(
         pq.write_table(pa.Table.from_pylist([], schema=schemas.arrow_schema(table, genres)), buf, compression="zstd")
         storage.write_bytes_atomic(storage.join(output, table, EMPTY_PART), buf.getvalue(), so)
         if tables is not None:
-            tables.parts[table][EMPTY_PART] = index.Part(EMPTY_PART, "", 0, frozenset())
+            fs, path = storage.filesystem(storage.join(output, table, EMPTY_PART), so)
+            tables.parts[table][EMPTY_PART] = index.Part(EMPTY_PART, index.version_of(fs.info(path)), 0, frozenset())
 
 
 def table_counts(output: str, so: dict[str, Any] | None) -> dict[str, int]:
