@@ -48,7 +48,8 @@ class ModelSpec:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: Fitted by training by cross-validation inside the training songs (see :mod:`mgr_batch.evaluation.calibration`):
     #: ``temperature`` (probabilities become softmax(log p / T)) and ``uncertain_below`` (the certainty under
-    #: which a song is flagged ``uncertain``); empty for a model without them.
+    #: which a song is flagged ``uncertain``); empty for a model without them. Its ``out_of_fold`` figures (ECE,
+    #: flagged share, accuracy of the rest) are measured on the rows both were fitted on: in-sample for them.
     calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
