@@ -292,8 +292,7 @@ def _song_clips(tables: str, song_ids: list[str], cols: list[str], so: dict[str,
     songs_ds = output.dataset(tables, "songs", so)
     if clips_ds is None or songs_ds is None:
         return pd.DataFrame(columns=cols)
-    scan = songs_ds.scanner(columns=["song_id"], filter=wanted).scan_batches()
-    names = {b.fragment.path for b in scan if b.record_batch.num_rows}
+    names = set(output.read_table(songs_ds, ["song_id"], filter=wanted, with_file=True).column("file").to_pylist())
     by_name = {p.rsplit("/", 1)[-1]: p for p in clips_ds.files}
     near = [by_name[n.rsplit("/", 1)[-1]] for n in names if n.rsplit("/", 1)[-1] in by_name]
     if near:

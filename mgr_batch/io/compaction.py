@@ -222,10 +222,20 @@ def compact(
 DEPENDENT_TABLES = ("clips", "timeline", "embeddings")
 
 
-def _footers(t: _Table, bases: list[str]) -> dict[str, pq.FileMetaData]:
-    def footer(base: str) -> pq.FileMetaData:
+@dataclass(frozen=True)
+class _Footer:
+    """What compaction needs of a part's footer (not the footer: tens of thousands of them would not fit)."""
+
+    num_rows: int
+    merge_key: tuple
+    metadata: dict[bytes, bytes] | None
+
+
+def _footers(t: _Table, bases: list[str]) -> dict[str, _Footer]:
+    def footer(base: str) -> _Footer:
         with t.fs.open(t.path(base), "rb") as f:
-            return pq.ParquetFile(f).metadata
+            meta = pq.ParquetFile(f).metadata
+        return _Footer(meta.num_rows, _merge_key(meta.schema.to_arrow_schema()), meta.metadata)
 
     with ThreadPoolExecutor(16) as pool:
         return dict(zip(bases, pool.map(footer, bases), strict=True))
@@ -273,7 +283,7 @@ def _compact_table(
         full = base.startswith(PREFIX) and (meta.num_rows >= target_rows / 2 or sizes[base] >= target_bytes / 2)
         orphan = whole is not None and base.startswith(BATCH_PREFIX) and base != EMPTY_PART and base not in whole
         if not full and not orphan:
-            buckets.setdefault(_merge_key(meta.schema.to_arrow_schema()), []).append(base)
+            buckets.setdefault(meta.merge_key, []).append(base)
     groups: list[list[str]] = []
     for bases in buckets.values():
         group: list[str] = []
