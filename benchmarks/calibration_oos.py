@@ -7,7 +7,7 @@ Run from the repository root (../shared/data beside it):
 Training fits the temperature and the ``uncertain`` threshold on out-of-fold song probabilities of the
 training songs, and records the ECE, flagged share and accuracy of the rest on those same rows: in-sample for
 the temperature and threshold, so the 95% holds by construction. Here both are chosen inside each outer fold,
-exactly as training chooses them (:func:`mgr_batch.stages.training.fit_calibration`: 5 inner folds of whole
+exactly as training chooses them (:func:`mgr_batch.evaluation.calibration.fit_calibration`: 5 inner folds of whole
 songs, stratified by genre, seed 0), and scored on the outer fold's songs, which neither the head, the
 temperature nor the threshold saw. Two heads:
 

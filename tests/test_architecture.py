@@ -1,4 +1,5 @@
-"""The layout's rules, checked on the source: modules stay small, no import cycle, Ray only in execution/."""
+"""The layout's rules, checked on the source: modules stay small, no import cycle, imports point down the
+layers, Ray only in execution/."""
 
 from __future__ import annotations
 
@@ -91,8 +92,31 @@ def test_ray_is_imported_only_in_execution():
     assert users == []
 
 
+#: The layers in pipeline order (docs/architecture.md); a layer imports nothing from those above it.
+ABOVE = {
+    "io": ("clips", "features", "models", "stages", "evaluation", "plots", "execution"),
+    "stages": ("evaluation", "plots", "execution"),
+}
+#: Known exceptions, to move: the segment stage renders its figure itself.
+UPWARD = {"mgr_batch.stages.segment -> mgr_batch.plots.segmentation"}
+
+
+@pytest.mark.parametrize("layer", sorted(ABOVE))
+def test_imports_point_down_the_layers(layer):
+    up = tuple(f"mgr_batch.{a}" for a in ABOVE[layer])
+    found = sorted(
+        f"{m} -> {d}"
+        for m in MODULES
+        if m.startswith(f"mgr_batch.{layer}.")
+        for d in _imports(m)
+        if d in up or d.startswith(tuple(u + "." for u in up))
+    )
+    assert [f for f in found if f not in UPWARD] == []
+
+
 def test_the_checks_see_the_package():
     """The rules above would pass on an empty listing: the package's stages are all there."""
     for folder in ("io", "clips", "features", "models", "stages", "evaluation", "plots", "execution", "cli", "config"):
         assert f"mgr_batch.{folder}" in MODULES
     assert "mgr_batch.io.storage" in _imports("mgr_batch.stages.decode")
+    assert "mgr_batch.models.temperature" in _imports("mgr_batch.stages.predict")

@@ -11,8 +11,12 @@ rows, so they are in-sample for the temperature and threshold and meet the targe
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
 
+from mgr_batch.models.temperature import apply_temperature
 from mgr_batch.plots import figure as plots
 
 #: Bins of the expected calibration error and the reliability diagram.
@@ -23,13 +27,7 @@ TARGET_ACCURACY = 0.95
 #: Out-of-fold folds used to fit the temperature and the threshold.
 CALIBRATION_FOLDS = 5
 
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """``softmax(log p / T)`` of probability rows (..., n_genres); zeros stay zero."""
-    logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None)) / float(temperature)
-    logp -= logp.max(axis=-1, keepdims=True)
-    e = np.exp(logp) * (np.asarray(probs) > 0)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+log = logging.getLogger(__name__)
 
 
 def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
@@ -78,7 +76,7 @@ def ece(probs: np.ndarray, y: np.ndarray, *, bins: int = ECE_BINS) -> float | No
 
 def certainty(probs: np.ndarray) -> np.ndarray:
     """log10(p1 / p2) of probability rows (the songs table's ``certainty``)."""
-    from mgr_batch.stages.aggregate import certainty as _certainty
+    from mgr_batch.io.aggregate import certainty as _certainty
 
     return _certainty(probs)
 
@@ -133,3 +131,32 @@ def reliability_png(before: np.ndarray, after: np.ndarray | None, y: np.ndarray,
     ax.set_title(f"Reliability of song probabilities ({bins} bins)")
     ax.legend(loc="upper left")
     return plots.png(fig)
+
+
+def fit_calibration(model, train: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Temperature and uncertainty threshold of ``model``, fitted on out-of-fold song probabilities of the
+    training songs (:data:`CALIBRATION_FOLDS` folds of whole songs)."""
+    probs, labels = model.out_of_fold_song_proba(
+        train["features"], train["label"], train["song_id"], folds=CALIBRATION_FOLDS
+    )
+    temperature = fit_temperature(probs, labels)
+    after = apply_temperature(probs, temperature)
+    threshold = uncertainty_threshold(after, labels)
+    flags = flag_summary(after, labels, threshold)
+    info = {
+        "method": "temperature",
+        "temperature": temperature,
+        "uncertain_below": threshold,
+        "target_accuracy": TARGET_ACCURACY,
+        "n_songs": int(len(labels)),
+        "folds": int(min(CALIBRATION_FOLDS, np.bincount(labels)[np.unique(labels)].min())),
+        "out_of_fold": {
+            "song_accuracy": float((probs.argmax(1) == labels).mean()),
+            "ece_before": ece(probs, labels),
+            "ece_after": ece(after, labels),
+            "uncertain_share": flags["uncertain_share"],
+            "accuracy_not_uncertain": flags["accuracy_not_uncertain"],
+        },
+    }
+    log.info("calibration: %s", info)
+    return info

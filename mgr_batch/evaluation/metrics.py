@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from mgr_batch.stages.aggregate import song_probabilities
+from mgr_batch.io.aggregate import song_probabilities
 
 
 def song_predictions(
@@ -42,3 +42,21 @@ def accuracy_summary(clip_probs: np.ndarray, song_ids: np.ndarray, labels: np.nd
         "n_songs": len(songs),
         "n_clips": len(labels),
     }
+
+
+def evaluate_valid(model, valid, device) -> dict[str, float]:
+    """Clip and song accuracy of ``model`` on the whole valid dataset iterator (batches of ``features`` (n, n_features, n_steps), ``song_id``, ``label``)."""
+    import torch
+
+    model.eval()
+    probs, sids, labels = [], [], []
+    with torch.inference_mode():
+        for batch in valid.iter_batches(batch_size=256, batch_format="numpy"):
+            x = torch.from_numpy(np.ascontiguousarray(batch["features"], dtype=np.float32)).to(device)
+            probs.append(torch.softmax(model(x), dim=-1).cpu().numpy())
+            sids.append(batch["song_id"])
+            labels.append(batch["label"])
+    model.train()
+    if not probs:
+        return {}
+    return accuracy_summary(np.concatenate(probs), np.concatenate(sids), np.concatenate(labels))

@@ -22,6 +22,7 @@ from ray.util.queue import Empty, Queue
 from mgr_batch.config import OptimConfig, TrainConfig
 from mgr_batch.errors import ConfigError
 from mgr_batch.evaluation import datasets
+from mgr_batch.evaluation.calibration import fit_calibration
 from mgr_batch.evaluation.metrics import accuracy_summary
 from mgr_batch.execution.progress import SETTINGS, say
 from mgr_batch.execution.records import write_config
@@ -34,7 +35,6 @@ from mgr_batch.models.checkpoint import ModelSpec
 from mgr_batch.stages.training import (
     epoch_line,
     explode_clips,
-    fit_calibration,
     song_level_summary,
 )
 

@@ -16,8 +16,9 @@ import torch
 from ray.train import Checkpoint
 
 from mgr_batch.config import OptimConfig, from_dict
+from mgr_batch.evaluation.metrics import evaluate_valid
 from mgr_batch.models.checkpoint import ModelSpec
-from mgr_batch.stages.training import ShardTally, evaluate_valid, lr_schedule, unwrap
+from mgr_batch.stages.training import ShardTally, lr_schedule, unwrap
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,14 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from mgr_batch.io import schemas, storage
+from mgr_batch.io.aggregate import certainty, song_probabilities
 from mgr_batch.io.tags import FILE_TAG_COLUMNS
-from mgr_batch.stages.aggregate import certainty, song_probabilities
+
+#: Storage type of the vector column: float16 halves the table; heads agree with float32 (README, Your own genres).
+VECTOR_DTYPE = np.float16
+#: Parquet key-value metadata of an embeddings part: a JSON mapping of each feature_id it holds to its
+#: kind's JSON (:meth:`mgr_batch.stages.vectors.VectorKind.to_json`).
+META_KINDS = b"mgr_batch.vector_kinds"
 
 
 def build_tables(
@@ -150,15 +156,15 @@ def timeline_table(
 def embeddings_table(batch: dict[str, np.ndarray], idx: np.ndarray) -> pa.Table:
     """The embeddings table of songs ``idx`` of a batch: one row per song, its stored vector as list<float16>.
 
-    Needs ``song_id``, ``path``, ``n_clips``, ``embedding[i]`` (dims,) and ``embedding_kind[i]`` (a
-    :class:`mgr_batch.stages.vectors.VectorKind` as JSON). Each kind's JSON is kept in the part's metadata
-    (:data:`mgr_batch.stages.vectors.META_KINDS`, a JSON mapping of feature_id to it), so that a head can be
-    fitted on the vectors without the model that wrote them.
+    Needs ``song_id``, ``path``, ``n_clips``, ``embedding[i]`` (dims,) and the kind's columns
+    (:func:`mgr_batch.stages.vectors.kind_columns`: ``embedding_kind[i]`` as JSON, ``embedding_feature_id[i]``,
+    ``embedding_feature[i]``). Each kind's JSON is kept in the part's metadata (:data:`META_KINDS`, a JSON
+    mapping of feature_id to it), so that a head can be fitted on the vectors without the model that wrote them.
     """
-    from mgr_batch.stages.vectors import META_KINDS, VECTOR_DTYPE, VectorKind
-
-    kinds = {k: VectorKind.from_json(k) for k in {str(batch["embedding_kind"][i]) for i in idx}}
-    ids = {k: (v.feature_id, v.description) for k, v in kinds.items()}
+    ids = {
+        str(batch["embedding_kind"][i]): (str(batch["embedding_feature_id"][i]), str(batch["embedding_feature"][i]))
+        for i in idx
+    }
     vectors = [np.asarray(batch["embedding"][i], VECTOR_DTYPE) for i in idx]
     dims = np.array([len(v) for v in vectors], np.int32)
     cols = {
@@ -173,14 +179,12 @@ def embeddings_table(batch: dict[str, np.ndarray], idx: np.ndarray) -> pa.Table:
     arrays = [
         vector_array(vectors, dims) if f.name == "vector" else pa.array(cols[f.name], type=f.type) for f in schema
     ]
-    meta = {META_KINDS: json.dumps({ids[k][0]: k for k in kinds}, sort_keys=True).encode()}
+    meta = {META_KINDS: json.dumps({ids[k][0]: k for k in ids}, sort_keys=True).encode()}
     return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta))
 
 
 def vector_array(vectors: list[np.ndarray] | np.ndarray, dims: np.ndarray) -> pa.ListArray:
     """The ``vector`` column of rows of ``dims`` values each (a list of (dims,) arrays, or one (n, dims) array)."""
-    from mgr_batch.stages.vectors import VECTOR_DTYPE
-
     offsets = np.concatenate([[0], np.cumsum(dims)]).astype(np.int32)
     flat = np.concatenate([np.ravel(v) for v in vectors]).astype(VECTOR_DTYPE) if len(vectors) else np.zeros(0)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(VECTOR_DTYPE), pa.float16()))

@@ -10,13 +10,13 @@ import torch
 
 from mgr_batch.config import FeatureConfig
 from mgr_batch.errors import ConfigError
-from mgr_batch.evaluation import calibration
 from mgr_batch.features import efficientat as fe
 from mgr_batch.features import musicnn as fm
 from mgr_batch.features import stacked as fs
 from mgr_batch.models import checkpoint
 from mgr_batch.models import precision as network_precision
 from mgr_batch.models.common import fold_batch_norm
+from mgr_batch.models.temperature import apply_temperature
 from mgr_batch.stages import vectors as vectors_stage
 from mgr_batch.stages.decode import (
     object_array,
@@ -173,10 +173,9 @@ class Predictor:
             t = self.spec.temperature
             if t is not None:
                 song_probs = [
-                    calibration.apply_temperature(p, t) if len(c) else p
-                    for p, c in zip(song_probs, song_clip_probs, strict=True)
+                    apply_temperature(p, t) if len(c) else p for p, c in zip(song_probs, song_clip_probs, strict=True)
                 ]
-                song_clip_probs = [calibration.apply_temperature(c, t) if len(c) else c for c in song_clip_probs]
+                song_clip_probs = [apply_temperature(c, t) if len(c) else c for c in song_clip_probs]
             out["song_probs"] = object_array([np.asarray(p, np.float32) for p in song_probs])
         out["clip_probs"] = object_array(song_clip_probs)
         if self.vector_kind is not None:
@@ -187,12 +186,12 @@ class Predictor:
 
     def _vectors(self, x: np.ndarray | None, counts: list[int]) -> dict[str, np.ndarray]:
         """Each song's stored vector: ``embedding[i]`` (dims,) float32, its clip embeddings pooled as the
-        head pools them (see :func:`mgr_batch.stages.vectors.stored_kind`), and ``embedding_kind`` (JSON)."""
+        head pools them (see :func:`mgr_batch.stages.vectors.stored_kind`), and its kind's columns (:func:`mgr_batch.stages.vectors.kind_columns`)."""
         kind = self.vector_kind
         songs = np.split(x, np.cumsum(counts)[:-1]) if x is not None else [np.zeros((0, 0))] * len(counts)
         return {
             "embedding": object_array([vectors_stage.pool(s, kind.pooling) for s in songs]),
-            "embedding_kind": np.full(len(counts), kind.to_json()),
+            **vectors_stage.kind_columns(kind, len(counts)),
         }
 
     def _timelines(self, feats: list[np.ndarray], counts: list[int], starts: Any) -> dict[str, np.ndarray]:
@@ -246,5 +245,5 @@ class Embedder:
         out = {k: v for k, v in batch.items() if k != "embedding_input"}
         return out | {
             "embedding": object_array([vectors_stage.pool(v, self.kind.pooling) for v in songs]),
-            "embedding_kind": np.full(len(songs), self.kind.to_json()),
+            **vectors_stage.kind_columns(self.kind, len(songs)),
         }

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from mgr_batch.config import OptimConfig
-from mgr_batch.evaluation.metrics import accuracy_summary
 
 log = logging.getLogger(__name__)
 
@@ -144,22 +143,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def evaluate_valid(model: torch.nn.Module, valid, device: torch.device) -> dict[str, float]:
-    """Clip and song accuracy of ``model`` on the whole valid dataset iterator (batches of ``features`` (n, n_features, n_steps), ``song_id``, ``label``)."""
-    model.eval()
-    probs, sids, labels = [], [], []
-    with torch.inference_mode():
-        for batch in valid.iter_batches(batch_size=256, batch_format="numpy"):
-            x = torch.from_numpy(np.ascontiguousarray(batch["features"], dtype=np.float32)).to(device)
-            probs.append(torch.softmax(model(x), dim=-1).cpu().numpy())
-            sids.append(batch["song_id"])
-            labels.append(batch["label"])
-    model.train()
-    if not probs:
-        return {}
-    return accuracy_summary(np.concatenate(probs), np.concatenate(sids), np.concatenate(labels))
-
-
 def song_level_summary(model, clips: dict[str, np.ndarray]) -> dict[str, float]:
     """Song accuracy and balanced accuracy of a song-level head on ``clips`` (its pooled rows per song)."""
     from sklearn.metrics import balanced_accuracy_score
@@ -171,37 +154,6 @@ def song_level_summary(model, clips: dict[str, np.ndarray]) -> dict[str, float]:
         "song_accuracy": float((pred == truth).mean()),
         "song_balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
     }
-
-
-def fit_calibration(model, train: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Temperature and uncertainty threshold of ``model``, fitted on out-of-fold song probabilities of the
-    training songs (:data:`mgr_batch.evaluation.calibration.CALIBRATION_FOLDS` folds of whole songs)."""
-    from mgr_batch.evaluation import calibration as cal
-
-    probs, labels = model.out_of_fold_song_proba(
-        train["features"], train["label"], train["song_id"], folds=cal.CALIBRATION_FOLDS
-    )
-    temperature = cal.fit_temperature(probs, labels)
-    after = cal.apply_temperature(probs, temperature)
-    threshold = cal.uncertainty_threshold(after, labels)
-    flags = cal.flag_summary(after, labels, threshold)
-    info = {
-        "method": "temperature",
-        "temperature": temperature,
-        "uncertain_below": threshold,
-        "target_accuracy": cal.TARGET_ACCURACY,
-        "n_songs": int(len(labels)),
-        "folds": int(min(cal.CALIBRATION_FOLDS, np.bincount(labels)[np.unique(labels)].min())),
-        "out_of_fold": {
-            "song_accuracy": float((probs.argmax(1) == labels).mean()),
-            "ece_before": cal.ece(probs, labels),
-            "ece_after": cal.ece(after, labels),
-            "uncertain_share": flags["uncertain_share"],
-            "accuracy_not_uncertain": flags["accuracy_not_uncertain"],
-        },
-    }
-    log.info("calibration: %s", info)
-    return info
 
 
 def epoch_line(metrics: dict[str, Any], n_epochs: int) -> str:

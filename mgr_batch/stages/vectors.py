@@ -24,11 +24,6 @@ from mgr_batch.errors import ConfigError
 EMBEDDING_KINDS = ("musicnn_embedding", "efficientat_embedding", "stacked_embedding")
 #: The pooling a clip-level head's songs are stored with (the one ``train --labels`` heads read).
 DEFAULT_POOLING = "mean_std"
-#: Storage type of the vector column: float16 halves the table; heads agree with float32 (README, Your own genres).
-VECTOR_DTYPE = np.float16
-#: Parquet key-value metadata of an embeddings part: a JSON mapping of each feature_id it holds to its
-#: :meth:`VectorKind.to_json`.
-META_KINDS = b"mgr_batch.vector_kinds"
 
 
 @functools.cache
@@ -150,6 +145,16 @@ def musicnn_kind(audio: AudioConfig, clip_seconds: float) -> VectorKind:
     return VectorKind(audio=audio, clips=ClipConfig(clip_seconds=clip_seconds), features=features, pooling="mean")
 
 
+def kind_columns(kind: VectorKind, n: int) -> dict[str, np.ndarray]:
+    """The batch columns that name ``n`` songs' stored vectors of ``kind`` for the writer: ``embedding_kind``
+    (JSON), ``embedding_feature_id`` and ``embedding_feature`` (its description)."""
+    return {
+        "embedding_kind": np.full(n, kind.to_json()),
+        "embedding_feature_id": np.full(n, kind.feature_id),
+        "embedding_feature": np.full(n, kind.description),
+    }
+
+
 def pool(clip_vectors: np.ndarray, pooling: str) -> np.ndarray:
     """One song's clip vectors (n_clips, d) -> its stored vector (d or 2d,) float32 (``mean`` or ``mean_std``,
     computed in float64 as the heads pool); empty for a song with no clips."""
@@ -163,8 +168,8 @@ def pool(clip_vectors: np.ndarray, pooling: str) -> np.ndarray:
 def song_predictions(probs: np.ndarray, *, genres: tuple[str, ...], uncertain_below: float | None) -> dict[str, Any]:
     """The songs table's prediction columns of song probabilities (n, n_genres): ``genre``, ``confidence``,
     ``certainty``, ``uncertain`` (null without a threshold), ``top3`` and each ``p_<genre>``."""
+    from mgr_batch.io.aggregate import certainty
     from mgr_batch.io.schemas import probability_columns
-    from mgr_batch.stages.aggregate import certainty
 
     probs = np.asarray(probs, np.float32).reshape(-1, len(genres))
     g = np.asarray(genres)
@@ -195,7 +200,7 @@ class VectorHead:
             raise ConfigError(f"model {self.spec.model_id} does not read one stored vector per song")
 
     def song_proba(self, vectors: np.ndarray) -> np.ndarray:
-        from mgr_batch.evaluation.calibration import apply_temperature
+        from mgr_batch.models.temperature import apply_temperature
 
         probs = self.model.predict_rows(np.asarray(vectors, np.float64))
         t = self.spec.temperature
