@@ -9,6 +9,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -300,7 +301,6 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     """
     started = time.time()
     so = cfg.storage_options
-    listing = storage.list_inputs(cfg.input, so, extensions=cfg.extensions)
     spec = checkpoint.load_spec(cfg.model, so)  # fail fast, on the driver, for a bad --model
     if cfg.timeline and not has_timeline(model_info(spec.model.name).build):
         raise ConfigError(
@@ -309,6 +309,15 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
         )
     # The model fixes the clip length; the hop is the user's (back-to-back clips unless told otherwise).
     clip_cfg = cfg.clips or ClipConfig(clip_seconds=spec.clips.clip_seconds)
+    with ThreadPoolExecutor(1) as background:
+        if not cfg.force:  # the output is read while the input is listed (both mostly wait on the filesystem)
+            output_checks.check_same_clips(cfg.output, clip_cfg, so)
+            opened = background.submit(output.open_for_run, cfg.output, so)
+        listing = storage.list_inputs(cfg.input, so, extensions=cfg.extensions)
+        if cfg.force:  # only once the input is known to be there
+            output.clear(cfg.output, so)
+            opened = background.submit(output.open_for_run, cfg.output, so)
+        tables = opened.result()
     files = listing.files[list(LISTING_COLUMNS)]
     if listing.ignored:
         kinds = ", ".join(f"{k} {n}" for k, n in listing.ignored_kinds.items())
@@ -319,14 +328,10 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
             kinds,
             listing.ignored[0],
         )
-    if cfg.force:
-        output.clear(cfg.output, so)
-    else:
-        output_checks.check_same_clips(cfg.output, clip_cfg, so)
     # The stored vectors: by default for a head on pre-trained embeddings (--no-embeddings skips them).
     embeddings = cfg.embeddings if cfg.embeddings is not None else stored_kind(spec) is not None
     require = (("timeline",) if cfg.timeline else ()) + (("embeddings",) if embeddings else ())
-    tables, todo = output.start_run(cfg.output, files, spec.model_id, so, require=require)
+    tables, todo = output.start_run(tables, files, spec.model_id, require=require)
     counts = dict.fromkeys(("n_songs", "n_errors", "n_clips", "n_timeline_steps", "n_embeddings"), 0)
     counts.update(errors_by_type={}, audio_seconds=0.0)
     if len(todo.todo):

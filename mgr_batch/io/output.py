@@ -240,14 +240,19 @@ def deduplicate(tables: Output, files: pd.DataFrame, model_id: str) -> int:
     return _remove(tables, removals, keep)
 
 
-def start_run(
-    output: str, files: pd.DataFrame, model_id: str, so: dict[str, Any] | None, *, require: tuple[str, ...] = ()
-) -> tuple[Output, Plan]:
-    """What a tag run does before it tags: a killed compaction finished or rolled back, each table listed once
-    (only parts new to the index read), temp files and a killed run's late copies removed, the plan made and
-    its stale rows pruned, and the empty parts dropped (the run writes rows)."""
+def open_for_run(output: str, so: dict[str, Any] | None) -> Output:
+    """The output as a tag run starts on it: a killed compaction finished or rolled back, then each table
+    listed once and only the parts new to the index read."""
     compaction.repair(output, so)
-    tables = Output.open(output, so)
+    return Output.open(output, so)
+
+
+def start_run(
+    tables: Output, files: pd.DataFrame, model_id: str, *, require: tuple[str, ...] = ()
+) -> tuple[Output, Plan]:
+    """What a tag run does before it tags, on the output :func:`open_for_run` gave: temp files and a killed
+    run's late copies removed, the plan made and its stale rows pruned, and the empty parts dropped (the run
+    writes rows)."""
     tables.remove_temp_files()
     deduplicate(tables, files, model_id)
     todo = plan(files, tables, model_id, require=require)
