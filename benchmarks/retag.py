@@ -30,9 +30,9 @@ PART_SONGS = 10_000
 def synthesize(out: Path, n: int) -> float:
     """A tag output of ``n`` songs with stored vectors of the default's kind; returns its embeddings' bytes."""
     from mgr_batch.io import schemas
-    from mgr_batch.io.writer import _write_parts, part_name, vector_array
+    from mgr_batch.io.writer import META_KINDS, _write_parts, part_name, vector_array
     from mgr_batch.models import checkpoint
-    from mgr_batch.stages.vectors import META_KINDS, stored_kind
+    from mgr_batch.stages.vectors import stored_kind
 
     spec = checkpoint.load_spec(None)
     kind = stored_kind(spec)

@@ -28,7 +28,8 @@ def main() -> None:
     args = ap.parse_args()
     import recipes
 
-    from mgr_batch.stages.vectors import VECTOR_DTYPE, VectorHead, pool
+    from mgr_batch.io.writer import VECTOR_DTYPE
+    from mgr_batch.stages.vectors import VectorHead, pool
 
     recipes.CACHE = Path(args.cache)
     songs = recipes.labelled_songs()

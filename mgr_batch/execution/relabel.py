@@ -23,6 +23,7 @@ from mgr_batch.config import ModelConfig, to_dict
 from mgr_batch.config.outputs import LabelsTrainConfig
 from mgr_batch.errors import ConfigError, InputNotFoundError
 from mgr_batch.io import output, schemas, storage
+from mgr_batch.io.writer import META_KINDS
 from mgr_batch.models import checkpoint, model_info
 from mgr_batch.models.checkpoint import ModelSpec
 from mgr_batch.stages import vectors as sv
@@ -65,7 +66,7 @@ def stored_kind_of(out: str, feature_id: str, so: dict[str, Any] | None) -> sv.V
     for path in paths:
         with fs.open(path, "rb") as f:
             meta = pq.ParquetFile(f).schema_arrow.metadata or {}
-        kinds = json.loads(meta.get(sv.META_KINDS, b"{}"))
+        kinds = json.loads(meta.get(META_KINDS, b"{}"))
         if feature_id in kinds:
             return sv.VectorKind.from_json(kinds[feature_id])
     raise ConfigError(f"no embeddings part of {out!r} records what vectors {feature_id} are")

@@ -66,18 +66,18 @@ def run_retag(cfg: RetagConfig) -> dict[str, Any]:
         if out_fs.exists(out_root):
             out_fs.rm(out_root, recursive=True)
     with ray_session(cfg.ray):
-        vectors = ray.data.read_parquet(
-            emb_paths,
-            filesystem=_arrow_fs(emb_fs),
-            columns=["song_id", "feature_id", "vector"],
-        ).filter(expr=col("feature_id") == kind.feature_id)
+        vectors = (
+            ray.data.read_parquet(emb_paths, filesystem=_arrow_fs(emb_fs))
+            .select_columns(["song_id", "feature_id", "vector"])
+            .filter(expr=col("feature_id") == kind.feature_id)
+        )
         predicted = vectors.map_batches(
             call_cached,
             fn_kwargs=dict(stage=sv.RetagStage, kwargs={"model_uri": cfg.model, "storage_options": so}),
             batch_size=cfg.rows_per_batch,
             batch_format="pyarrow",
         )
-        songs = ray.data.read_parquet(songs_paths, filesystem=_arrow_fs(songs_fs), columns=keep)
+        songs = ray.data.read_parquet(songs_paths, filesystem=_arrow_fs(songs_fs)).select_columns(keep)
         n_partitions = max(1, min(cfg.join_partitions, len(songs_paths)))
         joined = songs.join(predicted, join_type="inner", num_partitions=n_partitions, on=("song_id",))
         written = joined.map_batches(
