@@ -251,13 +251,14 @@ def start_run(
     tables: Output, files: pd.DataFrame, model_id: str, *, require: tuple[str, ...] = ()
 ) -> tuple[Output, Plan]:
     """What a tag run does before it tags, on the output :func:`open_for_run` gave: temp files and a killed
-    run's late copies removed, the plan made and its stale rows pruned, and the empty parts dropped (the run
-    writes rows)."""
+    run's late copies removed, the plan made and its stale rows pruned, and the empty parts dropped when the run
+    will write rows."""
     tables.remove_temp_files()
     deduplicate(tables, files, model_id)
     todo = plan(files, tables, model_id, require=require)
     pruned = prune(tables, todo.prune)
-    remove_empty_parts(tables)
+    if len(todo.todo):  # the run writes rows; a run with nothing to do leaves the empty parts (no DELETE, no PUT)
+        remove_empty_parts(tables)
     log.info(
         "%d file(s) to tag with %s (%d done, %d stale rows pruned)", len(todo.todo), model_id, todo.skipped, pruned
     )
