@@ -305,3 +305,19 @@ def test_planning_reads_no_clip_row(corpus, tmp_path):
     newcomer = files.iloc[:1].assign(song_id="feedfacefeedface", path="/new.wav")
     grown = output.plan(pd.concat([files, newcomer], ignore_index=True), tables, MODEL)
     assert "feedfacefeedface" in set(grown.todo["song_id"])
+
+
+def test_a_file_is_done_only_with_a_row_of_its_size_and_mtime():
+    """The plan's lookup: a song listed twice in the done rows counts as done when either row matches the file
+    (the first row seen is not the only one asked), and a changed size or mtime is never done."""
+    done = pd.DataFrame(
+        {"song_id": ["a", "b", "b", "c"], "size": [1, 2, 3, 4], "mtime": [1.0, 2.0, 3.0, 4.0]},
+    )
+    files = pd.DataFrame(
+        {
+            "song_id": pd.array(["a", "b", "c", "d", "b"], dtype=pd.StringDtype("pyarrow")),
+            "size": [1, 3, 4, 5, 9],
+            "mtime": [1.0, 3.0, 4.5, 5.0, 2.0],
+        }
+    )
+    assert output._is_done(files, done).tolist() == [True, True, False, False, False]

@@ -199,3 +199,18 @@ def test_existing_paths_with_brackets_are_listed(tmp_path, name):
     audio = write_tone(target if target.suffix == ".wav" else target / "a.wav", seconds=0.1)
     files = storage.list_inputs(str(target)).files
     assert list(files["path"]) == [str(audio)]
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_folder_listing_is_sorted_by_path_across_folders(tmp_path, nested):
+    """Folders are read in any order: the listing is still sorted by path, where a folder's name sorts before or
+    after its sibling's files (``a.b/`` before ``a/``) and, with ``nested``, where a folder's files and its
+    subfolder's files interleave."""
+    names = ["x/a b/1.wav", "x/a-b/2.wav", "x/a/3.wav", "x/a.b/4.wav", "x/ä/5.wav", "x/ab/6.wav", "y/7.wav"]
+    if nested:
+        names += ["x/a/z.wav", "x/a/m/8.wav", "x/0.wav"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    paths = list(storage.list_inputs(str(tmp_path)).files["path"])
+    assert paths == sorted(str(tmp_path / n) for n in names)

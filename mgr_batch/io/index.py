@@ -19,11 +19,12 @@ that a song's batch, and with it its rows in every table, is still known after o
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -94,23 +96,58 @@ def list_table(output: str, table: str, so: dict[str, Any] | None) -> Table:
     fs.invalidate_cache(root)  # other processes (workers, a compaction) write there: never a stale listing
     listed = Table(fs=fs, root=root)
     try:
-        infos = fs.ls(root, detail=True)
-    except FileNotFoundError:
+        found = _scan_local(root) if _local(fs) else _scan(fs, root)
+    except (FileNotFoundError, NotADirectoryError):
         return listed
     names = {}
     has_journal = False
-    for info in infos:
-        base = posixpath.basename(info["name"].rstrip("/"))
+    for base, path, version in found:
         if base.startswith(".tmp-"):
-            listed.temp.append(info["name"])
+            listed.temp.append(path)
         elif base == compaction.JOURNAL:
             has_journal = True
-        elif base.endswith(".parquet") and not base.startswith((".", "_")):
-            names[base] = version_of(info)
+        elif _is_part(base):
+            try:
+                names[base] = version()
+            except FileNotFoundError:  # gone since the folder was read, as if listed a moment later
+                continue
     journal = compaction.read_journal(fs, root) if has_journal else None
     visible = set(compaction.visible(sorted(names), journal))
     listed.versions = {n: v for n, v in names.items() if n in visible}
     return listed
+
+
+def _is_part(base: str) -> bool:
+    return base.endswith(".parquet") and not base.startswith((".", "_"))
+
+
+def _scan(fs: Any, root: str) -> list[tuple[str, str, Callable[[], str]]]:
+    """Each entry of folder ``root`` as ``(name, path, version)`` (``version()``: see :func:`version_of`)."""
+    return [
+        (posixpath.basename(info["name"].rstrip("/")), info["name"], functools.partial(version_of, info))
+        for info in fs.ls(root, detail=True)
+    ]
+
+
+def _scan_local(root: str) -> list[tuple[str, str, Callable[[], str]]]:
+    """:func:`_scan` of a local folder in one ``scandir``, a part's version from its entry's ``stat`` as fsspec's
+    local ``ls`` gives it (size of a link's target, the link's own mtime), the other entries never stat'ed."""
+    prefix = os.path.join(root, "")
+    with os.scandir(root) as it:
+        entries = list(it)
+    return [(e.name, prefix + e.name, functools.partial(_entry_version, e)) for e in entries]
+
+
+def _entry_version(entry: os.DirEntry) -> str:
+    """:func:`version_of` the entry's ``stat``."""
+    st = entry.stat(follow_symlinks=False)
+    size = st.st_size
+    if entry.is_symlink():
+        try:
+            size = entry.stat().st_size
+        except OSError:
+            size = 0
+    return f"{size}:{st.st_mtime or ''}"
 
 
 class Output:
@@ -295,19 +332,19 @@ class Output:
             if not isinstance(exc, FileNotFoundError):
                 log.warning("the index of %s could not be read (%s); rebuilding it from the tables", self.uri, exc)
             return
-        batches = [None if b is None else frozenset(b) for b in parts["batches"]]
-        for t, name, version, rows, b in zip(
-            parts["table"], parts["name"], parts["version"], parts["rows"].tolist(), batches, strict=True
-        ):
+        # Python lists of the columns (in C), not a Python object per cell of a pandas frame
+        columns = [parts.column(c).to_pylist() for c in ("table", "name", "version", "rows", "batches")]
+        for t, name, version, rows, b in zip(*columns, strict=True):
             if t in self.parts:
-                self.parts[t][name] = Part(name, version, rows, b)
+                self.parts[t][name] = Part(name, version, rows, None if b is None else frozenset(b))
         self._saved = self._signature()
         # key rows are valid only for parts whose entry is valid: keep those of parts the index lists
-        listed = pd.Series(False, index=keys.index)
+        listed = None
         for t in KEY_TABLES:
-            listed |= keys["table"].eq(t) & keys["part"].isin(list(self.parts[t]))
-        keys = keys[listed.to_numpy()]
-        self.keys = keys[KEY_COLUMNS].reset_index(drop=True)
+            held = pa.array(list(self.parts[t]), pa.string())
+            of_t = pc.and_(pc.equal(keys["table"], t), pc.is_in(keys["part"], value_set=held))
+            listed = of_t if listed is None else pc.or_(listed, of_t)
+        self.keys = keys.select(KEY_COLUMNS).filter(listed).to_pandas()
         self._saved_keys = len(self.keys)
 
     def _signature(self) -> frozenset[tuple[str, str, str]]:
@@ -361,10 +398,12 @@ _PARTS_SCHEMA = pa.schema(
 )
 
 
-def _read_table(uri: str, so: dict[str, Any] | None) -> pd.DataFrame:
+def _read_table(uri: str, so: dict[str, Any] | None) -> pa.Table:
     fs, path = storage.filesystem(uri, so)
+    if _local(fs):
+        return pq.read_table(path, memory_map=True)
     with fs.open(path, "rb") as f:
-        return pq.read_table(f).to_pandas()
+        return pq.read_table(f)
 
 
 def _open(t: Table, name: str) -> Any:

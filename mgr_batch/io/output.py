@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -141,7 +142,7 @@ def plan(files: pd.DataFrame, tables: Output, model_id: str, *, require: tuple[s
     # A file whose bytes could not be read (stage "read": missing, unreachable, a connection that failed
     # mid-file) is tried again by every run; other errors are the file's own and stay until it changes.
     retry = keys.loc[keys["stage"].eq("read") & keys["table"].eq("errors"), "song_id"]
-    complete = keys[~keys["song_id"].isin(retry)]
+    complete = keys[~keys["song_id"].isin(retry)] if len(retry) else keys
     for t in require:
         have, unknown = tables.batches(t)
         holds = complete["batch"].isin(have)
@@ -152,13 +153,32 @@ def plan(files: pd.DataFrame, tables: Output, model_id: str, *, require: tuple[s
     orphan_ids = frozenset().union(*(set(ids) for ids in orphans.values()))
     if keys.empty:
         return Plan(todo=files, skipped=0, prune=orphan_ids)
-    current = files[["song_id", "size", "mtime"]].assign(model_id=model_id)
-    found = current.merge(complete[KEY].drop_duplicates(), on=KEY, how="left", indicator=True)["_merge"]
-    is_done = found.eq("both").to_numpy()
+    is_done = _is_done(files, complete[complete["model_id"].eq(model_id).to_numpy()])
     todo = files[~is_done].reset_index(drop=True)
-    redo = keys["song_id"].isin(todo["song_id"])
+    redo = keys["song_id"].isin(todo["song_id"]) if len(todo) else False
     stale = frozenset(keys.loc[redo | keys["model_id"].ne(model_id), "song_id"])
     return Plan(todo=todo, skipped=int(is_done.sum()), prune=stale | orphan_ids)
+
+
+def _is_done(files: pd.DataFrame, done: pd.DataFrame) -> np.ndarray:
+    """Whether each listed file (a row of ``files``) has a row of ``done`` with its ``song_id``, ``size`` and
+    ``mtime``: a hash lookup of each id in Arrow, then the few files whose id is there with another size or
+    mtime (a changed file, or an id with more than one row) compared with each of its rows."""
+    ids = pa.array(files["song_id"], pa.string())
+    at = pc.fill_null(pc.index_in(ids, value_set=pa.array(done["song_id"], pa.string())), -1).to_numpy()
+    found = at >= 0
+    first = at[found]
+    is_done = np.zeros(len(files), bool)
+    is_done[found] = (done["size"].to_numpy()[first] == files["size"].to_numpy()[found]) & (
+        done["mtime"].to_numpy()[first] == files["mtime"].to_numpy()[found]
+    )
+    other = found & ~is_done
+    if other.any():
+        rows = done[done["song_id"].isin(files["song_id"][other])]
+        held = set(zip(rows["song_id"], rows["size"], rows["mtime"], strict=True))
+        listed = files.loc[other, ["song_id", "size", "mtime"]].itertuples(index=False, name=None)
+        is_done[other] = [row in held for row in listed]
+    return is_done
 
 
 def prune(tables: Output, song_ids: frozenset[str]) -> int:
