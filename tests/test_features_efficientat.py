@@ -60,7 +60,8 @@ def test_shape_per_layer(clips, layer):
 
 
 def test_layers_are_the_networks_outputs(clips):
-    """The layers are the unfolded network's outputs (the feature kind runs it with BatchNorms folded on CPU)."""
+    """The layers are the torch network's outputs (the feature kind runs the shipped ONNX export through ONNX
+    Runtime on CPU: tools/export_efficientat_onnx.py)."""
     with torch.inference_mode():
         logits, emb = eat.pretrained_network()(torch.from_numpy(efficientat_logmel(clips, sr=SR))[:, None])
     np.testing.assert_allclose(efficientat_embedding(clips, sr=SR), emb.numpy(), atol=1e-4)

@@ -54,6 +54,43 @@ def pretrained_network() -> torch.nn.Module:
     return fold_batch_norm(net).to(memory_format=torch.channels_last)
 
 
+@functools.lru_cache(maxsize=1)
+def onnx_session():
+    """ONNX Runtime's session of the shipped network (``assets/efficientat/mn04_as.onnx``, exported from the same
+    weights by ``tools/export_efficientat_onnx.py``), built once per process on as many threads as torch uses here.
+
+    On CPU it ran the network in 0.36x torch's CPU time (one thread, AMD EPYC Zen 5, outputs within 4e-6;
+    ``benchmarks/precision.py``): its depthwise convolutions are much faster than oneDNN's."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting between batches
+    path = eat.pretrained_path(PRETRAINED).with_suffix(".onnx")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def network_outputs(x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The pre-trained network on log-mel ``x`` (n, 128, frames), :data:`CHUNK_CLIPS` at a time: (logits (n, 527),
+    embedding (n, 384)) float32. On CPU through ONNX Runtime (:func:`onnx_session`), on CUDA through torch."""
+    n = len(x)
+    logits, embedding = np.empty((n, eat.N_AUDIOSET), np.float32), np.empty((n, eat.EMBEDDING_DIMS), np.float32)
+    if not torch.cuda.is_available():
+        session = onnx_session()
+        for lo in range(0, n, CHUNK_CLIPS):
+            xb = np.ascontiguousarray(x[lo : lo + CHUNK_CLIPS, None], dtype=np.float32)
+            logits[lo : lo + len(xb)], embedding[lo : lo + len(xb)] = session.run(None, {"logmel": xb})
+        return logits, embedding
+    net = pretrained_network()
+    with torch.inference_mode():
+        for lo in range(0, n, CHUNK_CLIPS):
+            xb = torch.as_tensor(x[lo : lo + CHUNK_CLIPS], dtype=torch.float32).to("cuda")
+            got = net(xb[:, None])
+            logits[lo : lo + len(xb)], embedding[lo : lo + len(xb)] = (t.float().cpu().numpy() for t in got)
+    return logits, embedding
+
+
 @functools.cache
 def embedding_model_id(layer: str = DEFAULT_LAYER) -> str:
     """Id of an embedding space: network, layer and a hash of the weights (``mn04_as-embedding-1a2b3c4d5e6f``)."""
@@ -61,31 +98,24 @@ def embedding_model_id(layer: str = DEFAULT_LAYER) -> str:
     return f"{PRETRAINED}-{layer}-{digest}"
 
 
-def efficientat_input(clips: np.ndarray, *, sr: int) -> np.ndarray:
+def efficientat_input(clips: np.ndarray, *, sr: int, logmel: bool = True) -> np.ndarray:
     """EfficientAT's log-mel of clips (n_clips, n_samples) at ``sr`` Hz: (n_clips, 128, frames) float32.
 
     Clips at another rate are resampled to 32 kHz first (soxr, high quality); then
-    :func:`mgr_batch.models.efficientat.efficientat_logmel`.
+    :func:`mgr_batch.models.efficientat.efficientat_logmel` (with ``logmel=False``, the 32 kHz clips themselves).
     """
     clips = np.ascontiguousarray(clips, dtype=np.float32)
     if sr != SR:
         import soxr
 
         clips = np.ascontiguousarray(soxr.resample(clips.T, sr, SR, quality="HQ").T, dtype=np.float32)
-    return eat.efficientat_logmel(clips, sr=SR)
+    return eat.efficientat_logmel(clips, sr=SR) if logmel else clips
 
 
 def embed_logmel(x: np.ndarray, *, layer: str = DEFAULT_LAYER) -> np.ndarray:
-    """Embeddings (n, LAYERS[layer]) float32 of EfficientAT inputs ``x`` (n, 128, frames), CHUNK_CLIPS at a time."""
-    net = pretrained_network()
-    device = next(net.parameters()).device
-    out = np.empty((len(x), LAYERS[layer]), np.float32)
-    with torch.inference_mode():
-        for lo in range(0, len(x), CHUNK_CLIPS):
-            xb = torch.from_numpy(np.ascontiguousarray(x[lo : lo + CHUNK_CLIPS], dtype=np.float32)).to(device)
-            logits, embedding = net(xb[:, None])
-            out[lo : lo + len(xb)] = (embedding if layer == "embedding" else logits).float().cpu().numpy()
-    return out
+    """Embeddings (n, LAYERS[layer]) float32 of EfficientAT inputs ``x`` (n, 128, frames) (:func:`network_outputs`)."""
+    logits, embedding = network_outputs(x)
+    return embedding if layer == "embedding" else logits
 
 
 def efficientat_embedding(clips: np.ndarray, *, sr: int, layer: str = DEFAULT_LAYER) -> np.ndarray:

@@ -17,7 +17,6 @@ every network there.
 
 from __future__ import annotations
 
-import functools
 import importlib
 from dataclasses import dataclass
 
@@ -51,8 +50,6 @@ DEFAULT_PARTS = ("MSD_musicnn:penultimate", "efficientat:embedding")
 
 #: EfficientAT's layers: the 384-value pooled embedding and the 527 AudioSet logits (one forward gives both).
 EFFICIENTAT_LAYERS = {"embedding": 384, "logits": 527}
-#: Clips per EfficientAT forward pass on CPU.
-EFFICIENTAT_CHUNK = 8
 
 
 def _module(net: Network):
@@ -66,40 +63,21 @@ def layer_sizes(network: str) -> dict[str, int]:
     return dict(_module(NETWORKS[network]).LAYERS)
 
 
-@functools.lru_cache(maxsize=1)
-def _efficientat_network():
-    """EfficientAT ``mn04_as``, built once per process: eval mode, on CUDA when there is one."""
-    import torch
-
-    from mgr_batch.models.efficientat import pretrained_network
-
-    net = pretrained_network()
-    return net.to("cuda") if torch.cuda.is_available() else net
-
-
 def efficientat_layers(clips: np.ndarray, *, sr: int, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """EfficientAT layers of clips (n, samples) at ``sr`` Hz (resampled to 32 kHz by soxr HQ first), one
-    forward pass per :data:`EFFICIENTAT_CHUNK` clips: ``{layer: (n, dims) float32}``."""
+    """EfficientAT layers of clips (n, samples) at ``sr`` Hz (resampled to 32 kHz by soxr HQ first; the network
+    through :func:`mgr_batch.features.efficientat.network_outputs`): ``{layer: (n, dims) float32}``."""
     import torch
 
-    from mgr_batch.models.efficientat import SR, efficientat_logmel
+    from mgr_batch.features import efficientat as fe
 
-    clips = np.ascontiguousarray(clips, dtype=np.float32)
-    if sr != SR:
-        import soxr
-
-        clips = np.ascontiguousarray(soxr.resample(clips.T, sr, SR, quality="HQ").T, dtype=np.float32)
-    net = _efficientat_network()
-    device = next(net.parameters()).device
-    out = {layer: np.empty((len(clips), EFFICIENTAT_LAYERS[layer]), np.float32) for layer in layers}
-    with torch.inference_mode():
-        for lo in range(0, len(clips), EFFICIENTAT_CHUNK):
-            x = efficientat_logmel(torch.from_numpy(clips[lo : lo + EFFICIENTAT_CHUNK]).to(device))
-            logits, embedding = net(x.unsqueeze(1))
-            got = {"logits": logits, "embedding": embedding}
-            for layer in layers:
-                out[layer][lo : lo + len(x)] = got[layer].float().cpu().numpy()
-    return out
+    if torch.cuda.is_available():  # the log-mel on the GPU too
+        resampled = fe.efficientat_input(clips, sr=sr, logmel=False)
+        x = fe.eat.efficientat_logmel(torch.from_numpy(resampled).to("cuda"))
+    else:
+        x = fe.efficientat_input(clips, sr=sr)
+    logits, embedding = fe.network_outputs(x)
+    got = {"logits": logits, "embedding": embedding}
+    return {layer: got[layer] for layer in layers}
 
 
 def parts(cfg: FeatureConfig) -> tuple[tuple[str, str], ...]:
