@@ -356,18 +356,15 @@ class Output:
         if self._signature() == self._saved and len(self.keys) == self._saved_keys:
             return
         keys = pa.Table.from_pandas(self.keys[KEY_COLUMNS], schema=_KEYS_SCHEMA, preserve_index=False)
-        rows = [
-            {
-                "table": t,
-                "name": p.name,
-                "version": p.version,
-                "rows": p.rows,
-                "batches": None if p.batches is None else sorted(p.batches),
-            }
-            for t in TABLES
-            for p in self.parts[t].values()
-        ]
-        parts = pa.Table.from_pylist(rows, schema=_PARTS_SCHEMA)
+        held = [(t, p) for t in TABLES for p in self.parts[t].values()]
+        columns = {  # column by column: a dict per part took seconds at a hundred thousand parts
+            "table": [t for t, _ in held],
+            "name": [p.name for _, p in held],
+            "version": [p.version for _, p in held],
+            "rows": [p.rows for _, p in held],
+            "batches": [None if p.batches is None else sorted(p.batches) for _, p in held],
+        }
+        parts = pa.table(columns, schema=_PARTS_SCHEMA)
         for name, table in (("keys.parquet", keys), ("parts.parquet", parts)):
             buf = io.BytesIO()
             pq.write_table(table, buf, compression="zstd")
