@@ -30,7 +30,7 @@ def test_ray_trains_placement_group_cleaner_logs_under_the_quieted_name():
     assert isinstance(module.logger, logging.Logger) and module.logger.name == name
 
 
-def test_torch_still_has_the_amx_probe():
-    """Without it ``precision="auto"`` would quietly mean float32 on every CPU, AMX or not."""
-    probe = getattr(torch.cpu, precision.AMX_PROBE)
-    assert isinstance(probe(), bool)
+def test_torch_still_has_the_bfloat16_probes():
+    """Without them ``precision="auto"`` would quietly mean float32 on every CPU, AMX, AVX512_BF16 or not."""
+    for name in (precision.AMX_PROBE, precision.AVX512_BF16_PROBE):
+        assert isinstance(getattr(torch.cpu, name)(), bool)

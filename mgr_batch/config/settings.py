@@ -262,7 +262,7 @@ class InferenceConfig:
     #: for and the pre-trained network of an embedding model is not sent to the actors (``embed_in_actor``).
     in_decode_tasks: bool | None = None
     #: Arithmetic of the pre-trained musicnn networks: ``"float32"``, ``"bfloat16"``, or ``"auto"``: bfloat16 on
-    #: CPUs that compute it natively (Intel AMX), float32 elsewhere (:mod:`mgr_batch.models.precision`; EfficientAT
+    #: CPUs that compute it natively (Intel AMX or AVX512_BF16), float32 elsewhere (:mod:`mgr_batch.models.precision`; EfficientAT
     #: always runs in float32, and so does the ``--embeddings`` table of a model not on embeddings). Each worker resolves ``"auto"`` on its own CPU.
     precision: str = "auto"
 

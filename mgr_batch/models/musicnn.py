@@ -12,7 +12,6 @@ of mgr-batch (:func:`mgr_batch.features.spectral.log_mel`), where musicnn used (
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -110,8 +109,8 @@ class _ConvBlock(nn.Module):
         shift = (n.bias if n.affine else 0.0) - n.running_mean * scale
         sign = torch.where(scale >= 0, 1.0, -1.0).to(conv.weight.dtype)
         bias = conv.bias * sign if conv.bias is not None else None
-        z = _conv2d(conv, x, conv.weight * sign[:, None, None, None], bias)
-        pooled = _over_frequency(torch.amax, z) * sign[None, :, None]  # max of z, or min of z where sign < 0
+        z = _taps_as_channels(conv, x, conv.weight * sign[:, None, None, None], bias)
+        pooled = _max_over_frequency(z) * sign[None, :, None]  # max of z, or min of z where sign < 0
         return F.relu(pooled) * scale[None, :, None] + shift[None, :, None]
 
     def max_over_frequency_of_affine(
@@ -141,13 +140,67 @@ def _conv2d(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
-def _over_frequency(reduce: Callable[..., torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    """``reduce(z, dim=2)`` of a (batch, c, mel, time) map. A channels-last map is reduced through its
-    (batch, mel, time, c) view, the same memory: torch took 11x longer for ``dim=2`` of the 4-D layout
-    (and ``torch.aminmax`` is slow either way: it was half of musicnn's CPU inference time)."""
-    if z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous():
-        return reduce(z.permute(0, 2, 3, 1), dim=1).permute(0, 2, 1)
-    return reduce(z, dim=2)
+#: The most time taps :func:`_taps_as_channels` turns into input channels.
+MAX_TAP_CHANNELS = 8
+
+
+def _taps_as_channels(
+    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``_conv2d(conv, x, weight, bias)`` of a one-channel ``x`` (batch, 1, mel, time) for a stride-1 ``conv``,
+    computed with groups of the kernel's time taps as input channels: (batch, c, mel', time').
+
+    A kernel ``kw`` frames wide is split into ``g`` groups of ``kw / g`` taps (``g`` the largest divisor of
+    ``kw`` up to :data:`MAX_TAP_CHANNELS`); channel ``i`` is ``x`` shifted ``i * kw / g`` frames, and the
+    convolution of those ``g`` channels with the regrouped weights is a sum of the same products. oneDNN
+    vectorizes a one-channel convolution poorly in bfloat16: MSD_musicnn took 0.84x its CPU time this way on an
+    AMD EPYC (Zen 5, AVX512_BF16; ``benchmarks/results/precision.md``), while in float32 it was no faster, so a
+    float32 convolution is left as it is. The sums differ only in their order.
+    """
+    kw = weight.shape[-1]
+    g = max(d for d in range(1, MAX_TAP_CHANNELS + 1) if kw % d == 0)
+    if (
+        g == 1
+        or not _in_bfloat16(x)
+        or conv.in_channels != 1
+        or conv.groups != 1
+        or conv.stride != (1, 1)
+        or conv.dilation != (1, 1)
+    ):
+        return _conv2d(conv, x, weight, bias)
+    pad_mel, pad_time = conv.padding
+    if pad_mel or pad_time:
+        x = F.pad(x, (pad_time, pad_time, pad_mel, pad_mel))
+    width = kw // g
+    span = x.shape[-1] - kw + width  # frames each shifted copy keeps
+    # (batch, mel, span, g) in memory, seen as (batch, g, mel, span): channels-last, as oneDNN runs fastest
+    shifted = torch.stack([x[:, 0, :, i * width : i * width + span] for i in range(g)], dim=-1).permute(0, 3, 1, 2)
+    regrouped = weight.reshape(weight.shape[0], weight.shape[2], g, width).permute(0, 2, 1, 3)
+    return F.conv2d(shifted, regrouped.contiguous(memory_format=torch.channels_last), bias)
+
+
+def _in_bfloat16(x: torch.Tensor) -> bool:
+    """Whether a convolution of ``x`` here computes in bfloat16 (its dtype, or autocast to bfloat16)."""
+    device = x.device.type
+    if x.dtype == torch.bfloat16:
+        return True
+    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+
+
+def _max_over_frequency(z: torch.Tensor) -> torch.Tensor:
+    """``z.amax(dim=2)`` of a (batch, c, mel, time) map: (batch, c, time). A channels-last map is reduced as
+    a running maximum of its (batch, time, c) mel slices, each one block of memory: torch's ``amax`` took 11x
+    longer for ``dim=2`` of the 4-D layout, and 1.3x (float32) to 4x (bfloat16) longer over the same
+    (batch, mel, time, c) view (one thread, AMD EPYC Zen 5; ``torch.aminmax`` was slower still)."""
+    if not (z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous()):
+        return z.amax(dim=2)
+    slices = z.permute(0, 2, 3, 1)  # (batch, mel, time, c), the same memory
+    if z.requires_grad or torch.jit.is_tracing():  # a gradient, or an export: one differentiable op
+        return slices.amax(dim=1).permute(0, 2, 1)
+    out = slices[:, 0].clone()
+    for i in range(1, slices.shape[1]):
+        torch.maximum(out, slices[:, i], out=out)
+    return out.permute(0, 2, 1)
 
 
 @register(

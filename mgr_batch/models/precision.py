@@ -1,10 +1,13 @@
 """The arithmetic of musicnn's forward passes (the pre-trained embedding networks): float32 or bfloat16.
 
-On a CPU with Intel AMX tiles, oneDNN runs bfloat16 convolutions natively: MSD_musicnn took 0.47x its float32
-CPU time on one thread there (``benchmarks/precision.py``). Elsewhere bfloat16 is emulated and no faster, so
-``"auto"`` means bfloat16 on such a CPU and float32 on every other CPU and on GPUs. EfficientAT stays float32
-whatever the setting: its depthwise convolutions took 1.18x longer in bfloat16 on the same CPU. Feature front
-ends (log-mel, resampling) always run in float32; only the network's layers are cast.
+On a CPU with native bfloat16 dot products, oneDNN runs bfloat16 convolutions faster than float32: MSD_musicnn
+took 0.47x its float32 CPU time on one thread on an Intel Xeon with AMX tiles (``precision-xeon-amx.md``), and
+0.63x on an AMD EPYC (Zen 5) with AVX512_BF16 and no AMX (``precision.md`` in ``benchmarks/results/``; the
+default's genre the same for all 444 GTZAN songs and 26 long tracks, song probabilities within 0.013). So
+``"auto"`` means bfloat16 on a CPU with AMX or AVX512_BF16 (:func:`native_bfloat16`) and float32 on every other
+CPU, where bfloat16 is emulated, and on GPUs. EfficientAT stays float32 whatever the setting (on CPU it runs
+through ONNX Runtime; in torch its depthwise convolutions took 1.18x longer in bfloat16 on the Xeon). Feature
+front ends (log-mel, resampling) always run in float32; only the network's layers are cast.
 
 A stage sets the precision for the work it does (:func:`networks`); the networks' call sites take it from
 there and resolve it for the device they run on (:func:`autocast`), so the feature kinds keep their
@@ -26,17 +29,19 @@ from mgr_batch.errors import ConfigError
 _CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("mgr_batch_network_precision", default="float32")
 
 
-#: torch's private probe for AMX tiles (``torch.cpu._is_amx_tile_supported``), the one private torch name the
-#: package uses; ``tests/test_private_apis.py`` fails first where an upgrade moves it.
+#: torch's private probes of the CPU's bfloat16 instructions (``torch.cpu._is_amx_tile_supported`` and
+#: ``torch.cpu._is_avx512_bf16_supported``), the private torch names the package uses;
+#: ``tests/test_private_apis.py`` fails first where an upgrade moves one.
 AMX_PROBE = "_is_amx_tile_supported"
+AVX512_BF16_PROBE = "_is_avx512_bf16_supported"
 
 
 @functools.cache
 def native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 matrix products natively (Intel AMX tiles); False where this torch
-    lacks :data:`AMX_PROBE`."""
-    probe = getattr(torch.cpu, AMX_PROBE, None)
-    return bool(probe()) if probe is not None else False
+    """Whether this CPU computes bfloat16 dot products natively (Intel AMX tiles or AVX512_BF16); False where
+    this torch lacks the probes."""
+    probes = (getattr(torch.cpu, name, None) for name in (AMX_PROBE, AVX512_BF16_PROBE))
+    return any(bool(probe()) for probe in probes if probe is not None)
 
 
 def resolve(precision: str, device: str | torch.device = "cpu") -> str:
