@@ -39,6 +39,13 @@ CPU-bound timings use thread/process CPU time where they run in this process (ro
 shared machine); the tag runs are timed by wall clock (what a user waits for) and by the CPU time of their
 process tree. Ratios are meaningful within one run; absolute times depend on the machine's load.
 
+With ``--default-only`` it times only what decides the shipped default's cost: the decode floor, and
+``mgr-batch tag --model default`` with ``--cpus`` CPUs (its fixed cost too), once as it is and once per
+``--variant`` (flags added to it, e.g. ``--precision float32``), each ``--repeats`` times::
+
+    python benchmarks/throughput.py --formats ogg,opus --minutes 240 --default-only \
+        --variant "--precision float32" --name throughput-default-<cpu>
+
 Writes benchmarks/results/<name>.json and <name>.md (``--name``, default ``throughput``).
 """
 
@@ -61,6 +68,7 @@ import io
 import json
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -831,6 +839,11 @@ def main(argv: list[str] | None = None) -> int:
         help="let each tag run use every core (default: pinned to as many cores as it gets CPUs)",
     )
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--default-only",
+        action="store_true",
+        help="only the decode floor and the shipped default (as it is and with each --variant's flags)",
+    )
     args = ap.parse_args(argv)
     formats = tuple(args.formats.split(","))
     if not formats or set(formats) - set(ENCODINGS):
@@ -841,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.commonpath([str(args.cache.resolve()), str(ROOT)]) == str(ROOT):
         sys.exit("--cache must lie outside the repository")
     started = time.perf_counter()
-    rerun = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    rerun = "python benchmarks/throughput.py " + shlex.join(argv if argv is not None else sys.argv[1:])
 
     catalog, audio_s = build_catalog(
         args.data, args.minutes, args.seed, args.cache, jobs=os.cpu_count() or 1, formats=formats
@@ -850,6 +863,8 @@ def main(argv: list[str] | None = None) -> int:
     fmt_counts = pd.Series([Path(f).suffix for f in files]).value_counts().to_dict()
     print(f"catalog {catalog}: {len(files)} files, {audio_s / 60:.1f} min ({fmt_counts})", flush=True)
     work = Path(tempfile.mkdtemp(prefix="mgr-batch-throughput-"))
+    if args.default_only:
+        return default_only(args, catalog, files, audio_s, fmt_counts, work, rerun)
     model, spec = checkpoint.load(MODEL)
     clip_cfg = ClipConfig(clip_seconds=spec.clips.clip_seconds)
     result: dict = {
@@ -970,6 +985,103 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / f"{args.name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     (args.results / f"{args.name}.md").write_text(markdown(result, args.cpus, args.scale))
     print((args.results / f"{args.name}.md").read_text())
+    return 0
+
+
+def default_only(
+    args, catalog: Path, files: list[str], audio_s: float, fmt_counts: dict, work: Path, rerun: str
+) -> int:
+    """``--default-only``: the decode floor, then the shipped default with ``args.cpus`` CPUs as it is and with
+    each ``--variant``, against the floor in core-seconds (wall x CPUs) and CPU seconds; writes the results."""
+    from machine import cpu_features, cpu_name  # benchmarks/machine.py, beside this script
+
+    from mgr_batch.models import precision
+
+    _, spec = checkpoint.load("default")
+    n = args.cpus
+    result: dict = {
+        "rerun": rerun,
+        "machine": {
+            "cpu": cpu_name(),
+            "cpu_features": cpu_features(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "auto_precision": precision.resolve("auto", "cpu"),
+        },
+        "catalog": {"files": len(files), "audio_s": audio_s, "formats": fmt_counts},
+        "load_average": {"start": loadavg()},
+    }
+    print("decode floor ...", flush=True)
+    result["decode_floor"] = decode_floor(files, spec.audio.sr)
+    floor_c, floor_w = result["decode_floor"]["cpu_s"]["soundfile"], result["decode_floor"]["wall_s"]["soundfile"]
+    fixed_catalog = link_catalog(sorted(files, key=os.path.getsize)[:1], work / "catalog-1file", 1)
+    runs: dict = {}
+    settings = [("default", [])] + [(f"variant{i}", v.split()) for i, v in enumerate(args.variant or [])]
+    for k in range(args.repeats):  # settings interleaved, so that a busy moment does not land on one alone
+        for label, flags in settings:
+            for kind, cat in (("fixed", fixed_catalog), ("tag", catalog)):
+                name = f"{kind}_{n}cpu@{label}"
+                print(f"{name}: mgr-batch tag --model default {' '.join(flags)} ({k + 1}/{args.repeats}) ...")
+                la = loadavg()
+                run = run_tag(cat, work, name, n, ["--model", "default", *flags], args.pin)
+                run["load_average"] = [la, loadavg()]
+                print(f"  wall {run['wall_s']:.1f} s, tree CPU {run['cpu_s']['total']:.1f} s", flush=True)
+                if name not in runs or run["wall_s"] < runs[name]["wall_s"]:  # the least disturbed try
+                    runs[name] = run | {"walls_s": runs.get(name, {}).get("walls_s", [])}
+                runs[name]["walls_s"] = runs[name]["walls_s"] + [run["wall_s"]]
+    rows = []
+    for label, flags in settings:
+        tag, fixed = runs[f"tag_{n}cpu@{label}"], runs[f"fixed_{n}cpu@{label}"]
+        rows.append(
+            {
+                "flags": " ".join(flags) or "(as shipped)",
+                "wall_s": tag["wall_s"],
+                "walls_s": tag["walls_s"],
+                "tree_cpu_s": tag["cpu_s"]["total"],
+                "core_s_over_floor_wall": n * tag["wall_s"] / floor_w,
+                "cpu_s_over_floor_cpu": tag["cpu_s"]["total"] / floor_c,
+                "fixed_wall_s": fixed["wall_s"],
+                "marginal_core_s_over_floor_wall": n * (tag["wall_s"] - fixed["wall_s"]) / floor_w,
+                "others_cpu_share": tag["others_cpu_share"],
+                "n_songs": tag["n_songs"],
+                "n_errors": tag["n_errors"],
+            }
+        )
+    result["runs"] = runs
+    result["rows"] = rows
+    result["load_average"]["end"] = loadavg()
+    m = result["machine"]
+    lines = [
+        "# The shipped default against the decode floor",
+        "",
+        f"Rerun: `{rerun}`  ",
+        f"CPU: {m['cpu']} ({m['cpu_features']}), {m['cpus']} CPUs; `--precision auto` resolves to "
+        f"{m['auto_precision']} here; torch {m['torch']}; load average {result['load_average']['start']:.1f} at "
+        f"start, {result['load_average']['end']:.1f} at the end.  ",
+        f"Catalog: {len(files)} files, {audio_s / 60:.1f} min of real music ({fmt_counts}). Decode floor "
+        f"(soundfile + mix + soxr HQ, one thread): {floor_w:.1f} s wall, {floor_c:.1f} CPU-s.",
+        "",
+        f"Each run: `mgr-batch tag --model default --num-cpus {n}`, pinned to {n} cores, Ray's start included; "
+        f"the fastest of {args.repeats} tries. Core-seconds = wall x {n}.",
+        "",
+        "| flags | wall (s) | core-s / floor | CPU-s / floor | without the fixed cost (core-s / floor) | "
+        "other processes' CPU share |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {r['flags']} | {r['wall_s']:.1f} ({', '.join(f'{w:.1f}' for w in r['walls_s'])}) | "
+            f"{r['core_s_over_floor_wall']:.2f}x | {r['cpu_s_over_floor_cpu']:.2f}x | "
+            f"{r['marginal_core_s_over_floor_wall']:.2f}x (fixed {r['fixed_wall_s']:.1f} s) | "
+            f"{r['others_cpu_share']:.0%} |"
+            for r in rows
+        ),
+        "",
+    ]
+    shutil.rmtree(work, ignore_errors=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{args.name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (args.results / f"{args.name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
     return 0
 
 
