@@ -181,7 +181,9 @@ def _wav(path: Path, seconds: float = 3.0, freq: float = 440.0) -> None:
 
 
 def timed(args: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """One CLI command in a fresh process: wall seconds, the driver's peak RSS in MB and its CPU seconds."""
+    """One CLI command in a fresh process: wall seconds, the driver's peak RSS in MB, its CPU seconds, and the
+    machine's 1-minute load average as it started (other work on a shared machine stretches the wall time)."""
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", _PEAK, *args], capture_output=True, text=True, env=env or os.environ.copy(), cwd=ROOT
@@ -194,6 +196,7 @@ def timed(args: list[str], env: dict[str, str] | None = None) -> dict[str, float
         "wall_s": round(wall, 2),
         "peak_mb": round(float(peak[-1][0]), 1) if peak else float("nan"),
         "driver_cpu_s": round(float(peak[-1][1]), 2) if peak else float("nan"),
+        "load_1m": round(load, 1),
     }
 
 
@@ -340,6 +343,11 @@ def measure_s3(root: Path, n_songs: int, clips: int, steps: list[str]) -> dict[s
         shutil.rmtree(root / "out", ignore_errors=True)
 
 
+def _cell(step: dict[str, float]) -> str:
+    extra = "".join(f"; {step[k]:g}" for k in ("driver_cpu_s", "load_1m") if k in step)
+    return f"{step['wall_s']:.1f} ({step['peak_mb']:.0f}{extra})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--songs", default="100000,300000,1000000", help="comma-separated output sizes in songs")
@@ -372,13 +380,14 @@ def main() -> None:
         f"# {args.name}",
         "",
         f"`{record['command']}` on {record['cpu']} ({record['cores']} cores), {args.clips} clips per song.",
-        "Wall seconds (driver peak MB), each step a fresh process.",
+        "Wall seconds (driver peak MB; driver CPU seconds; the machine's 1-minute load average as the step started),",
+        "each step a fresh process.",
         "",
         "| songs | clip rows | " + " | ".join(cols) + " |",
         "|---|---|" + "---|" * len(cols),
     ]
     for n, r in rows.items():
-        cells = [f"{r[c]['wall_s']:.1f} ({r[c]['peak_mb']:.0f})" if c in r else "" for c in cols]
+        cells = [_cell(r[c]) if c in r else "" for c in cols]
         lines.append(f"| {n:,} | {n * args.clips:,} | " + " | ".join(cells) + " |")
     if args.s3:
         kinds = ("LIST", "GET", "HEAD", "PUT", "DELETE")
