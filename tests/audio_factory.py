@@ -64,8 +64,21 @@ def write_chirp(path: str | Path, *, seconds: float, sr: int = 22050, fmin: floa
     return _write(path, y.astype(np.float32), sr)
 
 
-def write_aac(path: str | Path, *, seconds: float, sr: int = 44100, channels: int = 1, freq: float = 1000.0) -> Path:
-    """A sine in AAC inside an MP4 container (.m4a), written with PyAV (libsndfile cannot write it)."""
+def write_with_pyav(
+    path: str | Path,
+    *,
+    muxer: str,
+    codec: str,
+    seconds: float,
+    sr: int,
+    channels: int = 1,
+    freq: float = 440.0,
+    tags: dict[str, str] | None = None,
+    **options,
+) -> Path:
+    """A sine written with PyAV (FFmpeg's ``muxer`` and ``codec``, for formats libsndfile cannot write), with
+    ``tags`` in the container's metadata (FFmpeg writes each format's own tag: ID3 frames, Vorbis comments,
+    MP4 atoms, ASF attributes, RIFF INFO, Matroska tags)."""
     import av
 
     path = Path(path)
@@ -73,9 +86,14 @@ def write_aac(path: str | Path, *, seconds: float, sr: int = 44100, channels: in
     y = (0.3 * np.sin(2 * np.pi * freq * _times(seconds, sr))).astype(np.float32)
     planes = np.repeat(y[None, :], channels, axis=0)
     layout = "mono" if channels == 1 else "stereo"
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=sr)
+    with av.open(str(path), "w", format=muxer, options=options) as container:
+        container.metadata.update(tags or {})
+        stream = container.add_stream(codec, rate=sr)
         stream.layout = layout
+        if codec == "vorbis":
+            stream.codec_context.options = {"strict": "experimental"}
+        if codec == "wmav2":
+            stream.bit_rate = 64000
         for lo in range(0, planes.shape[1], 1024):
             frame = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(planes[:, lo : lo + 1024]), format="fltp", layout=layout
@@ -89,13 +107,18 @@ def write_aac(path: str | Path, *, seconds: float, sr: int = 44100, channels: in
     return path
 
 
-def write_tones_and_noise(root: str | Path) -> Path:
-    """Two genres of 2 s songs (tones, noise), 3 train and 1 valid song each, with ``train.txt`` and
-    ``valid.txt`` split lists (see :func:`split_flags`)."""
+def write_aac(path: str | Path, *, seconds: float, sr: int = 44100, channels: int = 1, freq: float = 1000.0) -> Path:
+    """A sine in AAC inside an MP4 container (.m4a), written with PyAV (libsndfile cannot write it)."""
+    return write_with_pyav(path, muxer="mp4", codec="aac", seconds=seconds, sr=sr, channels=channels, freq=freq)
+
+
+def write_tones_and_noise(root: str | Path, *, seconds: float = 2.0, noise_ext: str = "wav") -> Path:
+    """Two genres of ``seconds``-long songs (tones as WAV, noise as ``noise_ext``), 3 train and 1 valid song
+    each, with ``train.txt`` and ``valid.txt`` split lists (GTZAN's ``.wav`` names; see :func:`split_flags`)."""
     root = Path(root)
     for i in range(4):
-        write_tone(root / "tones" / f"tones.{i:05d}.wav", seconds=2.0, freq=300.0 + 100 * i)
-        write_noise(root / "noise" / f"noise.{i:05d}.wav", seconds=2.0, seed=i)
+        write_tone(root / "tones" / f"tones.{i:05d}.wav", seconds=seconds, freq=300.0 + 100 * i)
+        write_noise(root / "noise" / f"noise.{i:05d}.{noise_ext}", seconds=seconds, seed=i)
     (root / "train.txt").write_text("\n".join(f"{g}/{g}.{i:05d}.wav" for g in ("tones", "noise") for i in range(3)))
     (root / "valid.txt").write_text("tones/tones.00003.wav\nnoise/noise.00003.wav\n")
     return root

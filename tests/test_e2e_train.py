@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from audio_factory import write_noise, write_tone
+from audio_factory import write_tones_and_noise
 
 from mgr_batch.cli import main
 from mgr_batch.models import checkpoint
@@ -24,12 +24,7 @@ optim: {batch_size: 8}
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("labelled")
-    for i in range(4):
-        write_tone(root / "tones" / f"tones.{i:05d}.wav", seconds=6.0, freq=300.0 + 100 * i)
-        write_noise(root / "noise" / f"noise.{i:05d}.ogg", seconds=6.0, seed=i)
-    (root / "train.txt").write_text("\n".join(f"{g}/{g}.{i:05d}.wav" for g in ("tones", "noise") for i in range(3)))
-    (root / "valid.txt").write_text("tones/tones.00003.wav\nnoise/noise.00003.wav\n")
+    root = write_tones_and_noise(tmp_path_factory.mktemp("labelled"), seconds=6.0, noise_ext="ogg")
     (root / "tiny.yaml").write_text(TINY)
     return root
 

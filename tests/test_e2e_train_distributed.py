@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import torch
-from audio_factory import write_noise, write_tone
+from audio_factory import write_noise, write_tone, write_tones_and_noise
 from ray.data.expressions import col
 from ray.data.extensions import ArrowPythonObjectType, ArrowTensorType, ArrowTensorTypeV2, ArrowVariableShapedTensorType
 
@@ -33,12 +33,7 @@ optim: {batch_size: 4}
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> Path:
     """4 tones and 4 noises of 6 s (two 3 s clips each); 3 of each to train on, 1 of each to score."""
-    root = tmp_path_factory.mktemp("labelled")
-    for i in range(4):
-        write_tone(root / "tones" / f"tones.{i:05d}.wav", seconds=6.0, freq=300.0 + 100 * i)
-        write_noise(root / "noise" / f"noise.{i:05d}.ogg", seconds=6.0, seed=i)
-    (root / "train.txt").write_text("\n".join(f"{g}/{g}.{i:05d}.wav" for g in ("tones", "noise") for i in range(3)))
-    (root / "valid.txt").write_text("tones/tones.00003.wav\nnoise/noise.00003.wav\n")
+    root = write_tones_and_noise(tmp_path_factory.mktemp("labelled"), seconds=6.0, noise_ext="ogg")
     (root / "tiny.yaml").write_text(TINY)
     return root
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import av
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from audio_factory import write_tone
+from audio_factory import write_tone, write_with_pyav
 
 from mgr_batch.cli import main
 from mgr_batch.io import audio, ffmpeg
@@ -32,31 +30,10 @@ TAGGED = {
 def write_tagged(
     path: Path, *, muxer: str, codec: str, sr: int, channels: int, tags: dict[str, str], seconds: float = 2.0, **options
 ) -> Path:
-    """A 440 Hz tone written with PyAV, with ``tags`` in the container's metadata (FFmpeg writes each format's
-    own tag: ID3 frames, Vorbis comments, MP4 atoms, ASF attributes, RIFF INFO, Matroska tags)."""
-    layout = "mono" if channels == 1 else "stereo"
-    with av.open(str(path), "w", format=muxer, options=options) as container:
-        container.metadata.update(tags)
-        stream = container.add_stream(codec, rate=sr)
-        stream.layout = layout
-        if codec == "vorbis":
-            stream.codec_context.options = {"strict": "experimental"}
-        if codec == "wmav2":
-            stream.bit_rate = 64000
-        n = int(seconds * sr)
-        y = (0.3 * np.sin(2 * np.pi * 440.0 * np.arange(n) / sr)).astype(np.float32)
-        planes = np.repeat(y[None], channels, axis=0)
-        for lo in range(0, n, 1024):
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(planes[:, lo : lo + 1024]), format="fltp", layout=layout
-            )
-            frame.sample_rate = sr
-            frame.pts = lo
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    """A 440 Hz tone written with PyAV, with ``tags`` in the container's metadata."""
+    return write_with_pyav(
+        path, muxer=muxer, codec=codec, seconds=seconds, sr=sr, channels=channels, tags=tags, **options
+    )
 
 
 def write_tagged_by_name(folder: Path, name: str, tags: dict[str, str] = TAGS) -> Path:
