@@ -133,3 +133,51 @@ def test_an_output_without_vectors(tmp_path, capsys):
     assert main(["similar", str(tmp_path), "--song", "x"]) == 2
     assert "no embeddings/ table" in capsys.readouterr().err
     assert main(["similar", str(tmp_path / "missing"), "--song", "x"]) == 2
+
+
+def answer(out: Path, song: str, k: int, threshold: int) -> list[tuple[str, float]]:
+    return [
+        (f["song_id"], f["similarity"]) for f in similar.similar(str(out), song=song, k=k, index_threshold=threshold)
+    ]
+
+
+def assert_same(approximate: list[tuple[str, float]], exact: list[tuple[str, float]]) -> None:
+    assert [s for s, _ in approximate] == [s for s, _ in exact]
+    assert [v for _, v in approximate] == pytest.approx([v for _, v in exact], abs=1e-6)
+
+
+def test_past_the_threshold_the_index_answers_as_exact_search_and_is_kept_beside_the_tables(catalog):
+    out, _, ids = catalog
+    for song in ids[:7] + ids[8:60:5]:
+        assert_same(answer(out, song, 10, threshold=20), answer(out, song, 10, threshold=10**9))
+    kept = sorted(p.name for p in (out / "_similar").iterdir())
+    index = json.loads((out / "_similar" / "index.json").read_text())
+    # only the kind of 60 vectors has one: the other kind's 5 stay under the threshold
+    (key,) = index["ann"]
+    assert f"{key}.usearch" in kept and f"{key}.usearch-keys.npy" in kept and len(kept) == 2 * 2 + 1 + 2
+    assert index["ann"][key] == index["parts"]
+    assert len(np.load(out / "_similar" / f"{key}.usearch-keys.npy")) == 60
+    assert answer(out, "other0", 4, threshold=20) == answer(out, "other0", 4, threshold=10**9)
+
+
+def test_the_index_follows_a_redone_and_a_removed_song(catalog):
+    out, vectors, ids = catalog
+    before = [s for s, _ in answer(out, ids[0], 59, threshold=20)]
+    far = max(range(37, 60), key=lambda i: before.index(ids[i]))  # of the second part, the least like ids[0]
+    assert before.index(ids[far]) > 0 and ids[36] in before
+    redone = vectors[35:].copy()
+    redone[far - 35] = 3.0 * vectors[0]  # redone: now the song most like ids[0]
+    keep = [i for i in range(25) if i != 36 - 35]  # ids[36] removed
+    pq.write_table(embeddings_part(redone[keep], [ids[35 + i] for i in keep]), out / "embeddings" / "part-b.parquet")
+    after = answer(out, ids[0], 59, threshold=20)
+    assert after[0][0] == ids[far] and after[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert ids[36] not in [s for s, _ in after] and len(after) == 58
+    assert_same(after, answer(out, ids[0], 59, threshold=10**9))
+    (key,) = json.loads((out / "_similar" / "index.json").read_text())["ann"]
+    assert (
+        len(np.load(out / "_similar" / f"{key}.usearch-keys.npy")) == 59
+    )  # the old vector of the redone song gone too
+    (out / "embeddings" / "part-b.parquet").unlink()  # its songs pruned
+    gone = answer(out, ids[0], 59, threshold=20)
+    assert len(gone) == 34 and not {s for s, _ in gone} & set(ids[35:])
+    assert_same(gone, answer(out, ids[0], 59, threshold=10**9))
