@@ -178,16 +178,19 @@ class Output:
             listed = dict(zip(TABLES, pool.map(lambda t: list_table(self.uri, t, self.so), TABLES), strict=True))
         self.tables = listed
         old_keys = self.keys
+        old_parts = pa.array(old_keys["part"], pa.string())  # looked up in Arrow: a million rows, no Python object each
         valid = []
         for table in TABLES:
             versions = listed[table].versions
             known = self.parts[table]
             self.parts[table] = {n: p for n, p in known.items() if versions.get(n) == p.version}
             new = [n for n in versions if n not in self.parts[table]]
+            held = pa.array(list(self.parts[table]), pa.string())  # the parts whose key rows stay valid
             for part in self._read_parts(table, new):
                 self.parts[table][part.name] = part
             if table in KEY_TABLES:
-                kept = old_keys[(old_keys["table"] == table) & old_keys["part"].isin(set(self.parts[table]) - set(new))]
+                of_table = old_keys["table"].eq(table).to_numpy()
+                kept = old_keys[of_table & pc.is_in(old_parts, value_set=held).to_numpy(zero_copy_only=False)]
                 valid.append(kept)
                 if new:
                     valid.append(self._read_keys(table, new, old_keys))
