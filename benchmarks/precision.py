@@ -10,9 +10,9 @@ into its 3 s clips, it computes the default's stack (MSD_musicnn penultimate + E
 float32 and in bfloat16 (:mod:`mgr_batch.models.precision`), timing each network (its front end included) by
 thread CPU time on one thread, and scores both with the default model's head: per data set, the share of
 songs given the same genre and the largest difference of a song probability. On every ``--lever-every``-th
-song it also times the levers one by one: MSD_musicnn in bfloat16 with one-channel convolutions as oneDNN
-runs them (``musicnn.MAX_TAP_CHANNELS = 1``), and EfficientAT in torch (the unfolded network the stack used
-before ONNX Runtime). Writes benchmarks/results/precision.json and precision.md.
+song it also times the levers one by one: MSD_musicnn with every front-end filter convolved, dead ones
+included (``musicnn.DEAD_FILTER = 0``), and with live filters only, in float32 and in bfloat16; and
+EfficientAT in torch (the unfolded network the stack used before ONNX Runtime). Writes benchmarks/results/precision.json and precision.md.
 """
 
 # ruff: noqa: E402  (one thread, set before numpy and torch load their pools)
@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parts, sr = fs.parts(spec.features), spec.audio.sr
     cpu = {m: dict.fromkeys(dict.fromkeys(n for n, _ in parts), 0.0) for m in ("float32", "bfloat16")}
     lever = {
-        "MSD_musicnn float32": 0.0,
-        "MSD_musicnn bfloat16, one-channel convolutions": 0.0,
-        "MSD_musicnn bfloat16, taps as channels": 0.0,
+        "MSD_musicnn float32, every filter convolved": 0.0,
+        "MSD_musicnn float32, live filters only": 0.0,
+        "MSD_musicnn bfloat16, live filters only": 0.0,
         "efficientat torch": 0.0,
         "efficientat onnxruntime": 0.0,
     }
@@ -126,19 +126,16 @@ def main(argv: list[str] | None = None) -> int:
             probs[mode] = model.predict_song_proba(x[:, :, None])
         if i % args.lever_every == 0:
             lever_s += len(y) / sr
-            lever["MSD_musicnn float32"] += timed_layers(clips, sr=sr, parts=parts[:1], mode="float32")[1][
-                "MSD_musicnn"
-            ]
-            lever["MSD_musicnn bfloat16, taps as channels"] += timed_layers(
-                clips, sr=sr, parts=parts[:1], mode="bfloat16"
-            )[1]["MSD_musicnn"]
-            taps, mm.MAX_TAP_CHANNELS = mm.MAX_TAP_CHANNELS, 1
-            try:
-                lever["MSD_musicnn bfloat16, one-channel convolutions"] += timed_layers(
-                    clips, sr=sr, parts=parts[:1], mode="bfloat16"
-                )[1]["MSD_musicnn"]
-            finally:
-                mm.MAX_TAP_CHANNELS = taps
+            for name, mode, dead in (
+                ("MSD_musicnn float32, every filter convolved", "float32", 0.0),
+                ("MSD_musicnn float32, live filters only", "float32", mm.DEAD_FILTER),
+                ("MSD_musicnn bfloat16, live filters only", "bfloat16", mm.DEAD_FILTER),
+            ):
+                saved, mm.DEAD_FILTER = mm.DEAD_FILTER, dead
+                try:
+                    lever[name] += timed_layers(clips, sr=sr, parts=parts[:1], mode=mode)[1]["MSD_musicnn"]
+                finally:
+                    mm.DEAD_FILTER = saved
             lever["efficientat onnxruntime"] += timed_layers(clips, sr=sr, parts=parts[1:], mode="float32")[1][
                 "efficientat"
             ]

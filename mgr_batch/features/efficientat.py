@@ -59,7 +59,7 @@ def onnx_session():
     """ONNX Runtime's session of the shipped network (``assets/efficientat/mn04_as.onnx``, exported from the same
     weights by ``tools/export_efficientat_onnx.py``), built once per process on as many threads as torch uses here.
 
-    On CPU it took 0.58x torch's CPU time, front end included (one thread, AMD EPYC Zen 5, outputs within 4e-6;
+    On CPU it took 0.55x torch's CPU time, front end included (one thread, AMD EPYC Zen 5, outputs within 4e-6;
     ``benchmarks/results/precision.md``)."""
     import onnxruntime as ort
 

@@ -116,7 +116,7 @@ class _ConvBlock(nn.Module):
         live = live_filters(conv.weight)
         if len(live) == 0:  # nothing to convolve: let the plain computation say what shape comes out
             live = torch.arange(len(sign))
-        z = _taps_as_channels(conv, x, (conv.weight * sign[:, None, None, None])[live], (bias * sign)[live])
+        z = _conv2d(conv, x, (conv.weight * sign[:, None, None, None])[live], (bias * sign)[live])
         live_pooled = _max_over_frequency(z) * sign[live][None, :, None]  # max of z, or min where sign < 0
         if len(live) == len(sign):
             pooled = live_pooled
@@ -162,53 +162,6 @@ def live_filters(weight: torch.Tensor) -> torch.Tensor:
     """Indices (k,) of the live filters of a convolution's ``weight`` (c_out, c_in, kh, kw) (see :data:`DEAD_FILTER`)."""
     norms = weight.detach().flatten(1).norm(dim=1)
     return torch.nonzero(norms > DEAD_FILTER * norms.max()).squeeze(1)
-
-
-#: The most time taps :func:`_taps_as_channels` turns into input channels.
-MAX_TAP_CHANNELS = 8
-
-
-def _taps_as_channels(
-    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``_conv2d(conv, x, weight, bias)`` of a one-channel ``x`` (batch, 1, mel, time) for a stride-1 ``conv``,
-    computed with groups of the kernel's time taps as input channels: (batch, c, mel', time').
-
-    A kernel ``kw`` frames wide is split into ``g`` groups of ``kw / g`` taps (``g`` the largest divisor of
-    ``kw`` up to :data:`MAX_TAP_CHANNELS`); channel ``i`` is ``x`` shifted ``i * kw / g`` frames, and the
-    convolution of those ``g`` channels with the regrouped weights is a sum of the same products. oneDNN
-    vectorizes a one-channel convolution poorly in bfloat16: MSD_musicnn took 0.84x its CPU time this way on an
-    AMD EPYC (Zen 5, AVX512_BF16; ``benchmarks/results/precision.md``), while in float32 it was no faster, so a
-    float32 convolution is left as it is. The sums differ only in their order.
-    """
-    kw = weight.shape[-1]
-    g = max(d for d in range(1, MAX_TAP_CHANNELS + 1) if kw % d == 0)
-    if (
-        g == 1
-        or not _in_bfloat16(x)
-        or conv.in_channels != 1
-        or conv.groups != 1
-        or conv.stride != (1, 1)
-        or conv.dilation != (1, 1)
-    ):
-        return _conv2d(conv, x, weight, bias)
-    pad_mel, pad_time = conv.padding
-    if pad_mel or pad_time:
-        x = F.pad(x, (pad_time, pad_time, pad_mel, pad_mel))
-    width = kw // g
-    span = x.shape[-1] - kw + width  # frames each shifted copy keeps
-    # (batch, mel, span, g) in memory, seen as (batch, g, mel, span): channels-last, as oneDNN runs fastest
-    shifted = torch.stack([x[:, 0, :, i * width : i * width + span] for i in range(g)], dim=-1).permute(0, 3, 1, 2)
-    regrouped = weight.reshape(weight.shape[0], weight.shape[2], g, width).permute(0, 2, 1, 3)
-    return F.conv2d(shifted, regrouped.contiguous(memory_format=torch.channels_last), bias)
-
-
-def _in_bfloat16(x: torch.Tensor) -> bool:
-    """Whether a convolution of ``x`` here computes in bfloat16 (its dtype, or autocast to bfloat16)."""
-    device = x.device.type
-    if x.dtype == torch.bfloat16:
-        return True
-    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
 
 
 def _max_over_frequency(z: torch.Tensor) -> torch.Tensor:

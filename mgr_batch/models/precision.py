@@ -1,13 +1,14 @@
 """The arithmetic of musicnn's forward passes (the pre-trained embedding networks): float32 or bfloat16.
 
 On a CPU with native bfloat16 dot products, oneDNN runs bfloat16 convolutions faster than float32: MSD_musicnn
-took 0.47x its float32 CPU time on one thread on an Intel Xeon with AMX tiles (``precision-xeon-amx.md``), and
-0.63x on an AMD EPYC (Zen 5) with AVX512_BF16 and no AMX (``precision.md`` in ``benchmarks/results/``; the
-default's genre the same for all 444 GTZAN songs and 26 long tracks, song probabilities within 0.013). So
-``"auto"`` means bfloat16 on a CPU with AMX or AVX512_BF16 (:func:`native_bfloat16`) and float32 on every other
-CPU, where bfloat16 is emulated, and on GPUs. EfficientAT stays float32 whatever the setting (on CPU it runs
-through ONNX Runtime; in torch its depthwise convolutions took 1.18x longer in bfloat16 on the Xeon). Feature
-front ends (log-mel, resampling) always run in float32; only the network's layers are cast.
+took 0.47x its float32 CPU time on one thread on an Intel Xeon with AMX tiles (``precision-xeon-amx.md``, before
+musicnn skipped its dead filters), and 0.84x on an AMD EPYC (Zen 5) with AVX512_BF16 and no AMX (``precision.md``
+in ``benchmarks/results/``; the default's genre the same for all 444 GTZAN songs and 26 long tracks, song
+probabilities within 0.013). So ``"auto"`` means bfloat16 on a CPU with AMX or AVX512_BF16
+(:func:`native_bfloat16`) and float32 on every other CPU, where bfloat16 is emulated, and on GPUs. EfficientAT
+stays float32 whatever the setting (on CPU it runs through ONNX Runtime; in torch its depthwise convolutions took
+1.18x longer in bfloat16 on the Xeon). Feature front ends (log-mel, resampling) always run in float32; only the
+network's layers are cast.
 
 A stage sets the precision for the work it does (:func:`networks`); the networks' call sites take it from
 there and resolve it for the device they run on (:func:`autocast`), so the feature kinds keep their

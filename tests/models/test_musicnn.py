@@ -198,36 +198,6 @@ def test_eval_front_end_is_the_plain_computation_for_norms_of_either_sign(channe
     torch.testing.assert_close(torch.cat([out["timbral"], out["temporal"]], dim=1), want, rtol=1e-4, atol=5e-5)
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_eval_front_end_in_bfloat16_takes_time_taps_as_channels(channels_last):
-    """In bfloat16 the one-channel convolutions run with groups of time taps as input channels
-    (``_taps_as_channels``): each equals the plain convolution of the same bfloat16-rounded inputs up to the
-    rounding of its output, and the front-end maps stay within bfloat16's error of the float32 computation."""
-    from mgr_batch.models import musicnn as mm
-
-    torch.manual_seed(0)
-    model = Musicnn(n_classes=50, pretrained="MSD_musicnn").eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    x = torch.from_numpy(reference_patch()[:, :60].copy()).expand(2, -1, -1) + 0.3 * torch.randn(2, N_MELS, 60)
-    with torch.inference_mode():
-        want = _front_end_as_written(model, x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            got = model.extract(x)
-        got = torch.cat([got["timbral"], got["temporal"]], dim=1).float()
-        assert (got - want).abs().max() > 0  # bfloat16 did change the arithmetic
-        torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())
-        h = model.input_norm(x.unsqueeze(1))
-        for blk, pad in [(model.timbral[0], None), (model.timbral[1], None), (model.temporal[0], (63, 64))]:
-            conv = blk.conv
-            xin = (torch.nn.functional.pad(h, pad) if pad else h).bfloat16()
-            w, b = conv.weight.bfloat16(), conv.bias.bfloat16()
-            regrouped = mm._taps_as_channels(conv, xin, w, b)
-            plain = mm._conv2d(conv, xin.float(), w.float(), b.float())
-            assert regrouped.dtype == torch.bfloat16 and regrouped.shape == plain.shape
-            torch.testing.assert_close(regrouped.float(), plain, rtol=2**-7, atol=1e-2)
-
-
 def test_dead_filters_are_skipped_and_give_their_bias():
     """The pre-trained front end is mostly dead units: only live filters are convolved (MSD_musicnn: 66 of 561),
     a dead filter's pooled map is its bias whatever the input, and killing a live filter makes it one."""
