@@ -14,8 +14,8 @@ approximate index instead: usearch's HNSW over float16 (``<kind>.usearch`` in th
 finds it behind the copy removes the keys no longer there (a song pruned or redone) and adds the new ones, so
 an update costs the new rows, not a rebuild; its candidates are mapped back to rows by key, a key no longer in
 the copy is dropped, and their similarities are recomputed exactly from the copy. It is refreshed by the query,
-not by ``tag``: a tag run cannot know whether anyone will search, and updating it costs about as long per
-vector as reading the vector from Parquet, which the query pays anyway.
+not by ``tag``: a tag run cannot know whether anyone will search, and adding a vector costs several times
+reading it from Parquet (about 1.5 ms against 0.4 ms on 2 cores).
 """
 
 from __future__ import annotations
