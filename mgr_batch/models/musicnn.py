@@ -97,9 +97,8 @@ class _ConvBlock(nn.Module):
         output first and normalizing only the pooled map gives the same numbers, without passing the
         whole (mel x time) map through ReLU and the norm (a third of musicnn's CPU time).
 
-        The minimum a negative-scale channel needs is taken as the maximum of the negated convolution: its
-        weights and bias are negated (exact in floating point), so one max pass serves every channel. A
-        separate min pass over the whole map had taken a quarter of musicnn's CPU time in bfloat16.
+        A negative-scale channel's minimum is the maximum of its negated convolution (weights and bias negated,
+        exact), so one max pass serves every channel (a min pass took a quarter of musicnn's time in bfloat16).
 
         Only live filters are convolved (:func:`live_filters`): a dead filter's map is its bias wherever it is,
         and so is its maximum. The pre-trained networks' front ends are mostly dead units (MSD_musicnn: 66 of
@@ -201,6 +200,8 @@ class Musicnn(nn.Module):
     #: Training channels-last on CPU is slower (3.8 vs 2.5 s per batch of 32 on 2 threads; 9.3 vs 7.1 s
     #: before the front end's training path, ``max_over_frequency_of_affine``, made training 2.2x faster).
     TRAIN_CHANNELS_LAST = False
+    #: Each batch norm follows a ReLU: nothing for conv-BN folding (whose trace cannot pick live filters).
+    FOLD_BATCH_NORM = False
 
     def __init__(
         self,
