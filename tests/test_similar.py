@@ -181,3 +181,21 @@ def test_the_index_follows_a_redone_and_a_removed_song(catalog):
     gone = answer(out, ids[0], 59, threshold=20)
     assert len(gone) == 34 and not {s for s, _ in gone} & set(ids[35:])
     assert_same(gone, answer(out, ids[0], 59, threshold=10**9))
+
+
+def test_an_index_answer_short_of_k_is_searched_exactly():
+    """HNSW can come back with fewer songs than asked for; the query then answers by exact search, not short."""
+    from usearch.index import Index
+
+    rng = np.random.default_rng(5)
+    matrix = rng.standard_normal((60, DIMS)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    keys = np.arange(100, 160, dtype=np.uint64)
+    ann = Index(ndim=DIMS, metric="cos", dtype="f16")
+    ann.add(keys[:5], matrix[:5])  # an index that reaches 5 of the 60 songs
+    assert len(ann.search(matrix[0], 11).keys) == 5  # the fault: an answer short of what was asked
+    rows, sims = similar._nearest_approximate(
+        ann, pa.table({"key": keys}), matrix, matrix[0], 10, exclude=np.array([0])
+    )
+    exact_rows, exact_sims = similar._nearest_normalized(matrix, matrix[0], 10, exclude=np.array([0]))
+    assert len(rows) == 10 and list(rows) == list(exact_rows) and np.allclose(sims, exact_sims)
