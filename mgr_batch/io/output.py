@@ -28,6 +28,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from mgr_batch.io import compaction, index, schemas, storage
+from mgr_batch.io.folders import Part, version_of
 from mgr_batch.io.index import DEPENDENT_TABLES, EMPTY_PART, KEY_TABLES, TABLES, Output
 
 log = logging.getLogger(__name__)
@@ -340,7 +341,7 @@ def ensure_tables(
         storage.write_bytes_atomic(storage.join(output, table, EMPTY_PART), buf.getvalue(), so)
         if tables is not None:
             fs, path = storage.filesystem(storage.join(output, table, EMPTY_PART), so)
-            tables.parts[table][EMPTY_PART] = index.Part(EMPTY_PART, index.version_of(fs.info(path)), 0, frozenset())
+            tables.parts[table][EMPTY_PART] = Part(EMPTY_PART, version_of(fs.info(path)), 0, frozenset())
 
 
 def table_counts(output: str, so: dict[str, Any] | None) -> dict[str, int]:
