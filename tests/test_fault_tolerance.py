@@ -79,7 +79,7 @@ class Killer:
 
     out: Path
     marker: str = "Predictor"
-    kill_at: int = 3  # batches 1..kill_at-1 are done, ~18 of 21 are still to come
+    kill_at: int = 3  # batches 1..kill_at-1 are done (or started), ~18 of 21 are still to come
     timeout_s: float = 240.0
     done: threading.Event = field(default_factory=threading.Event)  # set by the test when main() returns
     batches_seen: int = 0
@@ -116,7 +116,9 @@ class Killer:
             if busy(title) and not running:
                 self.batches_seen += 1
             parts = len(list(songs.glob("part-*.parquet"))) if songs.is_dir() else 0
-            if busy(title) and self.batches_seen >= self.kill_at:  # mid-batch, as its title shows
+            # mid-batch, as its title shows, once kill_at batches were seen starting or kill_at - 1 written (a
+            # decode task that runs batches back to back can keep its title between them: seen as one)
+            if busy(title) and (self.batches_seen >= self.kill_at or parts >= self.kill_at - 1):
                 try:
                     os.kill(pids[0], signal.SIGKILL)
                 except ProcessLookupError:  # it exited just now: look again
