@@ -5,9 +5,10 @@ Run from the repository root, after ``benchmarks/scale.py`` has built the output
 
     python benchmarks/scale_ab.py --base 959703c --songs 1000000 --rounds 3
 
-Each round runs ``mgr-batch tag INPUTS --output OUT --json --no-embeddings`` once with the code of ``--base``
-(``git archive`` into a temporary folder, run from there) and once with the working tree, each in a fresh
-process, in alternating order. With nothing to do the run is a no-op rerun; the output is left as it was.
+Each round runs ``mgr-batch tag INPUTS --output OUT --json --no-embeddings`` (``--step report``: ``mgr-batch
+report OUT``) once with the code of ``--base`` (``git archive`` into a temporary folder, run from there) and once
+with the working tree, each in a fresh process, in alternating order. With nothing to do the run is a no-op
+rerun; the output is left as it was (a report is written again).
 
 Writes benchmarks/results/<name>.json and <name>.md (``--name``, default ``scale-ab``).
 """
@@ -54,11 +55,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--root", default="/work/bench_scale", help="where benchmarks/scale.py keeps its outputs")
     parser.add_argument("--name", default="scale-ab")
+    parser.add_argument("--step", choices=("noop", "report"), default="noop", help="a no-op rerun, or the report")
     args = parser.parse_args()
     built = Path(args.root) / f"{args.songs}-{args.clips}"
     if not (built / ".built").exists():
         sys.exit(f"scale_ab: no output under {built}: run benchmarks/scale.py --songs {args.songs} first")
     tag = ["tag", str(built / "inputs"), "--output", str(built / "out"), "--json", "--no-embeddings"]
+    if args.step == "report":
+        tag = ["report", str(built / "out")]
     commit = subprocess.run(["git", "rev-parse", "--short", args.base], capture_output=True, text=True, check=True)
     base_id = commit.stdout.strip()
     rows: list[dict] = []
@@ -76,6 +80,7 @@ def main() -> None:
         "cores": os.cpu_count(),
         "songs": args.songs,
         "clips_per_song": args.clips,
+        "step": args.step,
         "results": rows,
     }
     RESULTS.mkdir(exist_ok=True)
@@ -83,7 +88,8 @@ def main() -> None:
     lines = [
         f"# {args.name}",
         "",
-        f"`{record['command']}` on {record['cpu']} ({record['cores']} cores): a no-op rerun over {args.songs:,} songs "
+        f"`{record['command']}` on {record['cpu']} ({record['cores']} cores): "
+        f"{'a no-op rerun' if args.step == 'noop' else '`mgr-batch report`'} over {args.songs:,} songs "
         f"({args.clips} clips each), the code of {base_id} and the working tree back to back, each a fresh process.",
         "",
         "| round | code | wall s | driver peak MB | driver CPU s | load average (1 min) |",

@@ -40,6 +40,13 @@ def _columns(data: pads.Dataset | None, columns: list[str], filter: pc.Expressio
     return output.frame(data, columns if data is None else [c for c in columns if c in data.schema.names], filter)
 
 
+def _songs(data: pads.Dataset | None, columns: list[str]) -> pd.DataFrame:
+    """Those of ``columns`` the songs table has, and each row's part in ``file`` (categorical), in one pass."""
+    if data is None:
+        return pd.DataFrame(columns=[*columns, "file"])
+    return output.read_table(data, [c for c in columns if c in data.schema.names], with_file=True).to_pandas()
+
+
 def _read_json(uri: str, so: dict[str, Any] | None) -> dict[str, Any] | None:
     try:
         return json.loads(storage.read_text(uri, so))
@@ -67,7 +74,7 @@ def build(out: str, so: dict[str, Any] | None = None, cfg: ReportConfig | None =
     songs_ds = output.dataset(tables, "songs", so)
     genres = _genres(songs_ds)
     uncertain = songs_ds is not None and "uncertain" in songs_ds.schema.names
-    songs = _columns(songs_ds, SONG_COLUMNS + (["uncertain"] if uncertain else []))
+    songs = _songs(songs_ds, SONG_COLUMNS + (["uncertain"] if uncertain else []))
     uncertain = uncertain and bool(songs["uncertain"].notna().any())  # null throughout: a model with no threshold
     errors = _columns(output.dataset(tables, "errors", so), ["path", "stage", "error_type"])
     page = Page(title=f"mgr-batch report: {out}")
@@ -259,7 +266,7 @@ def _timeline_section(
         return
     longest = songs.nlargest(cfg.timelines, "duration_s")
     cols = ["song_id", "start_s", "end_s", *schemas.probability_columns(genres)]
-    clips = _song_clips(tables, list(longest["song_id"]), cols, so)
+    clips = _song_clips(tables, longest, cols, so)
     if clips.empty:
         return
     page.heading(f"Clip genres over time: the {len(longest)} longest songs")
@@ -283,18 +290,17 @@ def _timeline_section(
         page.figure(Figure(f"timeline_{r.song_id}", f"Clip genres over time: {r.path}", timeline_png(tl, height=4.0)))
 
 
-def _song_clips(tables: str, song_ids: list[str], cols: list[str], so: dict[str, Any] | None) -> pd.DataFrame:
-    """The clips rows of ``song_ids``. A run writes a batch's songs and clips under one part name, so the clips
-    parts named like the songs' own parts are read first; the whole table's ``song_id`` column is scanned only
+def _song_clips(tables: str, songs: pd.DataFrame, cols: list[str], so: dict[str, Any] | None) -> pd.DataFrame:
+    """The clips rows of ``songs`` (rows of :func:`_songs`). A batch's songs and clips parts share a name, so the
+    clips parts named like the songs' own are read first; the whole table's ``song_id`` column is scanned only
     when they do not hold every song (after a compaction, whose sorted files let row groups be skipped)."""
+    song_ids = list(songs["song_id"])
     wanted = pc.field("song_id").isin(song_ids)
     clips_ds = output.dataset(tables, "clips", so)
-    songs_ds = output.dataset(tables, "songs", so)
-    if clips_ds is None or songs_ds is None:
+    if clips_ds is None:
         return pd.DataFrame(columns=cols)
-    names = set(output.read_table(songs_ds, ["song_id"], filter=wanted, with_file=True).column("file").to_pylist())
     by_name = {p.rsplit("/", 1)[-1]: p for p in clips_ds.files}
-    near = [by_name[n.rsplit("/", 1)[-1]] for n in names if n.rsplit("/", 1)[-1] in by_name]
+    near = [by_name[n] for n in sorted({f.rsplit("/", 1)[-1] for f in songs["file"].astype(str)}) if n in by_name]
     if near:
         found = _columns(pads.dataset(near, filesystem=clips_ds.filesystem, format="parquet"), cols, filter=wanted)
         if set(found["song_id"]) >= set(song_ids):

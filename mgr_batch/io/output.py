@@ -86,9 +86,9 @@ def read_table(
     with_file: bool = False,
 ) -> pa.Table:
     """``columns`` of the rows of ``data``'s files where ``filter`` holds (with ``with_file``, each row's file
-    in a ``file`` column), each file read by itself in a pool of threads and gathered a thousand at a time:
-    the memory of the rows, not of a dataset's metadata of every file (a million-song output has tens of
-    thousands of parts)."""
+    in a ``file`` column, dictionary-encoded: one string per file), each file read by itself in a pool of
+    threads and gathered a thousand at a time: the memory of the rows, not of a dataset's metadata of every
+    file (a million-song output has tens of thousands of parts)."""
     files, fs = list(data.files), data.filesystem
 
     def read(path: str) -> pa.Table:
@@ -98,7 +98,9 @@ def read_table(
             wanted = None if columns is None else [c for c in columns if c in names]
             table = part.read(columns=wanted, use_threads=False)
         table = table.filter(filter) if filter is not None else table
-        return table.append_column("file", pa.array([path] * table.num_rows, pa.string())) if with_file else table
+        if not with_file:
+            return table
+        return table.append_column("file", pa.DictionaryArray.from_arrays(np.zeros(table.num_rows, np.int32), [path]))
 
     if len(files) <= 1 and not with_file:
         return data.to_table(columns=columns, filter=filter)
