@@ -181,3 +181,27 @@ def test_a_kill_at_every_step_on_s3(tagged, s3_server, s3_bucket):
     # only the tables listed: the timeline's parts (each over 5 rows) merge nothing and would add no step.
     # The five steps of the first group: each kind of step once (the local test kills at every step).
     assert _kill_at_every_step(out, make_copy, reference, so, extra=s3_server.cli_options(), last=5) == 5
+
+
+def test_merges_as_ray_tasks(tagged, tmp_path):
+    """On a cluster each merge is a Ray task: it writes the same sorted file as the threads do, and a task's
+    storage error reaches the caller as its own type (the CLI's one-line error), wrapped by Ray."""
+    import ray
+
+    from mgr_batch.config import CompactConfig, RayConfig
+    from mgr_batch.execution.compact import compact_output, in_ray_tasks
+
+    _, out = tagged
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    reference = {t: read_all(str(out), t) for t in KEYS}
+    summary = compact_output(str(copy), None, CompactConfig(target_rows=5), RayConfig())  # Ray is up: tasks
+    assert summary["tables"]["clips"]["merged_groups"] >= 2
+    assert_same_rows(str(copy), reference)
+    assert all(p.name.startswith(compaction.PREFIX) for p in (copy / "clips").glob("*.parquet"))
+
+    table = compaction._table(str(copy), "songs", None)
+    job = compaction.Merge(table, ["part-missing.parquet"], {"part-missing.parquet": None}, None)
+    with pytest.raises(FileNotFoundError) as raised:
+        in_ray_tasks([job])
+    assert isinstance(raised.value, ray.exceptions.RayTaskError)  # it ran as a task, and failed there

@@ -158,12 +158,13 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _compact(args: argparse.Namespace) -> None:
-    from mgr_batch.io.compaction import compact
+    from mgr_batch.config import RayConfig
+    from mgr_batch.execution.compact import compact_output
 
     cfg = compact_config(args)
     so = storage_options(args.storage_option)
     _require_tables(args.tagged, so)
-    result = compact(args.tagged, so, target_rows=cfg.target_rows, target_bytes=int(cfg.target_mb * 2**20))
+    result = compact_output(args.tagged, so, cfg, RayConfig(address=args.address))
     print(json.dumps(result, indent=2))
 
 

@@ -365,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("tagged", metavar="OUT", help="a tag output folder or URL")
     com.add_argument("--target-rows", type=int, help="rows per merged file at most (default 1000000)")
     com.add_argument("--target-mb", type=float, help="compressed megabytes per merged file at most (default 128)")
+    com.add_argument("--address", help="join a running Ray cluster: the merges run there as tasks (default: here)")
     _tool_flags(com)
 
     retag = _command(

@@ -18,11 +18,12 @@ import ray
 from mgr_batch.config import ClipConfig, InferenceConfig, TagConfig, redacted, to_dict
 from mgr_batch.errors import ConfigError, OutputError
 from mgr_batch.execution.cache import call_cached
+from mgr_batch.execution.compact import compact_output
 from mgr_batch.execution.progress import Progress
 from mgr_batch.execution.records import check_every_file_accounted, write_run_record
 from mgr_batch.execution.runtime import DECODE_MAX_CALLS, dataset_from_listing, ray_session
 from mgr_batch.execution.tally import ReportSong, SongTally, poll_tally
-from mgr_batch.io import compaction, output, output_checks, storage
+from mgr_batch.io import output, output_checks, storage
 from mgr_batch.io.schemas import TAG_TABLES
 from mgr_batch.io.writer import write_tables
 from mgr_batch.models import checkpoint, model_info
@@ -371,9 +372,7 @@ def run_tag(cfg: TagConfig) -> dict[str, Any]:
     }
     write_run_record(cfg.output, summary, cfg, so)
     if cfg.compact is not None:
-        summary["compaction"] = compaction.compact(
-            cfg.output, so, target_rows=cfg.compact.target_rows, target_bytes=int(cfg.compact.target_mb * 2**20)
-        )
+        summary["compaction"] = compact_output(cfg.output, so, cfg.compact, cfg.ray)
     if cfg.report:
         from mgr_batch.evaluation.run_report import build as build_report
 

@@ -21,6 +21,7 @@ between steps 2 and 4 of a group: run compaction when nobody reads, or read thro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -196,13 +197,15 @@ def compact(
     target_bytes: int = DEFAULT_TARGET_BYTES,
     tables: tuple[str, ...] = schemas.TABLES,
     workers: int = 2,
+    run_merges: RunMerges | None = None,
 ) -> dict[str, Any]:
     """Merge the parts of every table under ``output`` (local or URL) into files of about ``target_rows`` rows
     or ``target_bytes`` bytes; returns, per table, the parts before and after and the rows.
 
-    A table's groups are merged ``workers`` at a time (threads: reading, sorting, compressing and writing
-    Parquet run outside the GIL), under one commit record per table. Parts of a batch that the songs table does
-    not hold (a killed run's leftovers, which the next ``tag`` prunes) are left as they are.
+    A table's groups are merged under one commit record per table, by ``run_merges`` (e.g. as Ray tasks over
+    a cluster), else ``workers`` at a time in threads of this process (reading, sorting, compressing and
+    writing Parquet run outside the GIL). Parts of a batch that the songs table does not hold (a killed run's
+    leftovers, which the next ``tag`` prunes) are left as they are.
     """
     step = _Steps()
     repaired = repair(output, so, tables, step)
@@ -213,7 +216,13 @@ def compact(
             continue
         whole = _whole_batches(output, so) if name in DEPENDENT_TABLES else None
         summary["tables"][name] = _compact_table(
-            t, so, target_rows=target_rows, target_bytes=target_bytes, step=step, whole=whole, workers=workers
+            t,
+            so,
+            target_rows=target_rows,
+            target_bytes=target_bytes,
+            step=step,
+            whole=whole,
+            run_merges=run_merges or functools.partial(_in_threads, workers=workers),
         )
     return summary
 
@@ -272,7 +281,7 @@ def _compact_table(
     target_bytes: int,
     step: _Steps,
     whole: frozenset[str] | None,
-    workers: int,
+    run_merges: RunMerges,
 ) -> dict[str, int]:
     sizes = _listed(t)
     footers = _footers(t, sorted(sizes))
@@ -298,7 +307,7 @@ def _compact_table(
         groups.append(group)
     groups = [g for g in groups if len(g) > 1]
     if groups:
-        _merge_all(t, groups, {b: footers[b].metadata for g in groups for b in g}, so, step, workers)
+        _merge_all(t, groups, {b: footers[b].metadata for g in groups for b in g}, so, step, run_merges)
     return {
         "parts_before": len(sizes),
         "parts_after": len(_listed(t)),
@@ -317,26 +326,14 @@ def _merge_all(
     metadata: dict[str, dict[bytes, bytes] | None],
     so: dict[str, Any] | None,
     step: _Steps,
-    workers: int,
+    run_merges: RunMerges,
 ) -> None:
     """Each group of parts into one sorted file, all under one commit record (see the module's docstring)."""
     sources = [b for g in groups for b in g]
     record = {"table": t.name, "state": "pending", "sources": sources, "targets": [_target(g) for g in groups]}
     t.write_journal(record, so)
     step()
-
-    def merge(group: list[str]) -> None:
-        data = pa.concat_tables([_read(t, b) for b in group], promote_options="default")
-        keys = [k for k in SORT_KEYS.get(t.name, ["song_id"]) if k in data.column_names]
-        data = data.sort_by([(k, "ascending") for k in keys])
-        meta = {**_metadata(data, t.name), **merged_batches([(b, metadata[b]) for b in group])}
-        data = data.replace_schema_metadata(meta)
-        buf = io.BytesIO()
-        pq.write_table(data, buf, compression="zstd", row_group_size=128 * 1024)
-        storage.write_bytes_atomic(t.uri(_target(group)), buf.getvalue(), so)
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        list(pool.map(merge, groups))
+    run_merges([Merge(t, g, {b: metadata[b] for b in g}, so) for g in groups])
     step()
     t.write_journal({**record, "state": "committed"}, so)
     step()
@@ -344,6 +341,39 @@ def _merge_all(
     step()
     t.fs.rm(t.path(JOURNAL))
     step()
+
+
+@dataclass(frozen=True)
+class Merge:
+    """One group of a table's parts (``sources``, with their Parquet metadata) to merge into one sorted file;
+    ``merge(job)`` does it, in any process that reaches the storage."""
+
+    table: _Table
+    sources: list[str]
+    metadata: dict[str, dict[bytes, bytes] | None]
+    storage_options: dict[str, Any] | None
+
+
+#: Runs every merge of a list, returning once all are written (raising the first error).
+RunMerges = Callable[[list[Merge]], None]
+
+
+def merge(job: Merge) -> None:
+    """Read ``job``'s sources, sort their rows by :data:`SORT_KEYS`, write the target whole (zstd)."""
+    t = job.table
+    data = pa.concat_tables([_read(t, b) for b in job.sources], promote_options="default")
+    keys = [k for k in SORT_KEYS.get(t.name, ["song_id"]) if k in data.column_names]
+    data = data.sort_by([(k, "ascending") for k in keys])
+    meta = {**_metadata(data, t.name), **merged_batches([(b, job.metadata[b]) for b in job.sources])}
+    data = data.replace_schema_metadata(meta)
+    buf = io.BytesIO()
+    pq.write_table(data, buf, compression="zstd", row_group_size=128 * 1024)
+    storage.write_bytes_atomic(t.uri(_target(job.sources)), buf.getvalue(), job.storage_options)
+
+
+def _in_threads(jobs: list[Merge], *, workers: int) -> None:
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(merge, jobs))
 
 
 def _read(t: _Table, base: str) -> pa.Table:
