@@ -14,6 +14,7 @@ their input files' size and modification time. Then, each in a fresh process (th
 from ``getrusage`` in that process, imports included):
 
 - ``noop``: ``mgr-batch tag INPUTS --output OUT`` with nothing to do (no Ray started);
+- ``manifest``: the same no-op with the input files named by a Parquet manifest of their paths instead;
 - ``new``: the same after one new 3 s WAV lands in the inputs (Ray's start and the default model included);
 - ``changed``: the same after one tagged file is replaced by a 3 s WAV (its old rows pruned);
 - ``report``: ``mgr-batch report OUT``;
@@ -210,6 +211,12 @@ def measure(root: Path, n_songs: int, clips: int, steps: list[str]) -> dict[str,
     if "noop" in steps:
         result["noop"] = timed(tag)
         print(f"  noop {result['noop']}", flush=True)
+    if "manifest" in steps:  # the same files named by a Parquet manifest (as an S3 Inventory export hands over)
+        manifest = root / "inputs.parquet"
+        paths = [str(_input_path(inputs, i)) for i in range(n_songs)]
+        pd.DataFrame({"path": pd.Series(paths, dtype="string")}).to_parquet(manifest, index=False)
+        result["manifest"] = timed(["tag", str(manifest), "--output", str(out), "--json", "--no-embeddings"])
+        print(f"  manifest {result['manifest']}", flush=True)
     if "new" in steps:
         new = inputs / "new" / f"new-{time.time_ns()}.wav"
         new.parent.mkdir(exist_ok=True)
