@@ -198,7 +198,9 @@ def test_merges_as_ray_tasks(tagged, tmp_path):
     summary = compact_output(str(copy), None, CompactConfig(target_rows=5), RayConfig())  # Ray is up: tasks
     assert summary["tables"]["clips"]["merged_groups"] >= 2
     assert_same_rows(str(copy), reference)
-    assert all(p.name.startswith(compaction.PREFIX) for p in (copy / "clips").glob("*.parquet"))
+    clips = summary["tables"]["clips"]
+    assert clips["parts_after"] < clips["parts_before"]
+    assert len(list((copy / "clips").glob(f"{compaction.PREFIX}*.parquet"))) == clips["merged_groups"]
 
     table = compaction._table(str(copy), "songs", None)
     job = compaction.Merge(table, ["part-missing.parquet"], {"part-missing.parquet": None}, None)

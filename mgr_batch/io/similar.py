@@ -144,12 +144,14 @@ def _nearest_approximate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_nearest_normalized` through the usearch index ``ann`` of the rows' keys (``songs``' ``key``
     column): its candidates mapped back to rows (a key not among the rows dropped), the rows ``exclude`` left
-    out, similarities recomputed from ``matrix``. An answer short of ``k`` songs where the rows hold more is
-    searched exactly instead: HNSW can miss songs when ``k`` nears the number of vectors (usearch's graph built
-    by several threads left 1 of 60 unreached for ``k`` of 60 in 9% of queries)."""
+    out, similarities recomputed from ``matrix``. The search's whole beam (:data:`EXPANSION_SEARCH` candidates, or
+    more for a larger ``k``) is re-ranked so, not only its first ``k``: with ``k`` alone, one of the 10 nearest of
+    60 vectors was missed now and then. An answer short of what was asked where the rows hold more is searched
+    exactly instead: HNSW can miss songs when that nears the number of vectors (usearch's graph built by several
+    threads left 1 of 60 unreached for 60 asked in 9% of queries)."""
     keys = songs.column("key").to_numpy()
     unique, first = np.unique(keys, return_index=True)
-    want = min(k + len(exclude), len(unique))
+    want = min(max(k + len(exclude), EXPANSION_SEARCH), len(unique))
     found = np.atleast_1d(np.asarray(ann.search(np.asarray(query, np.float32), want, threads=1).keys, np.uint64))
     if len(found) < want:
         return _nearest_normalized(matrix, query, k, exclude=exclude)
