@@ -14,7 +14,6 @@ counted there). Stops the cluster at the end. Writes benchmarks/results/<name>.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_name  # noqa: E402
-from scale import RESULTS, timed  # noqa: E402
+from scale import timed, write_rounds  # noqa: E402
 
 
 def main() -> None:
@@ -61,24 +60,12 @@ def main() -> None:
         "clips_per_song": args.clips,
         "results": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = [
-        f"# {args.name}",
-        "",
+    intro = (
         f"`{record['command']}` on {record['cpu']} ({record['cores']} cores): `mgr-batch compact` of {args.songs:,} "
         f"songs ({args.clips} clips each) in two threads of the driver, and with `--address auto` as Ray tasks of a "
-        f"local cluster of {args.num_cpus} CPUs started beforehand, each on a fresh copy, in a fresh process.",
-        "",
-        "| round | merges in | wall s | driver peak MB | driver CPU s | load average (1 min) |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['round']} | {r['way']} | {r['wall_s']:.1f} | {r['peak_mb']:.0f} | {r['driver_cpu_s']:.1f} | {r['load_1m']} |"
-        for r in rows
-    ]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        f"local cluster of {args.num_cpus} CPUs started beforehand, each on a fresh copy, in a fresh process."
+    )
+    write_rounds(args.name, record, intro, ("merges in", "way"))
 
 
 if __name__ == "__main__":

@@ -181,13 +181,13 @@ def _wav(path: Path, seconds: float = 3.0, freq: float = 440.0) -> None:
     sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 22050)
 
 
-def timed(args: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+def timed(args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> dict[str, float]:
     """One CLI command in a fresh process: wall seconds, the driver's peak RSS in MB, its CPU seconds, and the
     machine's 1-minute load average as it started (other work on a shared machine stretches the wall time)."""
     load = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", _PEAK, *args], capture_output=True, text=True, env=env or os.environ.copy(), cwd=ROOT
+        [sys.executable, "-c", _PEAK, *args], capture_output=True, text=True, env=env or os.environ.copy(), cwd=cwd
     )
     wall = time.perf_counter() - started
     peak = [line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("PEAK_MB")]
@@ -199,6 +199,23 @@ def timed(args: list[str], env: dict[str, str] | None = None) -> dict[str, float
         "driver_cpu_s": round(float(peak[-1][1]), 2) if peak else float("nan"),
         "load_1m": round(load, 1),
     }
+
+
+def write_rounds(name: str, record: dict, intro: str, column: tuple[str, str]) -> None:
+    """RESULTS/<name>.json (``record``) and <name>.md: ``intro``, then ``record["results"]`` as a table, a row per
+    round and variant (``column``: the variant's heading and key), with :func:`timed`'s figures."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    heading, key = column
+    lines = [f"# {name}", "", intro, ""]
+    lines += [f"| round | {heading} | wall s | driver peak MB | driver CPU s | load average (1 min) |"]
+    lines += ["|---|---|---|---|---|---|"]
+    lines += [
+        f"| {r['round']} | {r[key]} | {r['wall_s']:.1f} | {r['peak_mb']:.0f} | {r['driver_cpu_s']:.1f} | {r['load_1m']} |"
+        for r in record["results"]
+    ]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def measure(root: Path, n_songs: int, clips: int, steps: list[str]) -> dict[str, dict[str, float]]:

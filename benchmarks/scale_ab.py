@@ -16,35 +16,20 @@ Writes benchmarks/results/<name>.json and <name>.md (``--name``, default ``scale
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_name  # noqa: E402
-from scale import _PEAK, RESULTS, ROOT  # noqa: E402
+from scale import ROOT, timed, write_rounds  # noqa: E402
 
 
 def run(tree: Path, args: list[str]) -> dict[str, float]:
     """One CLI command with the package of ``tree`` (run from there, so that its ``mgr_batch`` is imported)."""
-    load = os.getloadavg()[0]
-    started = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    proc = subprocess.run([sys.executable, "-c", _PEAK, *args], capture_output=True, text=True, env=env, cwd=tree)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    peak = [line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("PEAK_MB")][-1]
-    return {
-        "wall_s": round(wall, 2),
-        "peak_mb": round(float(peak[0]), 1),
-        "driver_cpu_s": round(float(peak[1]), 2),
-        "load_1m": round(load, 1),
-    }
+    return timed(args, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree)
 
 
 def main() -> None:
@@ -83,24 +68,12 @@ def main() -> None:
         "step": args.step,
         "results": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = [
-        f"# {args.name}",
-        "",
+    intro = (
         f"`{record['command']}` on {record['cpu']} ({record['cores']} cores): "
         f"{'a no-op rerun' if args.step == 'noop' else '`mgr-batch report`'} over {args.songs:,} songs "
-        f"({args.clips} clips each), the code of {base_id} and the working tree back to back, each a fresh process.",
-        "",
-        "| round | code | wall s | driver peak MB | driver CPU s | load average (1 min) |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['round']} | {r['code']} | {r['wall_s']:.1f} | {r['peak_mb']:.0f} | {r['driver_cpu_s']:.1f} | {r['load_1m']} |"
-        for r in rows
-    ]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        f"({args.clips} clips each), the code of {base_id} and the working tree back to back, each a fresh process."
+    )
+    write_rounds(args.name, record, intro, ("code", "code"))
 
 
 if __name__ == "__main__":
